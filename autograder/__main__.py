@@ -1,0 +1,106 @@
+"""The command line: ``python -m autograder grade|grade-course|gradescope-bundle``.
+
+Exit codes of ``grade``: 0 whenever a result was recorded, whatever the score (unreadable
+notebooks included); 2 for usage errors (no such file, unknown assignment, bad config); 3 when
+no sandbox can run here and ``--unsafe-no-sandbox`` was not given.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import autograder  # noqa: F401  (blocks a slow, unused import before nbformat loads)
+from autograder import REPO_ROOT
+
+USAGE_ERROR = 2
+NO_SANDBOX = 3
+
+
+def default_course_dir() -> Path:
+    cwd = Path.cwd()
+    return cwd if (cwd / "nbgrader_config.py").exists() else REPO_ROOT
+
+
+def student_from_path(path: Path) -> str:
+    """nbgrader layout: .../submitted/<student>/<assignment>/<notebook>.ipynb."""
+    parts = path.resolve().parts
+    if "submitted" in parts:
+        i = len(parts) - 1 - parts[::-1].index("submitted")
+        if i + 1 < len(parts) - 1:
+            return parts[i + 1]
+    return "anonymous"
+
+
+def usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def cmd_grade(args) -> int:
+    from autograder.assignments import list_assignments
+    from autograder.config import ConfigError, load_settings
+    from autograder.grade.submission import grade_submission
+    from autograder.sandbox.backends import BackendUnavailable, resolve_backend
+
+    path = Path(args.submission)
+    if not path.is_file():
+        return usage_error(f"no such file: {path}")
+    try:
+        settings = load_settings(args.course_dir or default_course_dir())
+    except ConfigError as exc:
+        return usage_error(str(exc))
+    known = list_assignments(settings.course_dir)
+    if args.assignment not in known:
+        return usage_error(f"unknown assignment {args.assignment!r}; known: {', '.join(known) or 'none'}")
+    backend = "unsafe" if args.unsafe_no_sandbox else None
+    if backend is None:
+        try:
+            backend = resolve_backend(settings.sandbox)
+        except BackendUnavailable as exc:
+            print(f"error: no sandbox can run here ({exc}). Student code will not be run "
+                  "unconfined; pass --unsafe-no-sandbox to grade anyway.", file=sys.stderr)
+            return NO_SANDBOX
+    student = args.student or student_from_path(path)
+    result = grade_submission(path, args.assignment, student=student, settings=settings,
+                              device=args.device, backend=backend)
+    if args.out:
+        result.write(args.out)
+    from autograder.report_table import print_result
+
+    print_result(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autograder",
+                                     description="Grade PPO assignment notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    grade = sub.add_parser("grade", help="grade one submitted notebook")
+    grade.add_argument("submission", help="the student's .ipynb")
+    grade.add_argument("--assignment", required=True, help="assignment name, e.g. ppo")
+    grade.add_argument("--student", help="student id (default: from submitted/<id>/...)")
+    grade.add_argument("--out", help="write the results JSON here")
+    grade.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    grade.add_argument("--course-dir", help="nbgrader course directory (default: here or the kit)")
+    grade.add_argument("--unsafe-no-sandbox", action="store_true",
+                       help="run student code with rlimits only (no isolation); never for real grading")
+    grade.set_defaults(func=cmd_grade)
+    try:
+        from autograder.course import add_subcommands
+    except ImportError:
+        pass
+    else:
+        add_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    sys.exit(main())
