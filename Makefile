@@ -24,8 +24,88 @@ system-packages:
 	    || echo "could not install$$missing; the grader will report its fallback"; \
 	fi
 
+# --- Notebooks --------------------------------------------------------------------------------
+# Every assignment is a folder source/<assignment>/ holding its notebook(s).
+ASSIGNMENTS := $(sort $(patsubst source/%/,%,$(dir $(wildcard source/*/*.ipynb))))
+
+# The student versions, release/<assignment>/: nbgrader replaces each solution by its stub, locks
+# the given cells and records their checksums. --no-db: releasing never touches a gradebook.
+release: $(STAMP)
+	@for a in $(ASSIGNMENTS); do \
+	  echo "nbgrader generate_assignment $$a -> release/$$a/"; \
+	  .venv/bin/nbgrader generate_assignment "$$a" --force --no-db --log-level=WARN || exit 1; \
+	done
+
+# The answer key as TAs read it, solutions/<assignment>/: every source notebook run top to bottom
+# with nbclient, on the CPU, in a fresh kernel of this .venv, with its outputs and figures.
+solutions: $(STAMP)
+	@ASSIGNMENTS="$(ASSIGNMENTS)" $(PY) -c "$$RUN_SOLUTIONS"
+
+define RUN_SOLUTIONS
+import json, os, sys, tempfile, time
+from pathlib import Path
+
+import nbformat
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+# A kernel spec that runs this very interpreter, whatever other kernels are installed.
+specs = tempfile.TemporaryDirectory()
+spec = Path(specs.name, "python3")
+spec.mkdir()
+spec.joinpath("kernel.json").write_text(json.dumps({
+    "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    "display_name": "Python 3 (ipykernel)", "language": "python"}))
+env = dict(os.environ, CUDA_VISIBLE_DEVICES="",
+           MPLBACKEND="module://matplotlib_inline.backend_inline")
+for source in sorted(Path("source").glob("*/*.ipynb")):
+    if source.parent.name not in os.environ["ASSIGNMENTS"].split():
+        continue
+    out = Path("solutions", source.parent.name, source.name)
+    nb = nbformat.read(source, as_version=4)
+    km = KernelManager(kernel_name="python3",
+                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[specs.name]))
+    start = time.perf_counter()
+    NotebookClient(nb, km=km, timeout=900,
+                   resources={"metadata": {"path": str(source.parent)}}).execute(env=env)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
+    print(f"{source} -> {out}: executed in {time.perf_counter() - start:.1f} s")
+specs.cleanup()
+endef
+export RUN_SOLUTIONS
+
+# Part 2's pretrained language model, source/ppo_lm/tiny_lm.pt (commit it): the model and the
+# corpus come from the notebook's own cells; fixed seed, one CPU thread, about two minutes.
+.PHONY: pretrain
+pretrain: $(STAMP)
+	nice $(PY) tools/pretrain_lm.py
+
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# --- The cohort tools ---------------------------------------------------------------------------
+# A demo cohort (correct, blank, common mistakes, a broken file) graded end to end in
+# build/demo-course/: results, gradebook, feedback, report, `nbgrader export`; prints the table.
+demo: setup
+	$(PY) -m autograder.course.demo
+
+# grade-course --jobs 2 against nbgrader autograde on 100 synthetic submissions, and one cold
+# submission each; writes the numbers into README.md's "## Performance" section.
+bench: setup
+	nice $(PY) bench/run_bench.py --n 100 --jobs 2 --readme README.md
+
+# --- The grader's own checks (hidden suites) ------------------------------------------------
+# Every mutant of autograder/suites/ppo/mutants.py graded: the table of points lost and hints
+# shown, the kill rate and the false-fail count of the correct variants.
+mutants: setup
+	nice $(PY) -m autograder.suites.ppo.corpus
+
+# The training tests' pass marks, from the answer key over 200 hidden seeds; writes
+# autograder/suites/ppo/thresholds.json and docs/calibration.md (about 15 minutes).
+calibrate: setup
+	nice $(PY) -m autograder.calibrate --seeds 200
 
 clean:
 	rm -rf build

@@ -28,14 +28,11 @@ def worker_device(requested: str) -> str:
 
 def reference_cells(assignment: Assignment) -> list[dict]:
     """The answer key as the reference worker executes it: every code cell but the grade cells."""
-    from autograder.load.extract import extract_definitions
+    from autograder.load.extract import extract_cells
 
-    cells = []
-    for cell in assignment.cells:
-        if cell.kind == "grade":
-            continue
-        cells.append({"id": cell.id, "source": extract_definitions(cell.source).code})
-    return cells
+    kept = [cell for cell in assignment.cells if cell.kind != "grade"]
+    extracted = extract_cells(cell.source for cell in kept)
+    return [{"id": cell.id, "source": e.code} for cell, e in zip(kept, extracted)]
 
 
 class Session:
@@ -144,7 +141,8 @@ def summary(tests: list[TestResult], submission: Submission) -> str:
     for cell, t in grade_cell_totals(tests).items():
         lines.append(f"{cell}: {t['score']:g} / {t['max_score']:g}")
     for cell_id, problem in submission.cell_problems.items():
-        lines.append(f"cell {cell_id}: {problem}")
+        where = f"your extra cell #{cell_id[5:]}" if cell_id.startswith("cell-") else f"cell {cell_id}"
+        lines.append(f"{where}: {problem}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,268 @@
+"""Calibrate the training tests' pass marks on the answer key: ``make calibrate``.
+
+    python -m autograder.calibrate [--assignment ppo] [--seeds 200] [--controls 20]
+
+Runs the source notebook's own solutions (the instructor's code, so in this process, without a
+sandbox) through both training harnesses over ``--seeds`` hidden seeds, drawn exactly as the
+suites draw them (``derive_seed(cohort_seed, student id, test key)`` with made-up student ids).
+It records the distribution of the best-arm probability (REINFORCE) and of the fraction of the
+random-to-optimal gap closed (PPO), runs negative controls (a sign-flipped loss, a loss that
+always favours one arm), sets each threshold by one rule, and writes
+
+- ``autograder/suites/ppo/thresholds.json``: the thresholds the suites read (one source of truth);
+- ``docs/calibration.md``: the command, the date, the distributions and the thresholds.
+
+The rule: the threshold is the worst reference result minus a margin of 0.10, rounded down to a
+multiple of 0.05. Calibration fails (exit 1) if any negative control reaches its threshold.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from autograder import REPO_ROOT
+from autograder.seeding import derive_seed
+from autograder.suites.ppo import training as T
+
+MARGIN = 0.10
+STEP = 0.05
+# The tests' seeding keys (``<file>::<test>``): calibration draws seeds the way the suites do.
+REINFORCE_KEY = "test_reinforce_training.py::test_reinforce_finds_best_arm"
+PPO_KEY = "test_ppo_training.py::test_ppo_closes_gap"
+
+SIGN_FLIPPED = {
+    "reinforce_loss": "def reinforce_loss(log_probs, rewards):\n"
+                      "    return (log_probs * torch.as_tensor(rewards, dtype=log_probs.dtype))"
+                      ".mean()\n",
+    "ppo_combined_loss": "def ppo_combined_loss(log_probs_new, log_probs_old, advantages, values,"
+                         " returns, epsilon=0.2, vf_coeff=0.5):\n"
+                         "    policy = -ppo_loss(log_probs_new, log_probs_old, advantages, "
+                         "epsilon)\n"
+                         "    value = ((values - returns) ** 2).mean()\n"
+                         "    return policy + vf_coeff * value, policy, value\n",
+}
+def threshold_rule(worst: float) -> float:
+    """The worst reference result minus MARGIN, rounded down to a multiple of STEP."""
+    return math.floor(round((worst - MARGIN) / STEP, 9)) * STEP
+
+
+def reference_namespace(assignment) -> dict:
+    """The answer key as the trusted reference worker runs it: every code cell but the grade
+    cells, filtered to definitions, executed cell by cell in one namespace (a cell that raises
+    is skipped, as the worker does)."""
+    from autograder.grade.submission import reference_cells
+
+    ns: dict = {"__name__": "__main__"}
+    for cell in reference_cells(assignment):
+        try:
+            exec(compile(cell["source"], f"<cell {cell['id']}>", "exec"), ns)
+        except Exception:
+            pass
+    for name in assignment.solution_functions.values():
+        if not callable(ns.get(name)):
+            raise RuntimeError(f"the answer key does not define {name}")
+    return ns
+
+
+def with_override(ns: dict, source: str) -> dict:
+    out = dict(ns)
+    exec(source, out)
+    return out
+
+
+def run_reinforce(ns: dict, kit: str, seed: int) -> float:
+    from autograder.harness import bandit
+
+    params = T.bandit_params(seed, kit)
+    out = bandit.run(ns, **params)
+    if "error" in out:
+        return float("nan")
+    return T.best_arm_probability(out["logits"], params["arm_means"])
+
+
+def run_ppo(ns: dict, kit: str, seed: int) -> float:
+    from autograder.harness import contextual
+
+    params = T.contextual_params(seed, kit)
+    out = contextual.run(ns, **params)
+    if "error" in out:
+        return float("nan")
+    return T.gap_closed(out["actor"], params["weights"], T.evaluation_states(seed))["gap_closed"]
+
+
+def always_arm_2(seed: int) -> float:
+    """The score of a policy that puts all its probability on arm 2 (the notebook's best arm),
+    as a loss hard-coded to favour that arm would end up: the hidden arm means defeat it."""
+    means = T.bandit_arm_means(seed)
+    logits = np.full(means.shape, -30.0)
+    logits[:, 2] = 0.0
+    return T.best_arm_probability(logits, means)
+
+
+def summary(values: list[float]) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    pct = {f"p{q}": float(np.percentile(a, q)) for q in (1, 5, 25, 50, 75, 95, 99)}
+    return {"n": int(a.size), "min": float(a.min()), **pct, "max": float(a.max()),
+            "mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else 0.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m autograder.calibrate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--assignment", default="ppo")
+    ap.add_argument("--seeds", type=int, default=200)
+    ap.add_argument("--controls", type=int, default=20, help="seeds for each negative control")
+    ap.add_argument("--course-dir", default=str(REPO_ROOT))
+    ap.add_argument("--no-write", action="store_true", help="print only; change no file")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from autograder.assignments import load_assignment
+    from autograder.config import load_settings
+
+    torch.set_num_threads(1)
+    settings = load_settings(args.course_dir)
+    assignment = load_assignment(args.assignment, settings.course_dir)
+    bandit_kit = T.kit_source(assignment, ["BanditPolicy"])
+    ppo_kit = T.kit_source(assignment, ["ContextualBandit", "PPOPolicy"])
+    reference = reference_namespace(assignment)
+    started = time.monotonic()
+
+    def seeds(key: str, n: int, tag: str) -> list[int]:
+        return [derive_seed(settings.cohort_seed, f"calibration-{tag}-{i:04d}", key)
+                for i in range(n)]
+
+    results: dict[str, list[float]] = {"reinforce": [], "ppo": []}
+    for i, (s1, s2) in enumerate(zip(seeds(REINFORCE_KEY, args.seeds, "ref"),
+                                     seeds(PPO_KEY, args.seeds, "ref"))):
+        results["reinforce"].append(run_reinforce(reference, bandit_kit, s1))
+        results["ppo"].append(run_ppo(reference, ppo_kit, s2))
+        if (i + 1) % 10 == 0:
+            print(f"  {i + 1}/{args.seeds} seeds, {time.monotonic() - started:.0f} s: "
+                  f"best-arm min {min(results['reinforce']):.4f}, "
+                  f"gap-closed min {min(results['ppo']):.4f}", flush=True)
+    for name, vals in results.items():
+        if not all(np.isfinite(vals)):
+            print(f"the reference failed to train ({name}): calibration stops", file=sys.stderr)
+            return 1
+
+    controls = {
+        "reinforce: sign flipped": [run_reinforce(with_override(reference, SIGN_FLIPPED[
+            "reinforce_loss"]), bandit_kit, s) for s in seeds(REINFORCE_KEY, args.controls,
+                                                                "flip")],
+        "reinforce: a policy always on arm 2": [always_arm_2(s) for s in seeds(
+            REINFORCE_KEY, args.controls, "arm2")],
+        "ppo: policy loss sign flipped": [run_ppo(with_override(reference, SIGN_FLIPPED[
+            "ppo_combined_loss"]), ppo_kit, s) for s in seeds(PPO_KEY, args.controls, "flip")],
+    }
+    stats = {"reinforce": summary(results["reinforce"]), "ppo": summary(results["ppo"])}
+    thresholds = {
+        "reinforce_best_arm_probability": threshold_rule(stats["reinforce"]["min"]),
+        "ppo_gap_closed": threshold_rule(stats["ppo"]["min"]),
+    }
+    control_stats = {k: summary([x if np.isfinite(x) else -np.inf for x in v])
+                     for k, v in controls.items()}
+    bad = [k for k, s in control_stats.items()
+           if s["max"] >= thresholds["reinforce_best_arm_probability" if k.startswith("reinforce")
+                                     else "ppo_gap_closed"]]
+    seconds = time.monotonic() - started
+    record = {
+        "thresholds": thresholds,
+        "rule": f"worst reference result minus {MARGIN:.2f}, rounded down to a multiple of "
+                f"{STEP:.2f}",
+        "reference": stats,
+        "negative_controls": control_stats,
+        "false_fails_at_threshold": {
+            "reinforce": int(sum(v < thresholds["reinforce_best_arm_probability"]
+                                 for v in results["reinforce"])),
+            "ppo": int(sum(v < thresholds["ppo_gap_closed"] for v in results["ppo"]))},
+        "seeds": args.seeds, "control_seeds": args.controls,
+        "cohort_seed": settings.cohort_seed,
+        "date": _dt.date.today().isoformat(),
+        "command": "make calibrate",
+        "seconds": round(seconds, 1),
+        "torch": torch.__version__, "python": platform.python_version(),
+    }
+    text = render_markdown(record)
+    print(text)
+    if bad:
+        print(f"negative controls reach the threshold: {bad}", file=sys.stderr)
+        return 1
+    if not args.no_write:
+        T.THRESHOLDS_FILE.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        (Path(args.course_dir) / "docs" / "calibration.md").write_text(text)
+        print(f"wrote {T.THRESHOLDS_FILE.relative_to(REPO_ROOT)} and docs/calibration.md")
+    return 0
+
+
+def render_markdown(r: dict) -> str:
+    def row(name: str, s: dict) -> str:
+        return (f"| {name} | {s['n']} | {s['min']:.4f} | {s['p1']:.4f} | {s['p5']:.4f} | "
+                f"{s['p50']:.4f} | {s['p95']:.4f} | {s['max']:.4f} | {s['mean']:.4f} | "
+                f"{s['sd']:.4f} |")
+
+    th = r["thresholds"]
+    head = ("| run | seeds | min | p1 | p5 | median | p95 | max | mean | sd |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
+    controls = "\n".join(row(k, s) for k, s in r["negative_controls"].items())
+    return f"""# Calibration of the training tests
+
+Generated by `{r['command']}` (`python -m autograder.calibrate`) on {r['date']}, in
+{r['seconds']:.0f} s (Python {r['python']}, torch {r['torch']}, cohort seed {r['cohort_seed']}).
+Do not edit by hand: rerun `make calibrate` after any change to the harnesses, the notebook's
+given classes, or the answer key. The thresholds live in `autograder/suites/ppo/thresholds.json`
+(written by the same run); the suites read them from there and nowhere else.
+
+## What is measured
+
+- **REINFORCE** (`reinforce_training`, harness `autograder/harness/bandit.py`): {T.BANDIT_RUNS}
+  independent five-armed bandits per student, trained at once for 500 episodes with Adam
+  (lr 0.05) and the notebook's `BanditPolicy`. The arm means are the notebook's levels
+  (0.1, 0.2, 0.3, 0.5, 0.8), shuffled per bandit by the hidden seed and jittered by at most
+  ±{T.BANDIT_JITTER}. The score is the final probability of each bandit's best arm, averaged
+  over the {T.BANDIT_RUNS} bandits.
+- **PPO** (`ppo_training`, harness `autograder/harness/contextual.py`): the notebook's PPO loop
+  (200 iterations, batch 64, 4 epochs, Adam lr 3e-4, epsilon 0.2, vf_coeff 0.5) on the
+  notebook's `ContextualBandit` and `PPOPolicy`, bandit weights drawn from the hidden seed. The
+  parent scores the trained actor (greedy action) on {T.EVAL_STATES:,} fixed evaluation states,
+  the same states for the random, trained and optimal policies, with the true mean rewards (no
+  noise): the score is the fraction of the random-to-optimal gap closed.
+
+Each of the {r['seeds']} reference runs uses a hidden seed drawn exactly like a student's
+(`derive_seed(cohort_seed, student id, test)`, with made-up student ids).
+
+## The answer key over {r['seeds']} hidden seeds
+
+{head}
+{row("REINFORCE best-arm probability", r['reference']['reinforce'])}
+{row("PPO gap closed", r['reference']['ppo'])}
+
+## Negative controls ({r['control_seeds']} seeds each)
+
+{head}
+{controls}
+
+## Thresholds
+
+Rule: {r['rule']}.
+
+| test | threshold | reference false fails at the threshold |
+|---|---|---|
+| `reinforce_training`: best-arm probability above | **{th['reinforce_best_arm_probability']:.2f}** | {r['false_fails_at_threshold']['reinforce']} of {r['seeds']} |
+| `ppo_training`: gap closed above | **{th['ppo_gap_closed']:.2f}** | {r['false_fails_at_threshold']['ppo']} of {r['seeds']} |
+
+Every negative control stays below its threshold (the run fails otherwise).
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Grading a whole cohort: ``grade-course``, the gradebook bridge, feedback pages, the report.
+
+``add_subcommands(subparsers)`` registers ``grade-course`` and ``gradescope-bundle`` on the
+kit's argparse CLI; each sub-parser's ``func`` is the command (``args -> exit status``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_subcommands(subparsers) -> None:
+    """Add ``grade-course`` and ``gradescope-bundle`` to ``python -m autograder``."""
+    from autograder import REPO_ROOT
+
+    p = subparsers.add_parser(
+        "grade-course", help="grade every submission of an assignment in an nbgrader course",
+        description="Grade submitted/<student>/<assignment>/*.ipynb, then write the gradebook, "
+                    "feedback pages and the cohort report. Already graded, unchanged "
+                    "submissions are skipped; a killed run is finished by running it again.")
+    p.add_argument("assignment")
+    p.add_argument("--course-dir", type=Path, default=Path.cwd(),
+                   help="the nbgrader course directory (default: the current directory)")
+    p.add_argument("--jobs", "-j", type=int, default=None,
+                   help="submissions graded at once (default: c.PPOKit.jobs)")
+    p.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    p.set_defaults(func=_grade_course)
+
+    g = subparsers.add_parser(
+        "gradescope-bundle", help="build the Gradescope autograder zip for an assignment")
+    g.add_argument("assignment")
+    g.add_argument("--out", type=Path, required=True, help="the zip file to write")
+    g.add_argument("--course-dir", type=Path, default=REPO_ROOT,
+                   help="the course directory whose source/ and config go in (default: the kit's)")
+    g.set_defaults(func=_gradescope_bundle)
+
+
+def _grade_course(args) -> int:
+    from autograder.course.batch import cmd_grade_course
+
+    return cmd_grade_course(args)
+
+
+def _gradescope_bundle(args) -> int:
+    from autograder.gradescope import cmd_gradescope_bundle
+
+    return cmd_gradescope_bundle(args)

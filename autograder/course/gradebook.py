@@ -1,0 +1,183 @@
+"""The gradebook bridge: results JSON -> nbgrader's own gradebook (SQLite, ``settings.db_url``).
+
+Scores go in the way ``nbgrader autograde`` records them (``SaveAutoGrades``): one
+``SubmittedAssignment`` per student, its ``SubmittedNotebook`` and one ``Grade`` per grade cell,
+with the autograder's points in ``Grade.auto_score``. A manual score a grader gave is kept, and
+marks the grade for review, as nbgrader does. So ``nbgrader export`` writes the cohort CSV and
+formgrader shows the scores. Only the grade-course coordinator writes here, one transaction per
+submission.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from autograder.course.paths import CoursePaths, grade_cell_points
+
+# Flags that need a human to look at the submission (formgrader's "flagged").
+REVIEW_FLAGS = {"grader_error", "locked_cell_modified", "renamed_notebook", "extra_notebooks",
+                "ambiguous_submission", "worker_died"}
+
+
+@dataclass
+class SyncSummary:
+    written: int = 0      # submissions whose rows changed
+    unchanged: int = 0
+
+
+def open_gradebook(db_url: str, course_id: str):
+    """nbgrader's Gradebook. A new database runs the ``alembic`` command, which lives next to
+    this Python (the venv's bin/, not always on PATH)."""
+    import os
+    import sys
+
+    from nbgrader.api import Gradebook
+
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    return Gradebook(db_url, course_id)
+
+
+def ensure_assignment(gb, db_url: str, paths: CoursePaths, assignment: str) -> str:
+    """Create the assignment, its notebook and cells from the source notebook if the gradebook
+    lacks them (as ``nbgrader generate_assignment`` would). Returns the notebook's name."""
+    from nbgrader.api import MissingEntry
+
+    nb_path = paths.source_notebook(assignment)
+    notebook = nb_path.stem
+    points = grade_cell_points(nb_path)
+    try:
+        have = {c.name: c.max_score for c in gb.find_notebook(notebook, assignment).grade_cells}
+    except MissingEntry:
+        have = None
+    if have == points:
+        return notebook
+    gb.update_or_create_assignment(assignment)
+    gb.db.commit()              # SaveCells writes through its own connection
+    save_cells(nb_path, paths, assignment, notebook, db_url)
+    gb.db.expire_all()
+    return notebook
+
+
+def save_cells(nb_path: Path, paths: CoursePaths, assignment: str, notebook: str,
+               db_url: str) -> None:
+    """Run ``generate_assignment``'s preprocessors up to ``SaveCells`` on the source notebook, in
+    memory: the gradebook then holds the same grade, solution and source cells (with the same
+    checksums) as after ``nbgrader generate_assignment``."""
+    import nbformat
+    from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, ClearSolutions,
+                                        ComputeChecksums, LockCells, SaveCells)
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(paths.root)).load_config()
+    nb = nbformat.read(str(nb_path), as_version=nbformat.NO_CONVERT)
+    resources = {"nbgrader": {"notebook": notebook, "assignment": assignment, "db_url": db_url}}
+    for step in (LockCells, ClearSolutions, ClearOutput, CheckCellMetadata, ComputeChecksums,
+                 SaveCells):
+        nb, resources = step(config=config).preprocess(nb, resources)
+
+
+def read_timestamp(folder: Path):
+    """The submission time nbgrader's ``collect``/``submit`` left in ``timestamp.txt``, or None."""
+    from nbgrader.utils import parse_utc
+
+    try:
+        return parse_utc((folder / "timestamp.txt").read_text().strip())
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def cell_scores(data: dict) -> dict[str, float]:
+    """``{grade cell: score}`` of a results JSON (from ``extra_data.grade_cells``, else tests)."""
+    cells = data.get("extra_data", {}).get("grade_cells")
+    if cells:
+        return {k: float(v["score"]) for k, v in cells.items()}
+    totals: dict[str, float] = {}
+    for t in data.get("tests", []):
+        cell = (t.get("tags") or [""])[0]
+        totals[cell] = totals.get(cell, 0.0) + float(t.get("score", 0.0))
+    return totals
+
+
+def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None) -> bool:
+    """Write one result's grade-cell scores as auto scores, in one transaction.
+
+    Adds the student and the submission when missing. Returns whether anything changed."""
+    from nbgrader.api import (Comment, Grade, MissingEntry, Student, SubmittedAssignment,
+                              SubmittedNotebook)
+
+    db = gb.db
+    student_id = str(data["extra_data"]["student"])
+    flags = {f.get("code") for f in data["extra_data"].get("flags", [])}
+    scores = cell_scores(data)
+    changed = False
+    try:
+        try:
+            student = gb.find_student(student_id)
+        except MissingEntry:
+            student = Student(id=student_id)
+            db.add(student)
+            changed = True
+        try:
+            submission = gb.find_submission(assignment, student_id)
+        except MissingEntry:
+            target = gb.find_assignment(assignment)
+            with db.no_autoflush:
+                submission = SubmittedAssignment(assignment=target, student=student,
+                                                 timestamp=timestamp)
+                for nb in target.notebooks:   # mirrors Gradebook.add_submission
+                    snb = SubmittedNotebook(notebook=nb, assignment=submission)
+                    for cell in nb.grade_cells:
+                        Grade(cell_id=cell.id, notebook=snb)
+                    for cell in nb.solution_cells:
+                        Comment(cell_id=cell.id, notebook=snb)
+                    for cell in nb.task_cells:
+                        Comment(cell_id=cell.id, notebook=snb)
+                        Grade(cell_id=cell.id, notebook=snb)
+                db.add(submission)
+            db.flush()
+            changed = True
+        if timestamp is not None and submission.timestamp != timestamp.replace(tzinfo=None):
+            submission.timestamp = timestamp
+            changed = True
+        snb = next(s for s in submission.notebooks if s.name == notebook)
+        for grade in snb.grades:
+            auto = scores.get(grade.name, 0.0)
+            review = grade.manual_score is not None or "grader_error" in flags
+            if grade.auto_score != auto or grade.needs_manual_grade != review:
+                grade.auto_score, grade.needs_manual_grade = auto, review
+                changed = True
+        flagged = bool(flags & REVIEW_FLAGS)
+        if bool(snb.flagged) != flagged:
+            snb.flagged = flagged
+            changed = True
+        if changed:
+            db.commit()
+        else:
+            db.rollback()
+        return changed
+    except BaseException:
+        db.rollback()
+        raise
+
+
+def sync_gradebook(db_url: str, paths: CoursePaths, assignment: str,
+                   students: list[str]) -> SyncSummary:
+    """Record every listed student's ``results.json`` in the gradebook (idempotent)."""
+    summary = SyncSummary()
+    with open_gradebook(db_url, paths.course_id) as gb:
+        notebook = ensure_assignment(gb, db_url, paths, assignment)
+        for student in students:
+            try:
+                data = json.loads(paths.results(student, assignment).read_text())
+            except (OSError, ValueError):
+                continue
+            data.setdefault("extra_data", {})["student"] = student   # the folder name rules
+            stamp = read_timestamp(paths.submitted / student / assignment)
+            if record_result(gb, data, assignment, notebook, stamp):
+                summary.written += 1
+            else:
+                summary.unchanged += 1
+    return summary

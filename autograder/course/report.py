@@ -1,0 +1,237 @@
+"""The cohort report: ``reports/<assignment>/index.html`` and its PNG plots.
+
+It answers "which concept did this class struggle with?": the weakest question is named in a
+sentence at the top, then the score histogram, the pass rate per question and per test, the most
+common mistakes (failed tests grouped by their message, numbers masked) and the flagged
+submissions. Submissions that could not be read or hit a grader error count in the histogram but
+not in the per-question statistics.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autograder.course.feedback import environment, fmt
+from autograder.results import write_atomic
+
+UNREAD_CODES = {"unreadable_notebook", "no_notebook", "ambiguous_submission"}
+NOT_INTEGRITY = UNREAD_CODES | {"grader_error", "device_fallback"}
+NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+@dataclass
+class Cohort:
+    """Every result of one assignment, and the statistics the report shows."""
+    assignment: str
+    results: dict[str, dict]                        # student -> results JSON
+    max_score: float = 0.0
+    counted: list[str] = field(default_factory=list)   # students in the per-question stats
+
+    @classmethod
+    def load(cls, autograded: Path, assignment: str) -> "Cohort":
+        results = {}
+        for path in sorted(autograded.glob(f"*/{assignment}/results.json")):
+            try:
+                results[path.parent.parent.name] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+        cohort = cls(assignment, results)
+        cohort.max_score = max((float(r.get("extra_data", {}).get("max_score") or 0)
+                                for r in results.values()), default=0.0)
+        cohort.counted = [s for s, r in results.items() if kind(r) == "graded"]
+        return cohort
+
+    def scores(self) -> list[float]:
+        return [float(r.get("score", 0)) for r in self.results.values()]
+
+    def questions(self) -> list[dict]:
+        """Per grade cell: mean fraction of its points and the share with full credit."""
+        cells: dict[str, dict] = {}
+        for s in self.counted:
+            for cell, v in cell_totals(self.results[s]).items():
+                q = cells.setdefault(cell, {"cell": cell, "fractions": [], "full": 0,
+                                            "max_score": v["max_score"]})
+                frac = v["score"] / v["max_score"] if v["max_score"] else 1.0
+                q["fractions"].append(frac)
+                q["full"] += frac >= 1 - 1e-9
+        for q in cells.values():
+            n = len(q["fractions"])
+            q["n"], q["mean"], q["full_rate"] = n, sum(q["fractions"]) / n, q["full"] / n
+        return list(cells.values())
+
+    def tests(self) -> list[dict]:
+        """Per test name: pass rate over the counted submissions, in suite order."""
+        rows: dict[str, dict] = {}
+        for s in self.counted:
+            for t in self.results[s].get("tests", []):
+                r = rows.setdefault(t["name"], {"name": t["name"], "passed": 0, "n": 0,
+                                                "cell": (t.get("tags") or [""])[0]})
+                r["n"] += 1
+                r["passed"] += t.get("status") == "passed"
+        for r in rows.values():
+            r["rate"] = r["passed"] / r["n"]
+        return list(rows.values())
+
+    def mistakes(self, limit: int = 12) -> list[dict]:
+        """Failed tests grouped by (test, message with numbers masked), most common first."""
+        groups: dict[tuple[str, str], dict] = {}
+        for s in self.counted:
+            for t in self.results[s].get("tests", []):
+                if t.get("status") == "passed":
+                    continue
+                text = t.get("output", "").strip()
+                key = (t["name"], " ".join(NUMBER.sub("#", text).split()))
+                g = groups.setdefault(key, {"test": t["name"], "cell": (t.get("tags") or [""])[0],
+                                            "example": text, "students": []})
+                g["students"].append(s)
+        ranked = sorted(groups.values(), key=lambda g: (-len(g["students"]), g["test"]))
+        return ranked[:limit]
+
+    def flagged(self) -> list[dict]:
+        rows = []
+        for s, r in self.results.items():
+            flags = [f for f in r.get("extra_data", {}).get("flags", [])
+                     if f.get("code") != "device_fallback"]
+            if flags:
+                rows.append({"student": s, "kind": kind(r), "flags": flags})
+        return rows
+
+    def weakest(self) -> dict | None:
+        qs = self.questions()
+        return min(qs, key=lambda q: (q["mean"], q["full_rate"])) if qs else None
+
+
+def kind(result: dict) -> str:
+    """'grader error', 'failed to read' or 'graded'."""
+    codes = {f.get("code") for f in result.get("extra_data", {}).get("flags", [])}
+    if "grader_error" in codes:
+        return "grader error"
+    if codes & UNREAD_CODES:
+        return "failed to read"
+    return "graded"
+
+
+def is_flagged(result: dict) -> bool:
+    """Has an integrity finding (a renamed notebook, a changed locked cell, a limit hit...)."""
+    codes = {f.get("code") for f in result.get("extra_data", {}).get("flags", [])}
+    return bool(codes - NOT_INTEGRITY)
+
+
+def cell_totals(result: dict) -> dict[str, dict]:
+    cells = result.get("extra_data", {}).get("grade_cells")
+    if cells:
+        return cells
+    totals: dict[str, dict] = {}
+    for t in result.get("tests", []):
+        c = totals.setdefault((t.get("tags") or [""])[0], {"score": 0.0, "max_score": 0.0})
+        c["score"] += t.get("score", 0)
+        c["max_score"] += t.get("max_score", 0)
+    return totals
+
+
+def headline(cohort: Cohort) -> str:
+    """The one sentence at the top of the report."""
+    weak = cohort.weakest()
+    if weak is None:
+        return f"No gradable submissions of {cohort.assignment} yet."
+    sentence = (f"This class struggled most with {weak['cell']}: submissions earned "
+                f"{100 * weak['mean']:.0f}% of its points on average, and {weak['full']} of "
+                f"{weak['n']} got it fully right.")
+    top = next((m for m in cohort.mistakes(limit=1000) if m["cell"] == weak["cell"]), None)
+    if top:
+        first = top["example"].splitlines()[0] if top["example"] else "(no message)"
+        sentence += f" Most common mistake there ({len(top['students'])}×): {first}"
+    return sentence
+
+
+def plot_all(cohort: Cohort, out: Path) -> dict[str, str]:
+    """Write the PNG plots; returns {name: file name}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    files = {}
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    top = cohort.max_score or max(cohort.scores(), default=1.0) or 1.0
+    ax.hist(cohort.scores(), bins=min(20, max(5, int(top) * 2)), range=(0, top),
+            color="#3b6ea8", edgecolor="white")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(f"score (out of {fmt(top)})")
+    ax.set_ylabel("submissions")
+    ax.set_title(f"{cohort.assignment}: scores of {len(cohort.results)} submissions")
+    files["histogram"] = _save(fig, out / "score_histogram.png", plt)
+
+    qs = cohort.questions()
+    if qs:
+        fig, ax = plt.subplots(figsize=(7, 0.5 * len(qs) + 1.4), dpi=110)
+        names = [q["cell"] for q in qs][::-1]
+        ys = range(len(names))
+        ax.barh([y + 0.2 for y in ys], [100 * q["mean"] for q in qs][::-1], height=0.4,
+                color="#3b6ea8", label="mean % of points")
+        ax.barh([y - 0.2 for y in ys], [100 * q["full_rate"] for q in qs][::-1], height=0.4,
+                color="#9cc3e6", label="% fully right")
+        ax.set_yticks(list(ys), names)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("%")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title("per question")
+        files["questions"] = _save(fig, out / "question_pass_rate.png", plt)
+
+    ts = cohort.tests()
+    if ts:
+        fig, ax = plt.subplots(figsize=(8, 0.28 * len(ts) + 1.2), dpi=110)
+        names = [_short(t["name"]) for t in ts][::-1]
+        rates = [100 * t["rate"] for t in ts][::-1]
+        ax.barh(names, rates, color=["#b83232" if r < 50 else "#3b7d4f" for r in rates])
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("% of submissions passing")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title("per test")
+        files["tests"] = _save(fig, out / "test_pass_rate.png", plt)
+    return files
+
+
+def _short(name: str, n: int = 60) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _save(fig, path: Path, plt) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path.name
+
+
+def write_report(autograded: Path, out: Path, assignment: str,
+                 feedback_link=None) -> Path:
+    """Build the report into ``out`` (``reports/<assignment>/``); returns the index.html path.
+
+    ``feedback_link(student) -> relative URL`` links each student's feedback page."""
+    cohort = Cohort.load(autograded, assignment)
+    plots = plot_all(cohort, out)
+    scores = cohort.scores()
+    kinds = Counter(kind(r) for r in cohort.results.values())
+    students = [{"student": s, "score": float(r.get("score", 0)), "kind": kind(r),
+                 "flagged": is_flagged(r), "link": feedback_link(s) if feedback_link else ""}
+                for s, r in cohort.results.items()]
+    by_cell = defaultdict(list)
+    for t in cohort.tests():
+        by_cell[t["cell"]].append(t)
+    html = environment().get_template("report.html.j2").render(
+        assignment=assignment, headline=headline(cohort), plots=plots,
+        n=len(scores), counted=len(cohort.counted), kinds=kinds,
+        mean=sum(scores) / len(scores) if scores else 0.0, max_score=cohort.max_score,
+        questions=sorted(cohort.questions(), key=lambda q: q["mean"]),
+        tests=cohort.tests(), mistakes=cohort.mistakes(), flagged=cohort.flagged(),
+        students=students)
+    index = out / "index.html"
+    write_atomic(index, html)
+    return index

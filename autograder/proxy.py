@@ -1,0 +1,245 @@
+"""What the hidden suites call: ``student.compute_gae(...)`` runs in the worker, returns data.
+
+Invariants:
+
+- Only plain data crosses: inputs are numbers, lists, numpy arrays and ``Tensor`` /
+  ``LogSoftmaxGather`` descriptions; outputs are numbers and numpy arrays with a ``TensorMeta``.
+  Nothing is pickled and no torch is imported here.
+- A call of a name the load reply did not define raises ``NotDefined`` without asking the worker;
+  the student's exception becomes ``StudentError``; a dead or stuck worker raises ``WorkerDied``
+  / ``WorkerTimeout`` (the next call restarts it). ``str()`` of each is student-facing.
+- ``backward``, ``seed`` and ``timeout`` are the proxy's own keyword arguments, never passed to
+  the student's function. Every call is seeded (``default_seed`` unless given), so a regrade
+  repeats any randomness in the student's code exactly.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autograder.sandbox import protocol
+from autograder.sandbox.client import Worker, WorkerDied, WorkerError, WorkerTimeout
+from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLarge
+
+__all__ = ["StudentProxy", "Tensor", "LogSoftmaxGather", "Backward", "Returned", "TensorMeta",
+           "Other", "TooLarge", "StudentError", "NotDefined", "WorkerDied", "WorkerTimeout",
+           "WorkerError"]
+
+
+class StudentError(Exception):
+    """The student's code raised. ``type``/``message`` are the exception's; ``trace`` lists the
+    student's frames only; ``stage`` is "call", "backward" or "harness"."""
+
+    def __init__(self, type: str, message: str, *, trace: str = "", stage: str = "call",
+                 function: str = ""):
+        super().__init__(type, message)
+        self.type, self.message, self.trace = type, message, trace
+        self.stage, self.function = stage, function
+
+    def __str__(self) -> str:
+        where = {"backward": f"Calling .backward() on the result of {self.function}",
+                 "harness": f"The training run ({self.function})"}.get(
+            self.stage, f"{self.function}" if self.function else "Your code")
+        text = f"{where} raised {self.type}: {self.message}"
+        return f"{text}\n{self.trace}" if self.trace else text
+
+
+class NotDefined(Exception):
+    """The function is not in the student's namespace; ``why`` says what happened instead."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(name, why)
+        self.name, self.why = name, why
+
+    def __str__(self) -> str:
+        return f"{self.name} could not be called: {self.why}."
+
+
+@dataclass
+class Tensor:
+    """An input tensor: numpy data sent as raw bytes, built on the worker's device.
+
+    ``name`` makes it a leaf whose gradient can be asked for with ``Backward(wrt=[name])``
+    (give ``requires_grad=True`` too). One name is one tensor object in the worker, however
+    often it appears in the arguments.
+    """
+    data: object
+    requires_grad: bool = False
+    name: str | None = None
+
+    def __post_init__(self):
+        self.data = np.asarray(self.data)
+
+
+@dataclass
+class LogSoftmaxGather:
+    """Log-probabilities built in the worker: ``log_softmax(logits, -1)[index]`` for 1-D logits
+    ([K], ``index`` an int or a list of ints), or one entry per row for [B, K] logits (``index``
+    a list of B ints). Gradients can then be reported with respect to the logits leaf."""
+    logits: Tensor
+    index: object
+
+
+@dataclass
+class Backward:
+    """After the call, run ``.backward()`` on output ``output`` (None: the whole return value)
+    and report the gradients of the named leaves."""
+    output: int | None = None
+    wrt: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Returned:
+    """One call's result. ``value`` is decoded (numpy arrays for tensors); ``meta`` mirrors it
+    (TensorMeta for a tensor, a tuple of metas for a tuple, None for a non-tensor);
+    ``grads[leaf]`` is None when no gradient reached the leaf; ``mutated[arg]`` says whether an
+    argument's contents changed (keys: parameter names, or ``args[i]``); ``seconds`` is the
+    call's wall time in the worker."""
+    value: object
+    meta: object
+    grads: dict[str, np.ndarray | None]
+    mutated: dict[str, bool]
+    seconds: float
+
+
+class StudentProxy:
+    """Calls the functions a worker loaded. ``proxy.name(*args, **kw)`` or ``proxy.call(...)``."""
+
+    _auto = itertools.count(1)
+
+    def __init__(self, worker: Worker, *, default_seed: int = 0):
+        self._worker = worker
+        self._default_seed = default_seed
+
+    # -- what was loaded ----------------------------------------------------------------------
+    @property
+    def defined(self) -> dict[str, str]:
+        """{function name: signature text} from the load reply."""
+        return dict((self._worker.load_reply or {}).get("defined") or {})
+
+    @property
+    def cell_errors(self) -> list[dict]:
+        return list((self._worker.load_reply or {}).get("cell_errors") or [])
+
+    @property
+    def device(self) -> str:
+        return (self._worker.load_reply or {}).get("device", self._worker.device)
+
+    def why_not_defined(self, name: str) -> str:
+        """The student-facing reason ``name`` is missing."""
+        errors = self.cell_errors
+        for err in errors:
+            if name in (err.get("names") or []) or err.get("cell") == f"{name}_answer":
+                return _describe_cell_error(err)
+        for err in errors:
+            if err.get("type") in ("WorkerTimeout", "WorkerDied"):
+                return f"your notebook's code could not be loaded ({err.get('message')})"
+        return "it is not defined in your notebook"
+
+    # -- calls --------------------------------------------------------------------------------
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*args, **kwargs):
+            return self.call(name, *args, **kwargs)
+        call.__name__ = name
+        return call
+
+    def call(self, fn: str, *args, backward: Backward | None = None, seed: int | None = None,
+             timeout: float | None = None, **kwargs) -> Returned:
+        """Call the student's ``fn`` in the worker. Raises NotDefined, StudentError,
+        WorkerDied, WorkerTimeout."""
+        if fn not in self.defined:
+            raise NotDefined(fn, self.why_not_defined(fn))
+        leaves: dict[str, dict] = {}
+        owners: dict[str, Tensor] = {}
+        encode = lambda v: protocol.encode(v, default=lambda x: self._input(x, leaves, owners))
+        msg = {"op": "call", "fn": fn, "args": [encode(a) for a in args],
+               "kwargs": {k: encode(v) for k, v in kwargs.items()}, "leaves": leaves,
+               "seed": self._default_seed if seed is None else int(seed), "backward": None}
+        if backward is not None:
+            unknown = [w for w in backward.wrt if w not in leaves]
+            if unknown:
+                raise ValueError(f"Backward(wrt=...) names no input leaf: {unknown}")
+            msg["backward"] = {"output": backward.output, "wrt": list(backward.wrt)}
+        reply = self._worker.request(msg, timeout or self._worker.limits.call_timeout_seconds)
+        if not reply.get("ok"):
+            raise self._error(reply, fn)
+        try:
+            value, meta = protocol.decode(reply.get("value"))
+            grads = {}
+            for leaf, g in (reply.get("grads") or {}).items():
+                grads[leaf] = None if g is None else protocol.decode(g)[0]
+            mutated = {str(k): v is True for k, v in (reply.get("mutated") or {}).items()}
+            seconds = float(reply.get("seconds", 0.0))
+        except (ProtocolError, TypeError, ValueError, AttributeError) as exc:
+            raise self._malformed(fn, exc) from None
+        return Returned(value=value, meta=meta, grads=grads, mutated=mutated, seconds=seconds)
+
+    def harness(self, name: str, *, seed: int | None = None, timeout: float | None = None,
+                **params):
+        """Run the kit's training harness ``autograder/harness/<name>.py`` with the student's
+        functions; returns its result as plain data (tensors as numpy arrays)."""
+        msg = {"op": "harness", "name": name, "params": {k: protocol.encode(v)
+                                                         for k, v in params.items()}}
+        if seed is not None:
+            msg["seed"] = int(seed)
+        reply = self._worker.request(msg, timeout or self._worker.limits.harness_timeout_seconds)
+        if not reply.get("ok"):
+            raise self._error(reply, name)
+        try:
+            return protocol.decode(reply.get("value"))[0]
+        except ProtocolError as exc:
+            raise self._malformed(name, exc) from None
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _input(self, x, leaves: dict, owners: dict):
+        if isinstance(x, Tensor):
+            if x.name is None:
+                return protocol.tensor_arg(x.data, x.requires_grad)
+            self._leaf(x, leaves, owners)
+            return {"$leaf": x.name}
+        if isinstance(x, LogSoftmaxGather):
+            logits = x.logits if isinstance(x.logits, Tensor) else Tensor(x.logits)
+            if logits.name is None:
+                logits = Tensor(logits.data, logits.requires_grad, f"_logits{next(self._auto)}")
+            self._leaf(logits, leaves, owners)
+            index = np.asarray(x.index).tolist()
+            return {"$expr": {"op": "log_softmax_gather", "logits": logits.name, "index": index}}
+        return NotImplemented
+
+    @staticmethod
+    def _leaf(t: Tensor, leaves: dict, owners: dict) -> None:
+        if t.name in owners and owners[t.name] is not t:
+            raise ValueError(f"two different Tensors are named {t.name!r}")
+        owners[t.name] = t
+        leaves[t.name] = protocol.tensor_arg(t.data, t.requires_grad)
+
+    def _error(self, reply: dict, fn: str) -> Exception:
+        try:
+            err = protocol.decode_error(reply.get("error"))
+        except ProtocolError as exc:
+            return self._malformed(fn, exc)
+        if err["type"] == "NotDefined" and err["stage"] == "call":
+            return NotDefined(fn, "it is not defined in your notebook")
+        if err["stage"] == "worker":  # the worker rejected the request: a kit bug, not the student's
+            return RuntimeError(f"the worker rejected the request: {err['type']}: "
+                                f"{err['message']}\n{err['trace']}")
+        return StudentError(err["type"], err["message"], trace=err["trace"], stage=err["stage"],
+                            function=fn)
+
+    def _malformed(self, fn: str, exc: Exception) -> StudentError:
+        self._worker.events.append({"code": "protocol_junk", "message":
+                                    f"a malformed reply to a call of {fn}: {exc}"})
+        return StudentError("MalformedReply", "the process running your code sent back an "
+                            "answer that is not in the expected format", function=fn)
+
+
+def _describe_cell_error(err: dict) -> str:
+    cell, kind = err.get("cell", "?"), err.get("type", "an error")
+    line = f" at line {err['line']}" if err.get("line") else ""
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
+    return f"the cell {cell} has {article} {kind}{line}: {err.get('message', '')}".rstrip(": ")

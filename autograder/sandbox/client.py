@@ -1,0 +1,763 @@
+"""The parent's handle on a worker process: spawn, request, restart, kill. Imports no torch.
+
+Invariants:
+
+- A worker talks on three pipes: requests (parent -> worker fd 3), replies (worker fd 4 ->
+  parent) and output (worker fd 1 and 2 -> parent). The output pipe is drained into a capped tail
+  (``Limits.max_output_kb``) whenever the parent waits, so student prints never block the
+  protocol or corrupt it; ``Worker.captured_output()`` returns the tail.
+- Every wait has a deadline. A request past its timeout, or past the worker's wall-clock budget
+  (``Limits.wall_seconds`` from the first spawn, for sandboxed workers), kills the whole process
+  tree and raises ``WorkerTimeout``; a worker that exits or closes its reply pipe raises
+  ``WorkerDied``. Both are recorded in ``Worker.events``; the next request restarts the worker
+  and reloads the same cells.
+- Replies are untrusted: a line that is not JSON, or does not carry the pending request's id, is
+  skipped and counted (flag ``protocol_junk``).
+- ``Zygote`` keeps one worker that has imported torch and forks a fresh child per submission from
+  it (one live child at a time), so a submission does not pay for ``import torch``.
+"""
+from __future__ import annotations
+
+import array
+import glob
+import itertools
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+
+from autograder.sandbox import backends, protocol
+from autograder.sandbox.limits import Limits
+from autograder.sandbox.protocol import ProtocolError
+
+START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hello
+CONTROL_TIMEOUT = 15.0    # seconds for a zygote to answer fork/kill/status
+READ_CHUNK = 4 << 20
+FLAG_FOR_SIGNAL = {"SIGXCPU": "limit_cpu", "SIGKILL": "limit_memory", "SIGXFSZ": "limit_file"}
+
+
+class WorkerError(Exception):
+    """The worker process failed (not the student's function): it died or timed out."""
+
+
+class WorkerDied(WorkerError):
+    """The worker exited, was killed, or closed its reply pipe. ``str()`` says why."""
+
+    def __init__(self, reason: str, *, signal_name: str | None = None, code: int | None = None):
+        super().__init__(reason)
+        self.signal_name, self.code = signal_name, code
+
+
+class WorkerTimeout(WorkerError):
+    """No reply within the request's timeout (or the worker's wall-clock budget ran out)."""
+
+
+class _EOF(Exception):
+    pass
+
+
+class _Expired(Exception):
+    pass
+
+
+# --- launching ---------------------------------------------------------------------------------
+
+def worker_args(*, zygote: bool = False, backend: str = "unsafe") -> list[str]:
+    """Arguments of ``python -m autograder.sandbox.worker``; the launcher gives it fds 3 and 4.
+
+    A zygote under a sandbox may fork (``allow_fork``), so it installs the no-fork seccomp
+    filter in each child; under ``fallback`` it also deletes its uid's files in the shared
+    temporary directories between children.
+    """
+    args = ["--fds", "3,4"]
+    if zygote:
+        args.append("--zygote")
+        if backend in ("bwrap", "fallback"):
+            args.append("--child-seccomp")
+        if backend == "fallback":
+            args.append("--wipe-uid-files")
+    return args
+
+
+def launch_device(device: str) -> str:
+    """"cpu" or "cuda" for the launcher: "auto" is "cuda" where GPU device nodes exist (the
+    worker itself falls back to the CPU when torch cannot use them)."""
+    if device == "auto":
+        return "cuda" if glob.glob("/dev/nvidia[0-9]*") else "cpu"
+    return device
+
+
+def _popen(spec, out_w: int) -> subprocess.Popen:
+    return subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, preexec_fn=spec.preexec_fn,
+                            pass_fds=tuple(spec.pass_fds), stdin=subprocess.DEVNULL, stdout=out_w,
+                            stderr=out_w, start_new_session=True, close_fds=True)
+
+
+# --- process trees -----------------------------------------------------------------------------
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            if pid not in found:
+                found.add(pid)
+                todo.append(pid)
+    return found
+
+
+def kill_tree(root: int) -> None:
+    """SIGSTOP ``root`` and all its descendants until the tree stops growing, then SIGKILL all
+    (and the process group ``root`` leads). Stopping first means no process can fork away."""
+    frozen: set[int] = set()
+    for _ in range(20):
+        new = ({root} | _descendants(root)) - frozen
+        if not new:
+            break
+        for pid in new:
+            _signal(pid, signal.SIGSTOP)
+        frozen |= new
+    for pid in frozen | {root}:
+        _signal(pid, signal.SIGKILL)
+    try:
+        os.killpg(root, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def _close(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None and fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# --- the pipes ---------------------------------------------------------------------------------
+
+class OutputTail:
+    """The last ``cap`` bytes of a worker's stdout+stderr, and how many earlier bytes were
+    dropped. Persists across restarts of the same Worker."""
+
+    def __init__(self, cap_bytes: int):
+        self.cap, self.buf, self.dropped = cap_bytes, bytearray(), 0
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        extra = len(self.buf) - self.cap
+        if extra > 0:
+            del self.buf[:extra]
+            self.dropped += extra
+
+    def text(self) -> str:
+        body = self.buf.decode("utf-8", errors="replace")
+        if self.dropped:
+            return f"[... {self.dropped} earlier bytes of output not kept ...]\n{body}"
+        return body
+
+
+class Channel:
+    """Request pipe (or control socket), reply pipe and output pipe of one process."""
+
+    def __init__(self, rep_r: int, out_r: int | None, tail: OutputTail, req_w: int | None = None,
+                 sock: socket.socket | None = None):
+        self.rep_r, self.out_r, self.req_w, self.sock, self.tail = rep_r, out_r, req_w, sock, tail
+        for fd in (rep_r, out_r, req_w):
+            if fd is not None:
+                os.set_blocking(fd, False)
+        self.buf, self.scanned, self.discarding = bytearray(), 0, False
+        self.junk = self.junk_reported = 0
+
+    def exchange(self, line: bytes | None, rid: str, deadline: float, fds: tuple = ()) -> dict:
+        """Send ``line`` (if any), then return the first reply whose id is ``rid``.
+        Raises _EOF (reply pipe closed or request pipe broken) or _Expired (deadline)."""
+        pending = memoryview(line) if line is not None and self.sock is None else None
+        if line is not None and self.sock is not None:
+            self._send_control(line, fds)
+        poller = select.poll()
+        poller.register(self.rep_r, select.POLLIN)
+        if self.out_r is not None:
+            poller.register(self.out_r, select.POLLIN)
+        if pending:
+            poller.register(self.req_w, select.POLLOUT)
+        while True:
+            msg = None if pending else self._buffered_reply(rid)  # replies count once all is sent
+            if msg is not None:
+                return msg
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Expired()
+            for fd, ev in poller.poll(max(1, int(remaining * 1000) + 1)):
+                if fd == self.out_r:
+                    if not self._drain_output():
+                        poller.unregister(fd)
+                elif fd == self.req_w:
+                    try:
+                        n = os.write(fd, pending[:1 << 16])
+                    except BlockingIOError:
+                        continue
+                    except (BrokenPipeError, OSError):
+                        raise _EOF() from None
+                    pending = pending[n:]
+                    if not pending:
+                        poller.unregister(fd)
+                elif fd == self.rep_r:
+                    try:
+                        data = os.read(fd, READ_CHUNK)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        raise _EOF()
+                    self.buf += data
+
+    def _send_control(self, line: bytes, fds: tuple) -> None:
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] \
+            if fds else []
+        try:
+            self.sock.sendmsg([line], anc)
+        except OSError:
+            raise _EOF() from None
+
+    def _buffered_reply(self, rid: str) -> dict | None:
+        while True:
+            i = self.buf.find(b"\n", self.scanned)
+            if i < 0:
+                self.scanned = len(self.buf)
+                if len(self.buf) > protocol.MAX_LINE_BYTES:
+                    self.buf.clear()
+                    self.scanned, self.discarding = 0, True
+                    self.junk += 1
+                return None
+            line = bytes(self.buf[:i])
+            del self.buf[:i + 1]
+            self.scanned = 0
+            if self.discarding:
+                self.discarding = False
+                continue
+            try:
+                msg = protocol.loads(line)
+            except ProtocolError:
+                self.junk += 1
+                continue
+            if msg.get("id") == rid:
+                return msg
+            self.junk += 1
+
+    def _drain_output(self) -> bool:
+        """Read what the output pipe holds; False once it is closed."""
+        while True:
+            try:
+                data = os.read(self.out_r, 1 << 16)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            self.tail.feed(data)
+
+    def drain(self) -> None:
+        if self.out_r is not None:
+            self._drain_output()
+
+    def close(self) -> None:
+        self.drain()
+        _close(self.rep_r, self.out_r, self.req_w)
+        if self.sock is not None:
+            self.sock.close()
+        self.rep_r = self.out_r = self.req_w = -1
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+class _Direct:
+    """A worker started with subprocess (possibly through bwrap): we are its parent."""
+
+    def __init__(self, popen: subprocess.Popen, scratch: str, backend: str):
+        self.popen, self.scratch, self.backend, self.pid = popen, scratch, backend, popen.pid
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            kill_tree(self.popen.pid)
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def status(self, wait: float) -> tuple[int | None, int | None] | None:
+        """(exit code, signal number) once it has ended, None while it runs."""
+        try:
+            rc = self.popen.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+        sig = backends.termination_signal(self.backend, rc)
+        return (None, sig) if sig is not None else (rc, None)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class _Forked:
+    """A worker forked by a Zygote: the zygote is its parent and kills/reaps it for us."""
+
+    def __init__(self, zygote: "Zygote", pid: int):
+        self.zygote, self.pid = zygote, pid
+
+    def kill(self) -> None:
+        self.zygote._kill_child(self.pid)
+
+    def status(self, wait: float):
+        return self.zygote._child_status(self.pid, wait)
+
+    def cleanup(self) -> None:
+        pass
+
+
+def _describe_end(status, limits: Limits) -> tuple[str, str, str | None, int | None]:
+    """(flag code, reason, signal name, exit code) for how a worker ended."""
+    if status is None:
+        return "worker_died", "it closed its reply channel", None, None
+    code, sig = status
+    if sig is not None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        reason = {"SIGXCPU": f"it used up its CPU time limit ({limits.cpu_seconds} s)",
+                  "SIGKILL": "it was killed (SIGKILL), most often for using too much memory",
+                  "SIGXFSZ": f"it wrote a file over the size limit ({limits.max_file_mb} MB)",
+                  "SIGSEGV": "it crashed (SIGSEGV)"}.get(name, f"it was killed by {name}")
+        return FLAG_FOR_SIGNAL.get(name, "worker_died"), reason, name, None
+    return "worker_died", f"it exited with code {code} (exit() or os._exit() was called)", None, code
+
+
+def _is_memory_error(error: dict) -> bool:
+    msg = str(error.get("message", "")).lower()
+    return error.get("type") == "MemoryError" or (
+        error.get("type") == "RuntimeError" and ("can't allocate memory" in msg
+                                                 or "out of memory" in msg))
+
+
+# --- the worker handle -------------------------------------------------------------------------
+
+class Worker:
+    """The parent's handle on one worker process (see the module docstring).
+
+    ``backend`` is "bwrap" | "fallback" | "unsafe" (or "auto", resolved here) or, with
+    ``trusted=True``, "trusted": the reference runs without confinement (rlimits only) and
+    without a wall-clock budget, in its own process; being long-lived, a request it dies in is
+    retried once on a fresh process. ``device`` is "cpu" | "cuda" | "auto"; the load reply says
+    which device the worker actually uses.
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self, settings, *, backend: str, device: str, trusted: bool = False,
+                 python: str | None = None, zygote: "Zygote | None" = None):
+        self.settings = settings
+        self.limits: Limits = settings.limits
+        self.backend = "trusted" if trusted else backends.resolve_backend(backend)
+        self.device, self.trusted = device, trusted
+        self.python = python or sys.executable
+        self.events: list[dict] = []
+        self.load_reply: dict | None = None
+        self.spawn_seconds: float | None = None
+        self._zygote = zygote
+        self._cells: list[dict] | None = None
+        self._seed = 0
+        self._proc = None
+        self._chan: Channel | None = None
+        self._tail = OutputTail(self.limits.max_output_kb * 1024)
+        self._wall_deadline: float | None = None
+        self._load_failure: WorkerError | None = None
+        self._closed = False
+        self._finalizer = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid (for a forked worker: as its zygote sees it); None when stopped."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Spawn the worker and wait for its hello (no-op when it is running)."""
+        if self._closed:
+            raise WorkerDied("this worker was closed")
+        if self._proc is not None:
+            return
+        started = time.monotonic()
+        if self._zygote is not None:
+            self._proc, self._chan = self._zygote._fork_worker(self._tail)
+        else:
+            self._proc, self._chan = self._spawn_direct()
+        if self._wall_deadline is None and not self.trusted:  # from the first spawn on
+            self._wall_deadline = time.monotonic() + self.limits.wall_seconds
+        self._finalizer = weakref.finalize(self, _finalize, self._proc, self._chan)
+        try:
+            self._exchange(None, "hello", START_TIMEOUT)
+        except WorkerError as exc:
+            raise WorkerDied(f"the worker did not start: {exc}\n{self.captured_output()[-2000:]}",
+                             signal_name=getattr(exc, "signal_name", None)) from None
+        self.spawn_seconds = time.monotonic() - started
+
+    def _spawn_direct(self):
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        scratch = tempfile.mkdtemp(prefix="ag-worker-")
+        try:
+            spec = backends.launch_spec(self.backend, python=self.python, worker_args=worker_args(),
+                                        limits=self.limits, device=launch_device(self.device),
+                                        fds=(req_r, rep_w), scratch_dir=scratch)
+            popen = _popen(spec, out_w)
+        except BaseException:
+            _close(req_r, req_w, rep_r, rep_w, out_r, out_w)
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        finally:
+            _close(req_r, rep_w, out_w)
+        return _Direct(popen, scratch, self.backend), Channel(rep_r, out_r, self._tail, req_w=req_w)
+
+    def restart(self) -> None:
+        """A fresh worker process; the cells given to ``load`` are loaded again."""
+        self._stop()
+        self.events.append({"code": "restart", "message": "the worker was restarted"})
+        self.start()
+        if self._cells is not None:
+            self._load(self._cells)
+
+    def close(self) -> None:
+        """Kill the whole process tree and free everything. The handle cannot be used again."""
+        self._stop()
+        self._closed = True
+
+    def _stop(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._proc is not None:
+            _finalize(self._proc, self._chan)
+        self._proc, self._chan = None, None
+
+    def __enter__(self) -> "Worker":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- requests -----------------------------------------------------------------------------
+    def load(self, cells: list[dict], *, seed: int = 0) -> dict:
+        """Execute the cells (``{"id", "source"}``) in a fresh namespace; returns the load reply.
+
+        Never raises for student code: if the worker dies or times out while loading, the reply
+        says so in ``cell_errors`` (``"load_failed": true``) and later requests raise at once.
+        """
+        self._cells = [{"id": str(c["id"]), "source": str(c["source"])} for c in cells]
+        self._seed = seed
+        self._load_failure = None
+        self.start()
+        return self._load(self._cells)
+
+    def _load(self, cells: list[dict]) -> dict:
+        msg = {"op": "load", "cells": cells, "device": self.device, "seed": self._seed,
+               "cell_timeout": self.limits.call_timeout_seconds}
+        try:
+            reply = self._request(msg, self.limits.harness_timeout_seconds)
+            if not reply.get("ok"):
+                raise WorkerDied(f"the worker could not load the notebook: "
+                                 f"{protocol.decode_error(reply.get('error')).get('message')}")
+        except WorkerError as exc:
+            self._load_failure = exc
+            reply = {"ok": True, "defined": {}, "device": self.device, "load_failed": True,
+                     "cell_errors": [{"cell": "", "type": type(exc).__name__, "line": None,
+                                      "message": str(exc), "names": []}]}
+        self.load_reply = reply
+        return reply
+
+    def request(self, msg: dict, timeout: float) -> dict:
+        """Send one request and return its reply (``ok`` true or false). A dead worker is
+        restarted first. Raises WorkerDied / WorkerTimeout."""
+        if self._closed:
+            raise WorkerDied("this worker was closed")
+        if self._load_failure is not None:
+            raise type(self._load_failure)(str(self._load_failure))
+        if self._wall_deadline is not None and time.monotonic() >= self._wall_deadline:
+            self._stop()
+            raise WorkerTimeout(f"the time limit for all of your code together "
+                                f"({self.limits.wall_seconds} s) was used up")
+        if self._proc is None:
+            if self.spawn_seconds is None:
+                self.start()
+            else:
+                self.restart()
+            if self._load_failure is not None:
+                raise type(self._load_failure)(str(self._load_failure))
+        try:
+            return self._request(msg, timeout)
+        except WorkerDied:
+            if not self.trusted or self._closed:
+                raise
+        # The trusted reference is long-lived (rlimits still apply): a death is retried once.
+        self.restart()
+        return self._request(msg, timeout)
+
+    def _request(self, msg: dict, timeout: float) -> dict:
+        rid = f"{next(self._ids)}-{secrets.token_hex(4)}"
+        line = protocol.dumps({**msg, "id": rid})
+        reply = self._exchange(line, rid, timeout)
+        if not reply.get("ok") and isinstance(reply.get("error"), dict) \
+                and _is_memory_error(reply["error"]):
+            self.events.append({"code": "limit_memory", "message":
+                                f"the code ran out of memory (limit {self.limits.memory_mb} MB)"})
+        return reply
+
+    def _exchange(self, line: bytes | None, rid: str, timeout: float) -> dict:
+        proc, chan = self._proc, self._chan
+        deadline = time.monotonic() + timeout
+        wall = self._wall_deadline is not None and line is not None and self._wall_deadline < deadline
+        if wall:
+            deadline = self._wall_deadline
+        try:
+            return chan.exchange(line, rid, deadline)
+        except _Expired:
+            self._stop()
+            if wall:
+                self.events.append({"code": "limit_wall", "message":
+                                    f"the worker's wall-clock limit ({self.limits.wall_seconds} s)"
+                                    " was used up"})
+                raise WorkerTimeout(f"the time limit for all of your code together "
+                                    f"({self.limits.wall_seconds} s) was used up") from None
+            self.events.append({"code": "call_timeout", "message":
+                                f"a request took longer than {timeout:g} s and was stopped"})
+            raise WorkerTimeout(f"no answer within {timeout:g} s") from None
+        except _EOF:
+            status = proc.status(wait=2.0)
+            if status is None:
+                proc.kill()
+            flag, reason, sig, code = _describe_end(status, self.limits)
+            self.events.append({"code": flag, "message": f"the worker stopped: {reason}"})
+            self._stop()
+            raise WorkerDied(reason, signal_name=sig, code=code) from None
+        finally:
+            if chan.junk > chan.junk_reported:
+                self.events.append({"code": "protocol_junk", "message":
+                                    f"{chan.junk - chan.junk_reported} line(s) on the reply "
+                                    "channel were not replies (written by the student's code)"})
+                chan.junk_reported = chan.junk
+
+    # -- reporting ----------------------------------------------------------------------------
+    def captured_output(self) -> str:
+        """The last ``max_output_kb`` KB of everything the worker wrote to stdout/stderr."""
+        if self._chan is not None:
+            self._chan.drain()
+        return self._tail.text()
+
+    def flags(self) -> list[dict]:
+        """The events that are integrity or limit findings, one per code: ``{"code", "message"}``."""
+        out: dict[str, dict] = {}
+        for e in self.events:
+            if e["code"] in ("restart",):
+                continue
+            out.setdefault(e["code"], {"code": e["code"], "message": e["message"]})
+        return list(out.values())
+
+
+def _finalize(proc, chan: Channel | None) -> None:
+    try:
+        proc.kill()
+    finally:
+        if chan is not None:
+            chan.close()
+        proc.cleanup()
+
+
+# --- the zygote --------------------------------------------------------------------------------
+
+class Zygote:
+    """One process that has imported torch and forks a fresh worker per submission.
+
+    ``spawn_worker()`` returns a started ``Worker`` whose process is a child of the zygote. The
+    zygote serves one live child at a time: spawning the next kills the previous child with all
+    its leftovers and wipes its scratch directory, and closes the previous handle.
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self, settings, *, backend: str, device: str, python: str | None = None):
+        self.settings, self.limits = settings, settings.limits
+        self.backend, self.device = backends.resolve_backend(backend), device
+        self.python = python or sys.executable
+        self.events: list[dict] = []
+        self.pid: int | None = None
+        self.spawn_seconds: float | None = None
+        self._proc: _Direct | None = None
+        self._chan: Channel | None = None
+        self._tail = OutputTail(self.limits.max_output_kb * 1024)
+        self._current: Worker | None = None
+        self._child_pid: int | None = None
+        self._finalizer = None
+
+    def start(self) -> None:
+        if self._proc is not None:
+            return
+        started = time.monotonic()
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        scratch = tempfile.mkdtemp(prefix="ag-zygote-")
+        try:
+            spec = backends.launch_spec(
+                self.backend, python=self.python,
+                worker_args=worker_args(zygote=True, backend=self.backend), limits=self.limits,
+                device=launch_device(self.device), fds=(child_sock.fileno(), rep_w),
+                scratch_dir=scratch, allow_fork=True)
+            popen = _popen(spec, out_w)
+        except BaseException:
+            parent_sock.close()
+            _close(rep_r, out_r)
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        finally:
+            child_sock.close()
+            _close(rep_w, out_w)
+        self._proc = _Direct(popen, scratch, self.backend)
+        self._chan = Channel(rep_r, out_r, self._tail, sock=parent_sock)
+        self._finalizer = weakref.finalize(self, _finalize, self._proc, self._chan)
+        try:
+            hello = self._chan.exchange(None, "hello", time.monotonic() + START_TIMEOUT)
+        except (_EOF, _Expired):
+            self.close()
+            raise WorkerDied(f"the zygote did not start\n{self._tail.text()[-2000:]}") from None
+        self.pid = hello.get("pid")
+        self.spawn_seconds = time.monotonic() - started
+
+    def close(self) -> None:
+        """Kill the zygote and every child it forked."""
+        current, self._current = self._current, None
+        self._hard_restart()
+        if current is not None:
+            current.close()
+
+    def __enter__(self) -> "Zygote":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def spawn_worker(self, settings=None) -> Worker:
+        """A started Worker forked from this zygote (the previous one, if any, is closed).
+
+        ``settings`` may change the limits the parent enforces (timeouts, ``wall_seconds``,
+        ``max_output_kb``); the kernel limits stay those the zygote was started with.
+        """
+        if self._current is not None:
+            self._current.close()
+        worker = Worker(settings or self.settings, backend=self.backend, device=self.device,
+                        zygote=self)
+        self._current = worker
+        worker.start()
+        return worker
+
+    def ping(self) -> dict:
+        return self._control({"op": "ping"})
+
+    # -- used by Worker -----------------------------------------------------------------------
+    def _control(self, msg: dict, fds: tuple = (), retry: bool = False) -> dict:
+        """One control request; a zygote that does not answer is killed (and, with ``retry``,
+        restarted once)."""
+        for attempt in (0, 1):
+            self.start()
+            rid = f"z{next(self._ids)}"
+            try:
+                reply = self._chan.exchange(protocol.dumps({**msg, "id": rid}), rid,
+                                            time.monotonic() + CONTROL_TIMEOUT, fds=fds)
+            except (_EOF, _Expired) as exc:
+                self.events.append({"code": "zygote_restart", "message":
+                                    f"the zygote stopped answering ({type(exc).__name__})"})
+                self._hard_restart()
+                if retry and attempt == 0:
+                    continue
+                raise WorkerDied("the zygote stopped answering") from None
+            if not reply.get("ok"):
+                raise WorkerDied(f"the zygote refused {msg.get('op')}: "
+                                 f"{protocol.decode_error(reply.get('error'))['message']}")
+            return reply
+        raise AssertionError("unreachable")
+
+    def _hard_restart(self) -> None:
+        """Kill the zygote's whole tree (its children die with it); ``start`` makes a new one."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        proc, chan = self._proc, self._chan
+        self._proc = self._chan = None
+        self._child_pid = None
+        if proc is not None:
+            _finalize(proc, chan)
+        if self._current is not None:  # its process died with the zygote
+            self._current._stop()
+
+    def _fork_worker(self, tail: OutputTail) -> tuple[_Forked, Channel]:
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            reply = self._control({"op": "fork"}, fds=(req_r, rep_w, out_w), retry=True)
+        except BaseException:
+            _close(req_w, rep_r, out_r)
+            raise
+        finally:
+            _close(req_r, rep_w, out_w)
+        self._child_pid = int(reply["pid"])
+        return _Forked(self, self._child_pid), Channel(rep_r, out_r, tail, req_w=req_w)
+
+    def _kill_child(self, pid: int) -> None:
+        """Kill the live child (and its leftovers) if ``pid`` is still it."""
+        if self._proc is None or pid != self._child_pid:
+            return
+        try:
+            self._control({"op": "kill"})
+        except WorkerDied:
+            pass
+
+    def _child_status(self, pid: int, wait: float):
+        if self._proc is None or pid != self._child_pid:
+            return None, int(signal.SIGKILL)
+        try:
+            reply = self._control({"op": "status", "pid": pid, "wait": wait})
+        except WorkerDied:
+            return None
+        if reply.get("running"):
+            return None
+        return reply.get("code"), reply.get("signal")

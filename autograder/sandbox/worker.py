@@ -1,0 +1,840 @@
+"""The worker: the only process that runs student code. It runs inside the sandbox.
+
+    python -I .../autograder/sandbox/worker.py --fds R,W [--zygote]
+
+Invariants:
+
+- Requests are read from fd 3 and replies written to fd 4 (the descriptors given by ``--fds``
+  are moved there first); fd 1 and 2 are the capture pipe the parent drains, so student prints
+  never reach the protocol. Every other inherited descriptor is closed before torch is imported.
+- Student code runs only inside ``Server._student`` (cells, calls, harness runs); every
+  BaseException it raises becomes an error reply whose trace lists student frames only (frames
+  from files named ``<cell ID>``). The worker never writes a result or score.
+- The worker imports only ``autograder.sandbox.protocol`` and, lazily, ``autograder.harness.*``.
+- With ``--zygote`` the process imports torch, runs no torch computation and no student code,
+  and forks one child per ``fork`` request; each child serves one submission like a plain worker.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run as a file under ``python -I``
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import builtins
+import ctypes
+import importlib
+import inspect
+import linecache
+import math
+import random
+import re
+import signal
+import socket
+import time
+import traceback
+
+from autograder.sandbox import protocol
+from autograder.sandbox.protocol import ProtocolError
+
+REQ_FD, REP_FD = 3, 4
+RECURSION_LIMIT = 4000        # deep enough for a recursive GAE over a few thousand steps
+CELL_FILENAME = "<cell {}>"
+MAX_TRACE_FRAMES = 8
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+SANDBOX_UID_MIN = 1_000_000_000   # the sandbox uids start above this (see backends.py)
+
+torch = None  # imported in main(), after the descriptors are cleaned up
+np = None
+
+
+class BadRequest(Exception):
+    """A request the parent should never have sent (a bug in the kit, not in student code)."""
+
+
+class CellTimeout(Exception):
+    """A cell ran past its time limit while loading."""
+
+
+# --- descriptors and process set-up ----------------------------------------------------------
+
+def setup_fds(rfd: int, wfd: int, out: int | None = None) -> None:
+    """Move the request/reply descriptors to 3/4 (and ``out``, if given, to 1 and 2); close
+    every other descriptor from 3 up. Safe whatever numbers the given descriptors have."""
+    import fcntl
+
+    given = [rfd, wfd] + ([out] if out is not None else [])
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in given]
+    for fd in set(given) - {0, 1, 2}:
+        os.close(fd)
+    os.dup2(moved[0], REQ_FD, inheritable=False)
+    os.dup2(moved[1], REP_FD, inheritable=False)
+    if out is not None:
+        os.dup2(moved[2], 1)
+        os.dup2(moved[2], 2)
+    os.closerange(REP_FD + 1, 1 << 16)
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, arg: int = 0) -> int:
+    return _libc().prctl(option, ctypes.c_ulong(arg), 0, 0, 0)
+
+
+PR_SET_PDEATHSIG, PR_GET_DUMPABLE, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 3, 4, 36
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class LineReader:
+    """Lines from a descriptor; consumed bytes are dropped from the buffer at once."""
+
+    def __init__(self, fd: int):
+        self.fd, self.buf, self.scanned = fd, bytearray(), 0
+
+    def readline(self) -> bytes | None:
+        while True:
+            i = self.buf.find(b"\n", self.scanned)
+            if i >= 0:
+                line = bytes(self.buf[:i])
+                self.buf[:i + 1] = b""
+                self.scanned = 0
+                return line
+            self.scanned = len(self.buf)
+            if len(self.buf) > protocol.MAX_LINE_BYTES:
+                raise ProtocolError("request line over the size cap")
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                return None
+            self.buf += chunk
+
+
+# --- values: worker side ---------------------------------------------------------------------
+
+def encode_value(value, _depth: int = 0):
+    """A returned value as JSON (tensors with their meta). Never raises."""
+    try:
+        return _encode(value, _depth)
+    except BaseException as exc:  # a value whose encoding fails travels as $other
+        return _other(value, note=f"<could not be encoded: {type(exc).__name__}>")
+
+
+def _other(value, note: str | None = None) -> dict:
+    try:
+        text = note or repr(value)
+    except BaseException:
+        text = "<repr failed>"
+    return {"$other": {"type": type(value).__name__[:200], "repr": str(text)[:200]}}
+
+
+def _encode(v, depth: int):
+    if depth > protocol.MAX_DEPTH:
+        return _other(v, note="<nested too deeply>")
+    t = type(v)
+    if v is None or t is bool:
+        return v
+    if t is int:
+        return v if abs(v) < 1 << 1000 else _other(v, note="<int too large>")
+    if t is float:
+        return v if math.isfinite(v) else {"$float": repr(v)}
+    if t is str:
+        return v if len(v) <= protocol.MAX_STR_CHARS else \
+            {"$toolarge": {"type": "str", "shape": [len(v)]}}
+    if isinstance(v, torch.Tensor):
+        return encode_tensor(v)
+    if isinstance(v, np.ndarray) or isinstance(v, np.generic):
+        arr = np.asarray(v)
+        if arr.dtype.name not in protocol.WIRE_DTYPES or arr.dtype.name == "bfloat16":
+            return _other(v)
+        if arr.size > protocol.MAX_ELEMENTS:
+            return {"$toolarge": {"type": "ndarray", "shape": list(arr.shape)}}
+        return {"$ndarray": protocol.array_payload(arr)}
+    if t is list:
+        return [_encode(x, depth + 1) for x in v]
+    if t is tuple:
+        return {"$tuple": [_encode(x, depth + 1) for x in v]}
+    if t is dict and all(type(k) is str for k in v):
+        return {"$dict": {k: _encode(x, depth + 1) for k, x in v.items()}}
+    if isinstance(v, int):  # subclasses (IntEnum, ...) travel as their base type
+        return _encode(int.__int__(v), depth)
+    if isinstance(v, float):
+        return _encode(float.__float__(v), depth)
+    if isinstance(v, str):
+        return _encode(str.__str__(v), depth)
+    return _other(v)
+
+
+def encode_tensor(t) -> dict:
+    """``$tensor`` (values copied to the CPU, detached) or ``$toolarge``/``$other``."""
+    if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
+        return _other(t, note=f"<{t.layout} {t.dtype} tensor on {t.device}>")
+    name = str(t.dtype).removeprefix("torch.")
+    if name not in protocol.WIRE_DTYPES:
+        return _other(t, note=f"<tensor of dtype {name}>")
+    if t.numel() > protocol.MAX_ELEMENTS:
+        return {"$toolarge": {"type": "Tensor", "shape": list(t.shape)}}
+    body = protocol.array_payload(tensor_numpy(t), dtype_name=name)
+    body.update(device=str(t.device), requires_grad=bool(t.requires_grad),
+                grad_fn=t.grad_fn is not None, is_exact_tensor=type(t) is torch.Tensor)
+    return {"$tensor": body}
+
+
+def tensor_numpy(t) -> "np.ndarray":
+    """The values of a strided tensor as a CPU numpy array (bfloat16 as its uint16 bits)."""
+    d = torch.Tensor.detach(t).resolve_conj().resolve_neg().cpu().contiguous()
+    if type(d) is not torch.Tensor:
+        d = d.as_subclass(torch.Tensor)
+    if d.dtype == torch.bfloat16:
+        return d.view(torch.int16).numpy().view(np.uint16)
+    return d.numpy()
+
+
+def fingerprint(v, depth: int = 0):
+    """A comparable snapshot of an argument's contents (to detect in-place changes)."""
+    if depth > protocol.MAX_DEPTH:
+        return ("deep", id(v))
+    if isinstance(v, torch.Tensor):
+        return ("t", str(v.dtype), tuple(v.shape), tensor_numpy(v).tobytes())
+    if isinstance(v, np.ndarray):
+        return ("a", v.dtype.str, v.shape, v.tobytes())
+    if type(v) is float:
+        return ("f", v.hex())
+    if type(v) in (list, tuple):
+        return (type(v).__name__, tuple(fingerprint(x, depth + 1) for x in v))
+    if type(v) is dict:
+        return ("d", tuple((repr(k), fingerprint(x, depth + 1)) for k, x in v.items()))
+    if v is None or type(v) in (bool, int, str):
+        return ("s", v)
+    return ("o", id(v))
+
+
+def safe_fingerprint(v):
+    """fingerprint, or a fresh object (compares unequal) when student code broke the value."""
+    try:
+        return fingerprint(v)
+    except BaseException:
+        return object()
+
+
+class Builder:
+    """Turns request values into Python/numpy/torch objects on the worker's device."""
+
+    def __init__(self, device: str, leaves: dict):
+        self.device, self.leaves = device, leaves
+
+    def tensor(self, body) -> "torch.Tensor":
+        arr = protocol.payload_array(body)
+        if body["dtype"] == "bfloat16":
+            t = torch.from_numpy(arr).to(torch.bfloat16)
+        else:
+            t = torch.from_numpy(arr)
+        t = t.to(self.device)
+        if body.get("requires_grad"):
+            if not (t.is_floating_point() or t.is_complex()):
+                raise BadRequest(f"requires_grad on a {t.dtype} tensor")
+            t.requires_grad_(True)
+        return t
+
+    def value(self, obj, depth: int = 0):
+        if depth > protocol.MAX_DEPTH:
+            raise BadRequest("value nested too deeply")
+        if obj is None or type(obj) in (bool, int, float, str):
+            return obj
+        if type(obj) is list:
+            return [self.value(x, depth + 1) for x in obj]
+        if type(obj) is not dict or len(obj) != 1:
+            raise BadRequest("value objects have exactly one tag")
+        (tag, body), = obj.items()
+        if tag == "$float":
+            return float(body)
+        if tag == "$tuple":
+            return tuple(self.value(x, depth + 1) for x in body)
+        if tag == "$dict":
+            return {k: self.value(x, depth + 1) for k, x in body.items()}
+        if tag == "$tensor":
+            return self.tensor(body)
+        if tag == "$ndarray":
+            return protocol.payload_array(body)
+        if tag == "$leaf":
+            if body not in self.leaves:
+                raise BadRequest(f"unknown leaf {body!r}")
+            return self.leaves[body]
+        if tag == "$expr":
+            return self.expr(body)
+        raise BadRequest(f"unknown tag {tag!r}")
+
+    def expr(self, body: dict):
+        if body.get("op") != "log_softmax_gather":
+            raise BadRequest(f"unknown expression {body.get('op')!r}")
+        logits = self.leaves.get(body.get("logits"))
+        if logits is None:
+            raise BadRequest("log_softmax_gather needs a logits leaf")
+        index = body.get("index")
+        logp = torch.log_softmax(logits, dim=-1)
+        idx = torch.as_tensor(index, dtype=torch.long, device=logits.device)
+        if logits.dim() == 1:
+            return logp[idx]
+        if logits.dim() == 2 and idx.dim() == 1 and idx.shape[0] == logits.shape[0]:
+            return logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+        raise BadRequest("log_softmax_gather: logits [K] with any index, or [B, K] with B indices")
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+def _safe_str(x, cap: int) -> str:
+    try:
+        s = str(x)
+    except BaseException:
+        s = "<message could not be shown>"
+    return s if len(s) <= cap else s[:cap] + " ..."
+
+
+def student_frames(tb) -> list:
+    return [(f, ln) for f, ln in traceback.walk_tb(tb)
+            if f.f_code.co_filename.startswith("<cell ")]
+
+
+def format_trace(frames: list) -> str:
+    """Student frames as 'File "<cell X>", line N, in f' plus the source line; capped."""
+    if len(frames) > MAX_TRACE_FRAMES:
+        head, tail = frames[:3], frames[-(MAX_TRACE_FRAMES - 3):]
+        skipped = len(frames) - len(head) - len(tail)
+    else:
+        head, tail, skipped = frames, [], 0
+    lines = []
+    for group in (head, tail):
+        for f, lineno in group:
+            code = f.f_code
+            lines.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}')
+            src = linecache.getline(code.co_filename, lineno).strip()
+            if src:
+                lines.append(f"    {src[:200]}")
+        if group is head and skipped:
+            lines.append(f"  ... {skipped} more frames ...")
+    return "\n".join(lines)
+
+
+def error_reply(exc: BaseException, stage: str) -> dict:
+    frames = student_frames(exc.__traceback__)
+    return {"ok": False, "error": {
+        "type": type(exc).__name__[:200], "message": _safe_str(exc, 2000),
+        "trace": format_trace(frames), "stage": stage, "in_student_code": bool(frames)}}
+
+
+def kit_error(exc: BaseException) -> dict:
+    """A failure of the worker itself (bad request, kit bug): the worker's own trace."""
+    return {"ok": False, "error": {
+        "type": type(exc).__name__, "message": _safe_str(exc, 2000), "stage": "worker",
+        "trace": "".join(traceback.format_exception(exc))[-4000:], "in_student_code": False}}
+
+
+def cell_error(cell_id: str, source: str, exc: BaseException) -> dict:
+    if isinstance(exc, SyntaxError):
+        line, message = exc.lineno, exc.msg
+    else:
+        frames = [ln for f, ln in student_frames(exc.__traceback__)
+                  if f.f_code.co_filename == CELL_FILENAME.format(cell_id)]
+        line, message = (frames[-1] if frames else None), _safe_str(exc, 1000)
+    names = re.findall(r"^\s*(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", source, re.M)
+    return {"cell": cell_id, "type": type(exc).__name__, "message": message, "line": line,
+            "names": names}
+
+
+def signature_text(obj) -> str:
+    try:
+        return str(inspect.signature(obj))
+    except BaseException:
+        return "(...)"
+
+
+# --- the server ------------------------------------------------------------------------------
+
+class Server:
+    """Serves one submission: load, call, harness, ping. Runs on the main thread."""
+
+    def __init__(self):
+        self.ns: dict = self.fresh_namespace()
+        self.device = "cpu"
+        self.reader = LineReader(REQ_FD)
+
+    @staticmethod
+    def fresh_namespace() -> dict:
+        return {"__name__": "__main__", "__builtins__": builtins}
+
+    def send(self, reply: dict) -> None:
+        try:
+            line = protocol.dumps(reply)
+        except ProtocolError as exc:
+            line = protocol.dumps({"id": reply.get("id"), "ok": False, "error": {
+                "type": "ReplyTooLarge", "message": str(exc), "trace": "", "stage": "reply",
+                "in_student_code": False}})
+        write_all(REP_FD, line)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                line = self.reader.readline()
+            except ProtocolError as exc:
+                self.send({"id": None, **kit_error(exc)})
+                self.reader.buf.clear()
+                continue
+            if line is None:
+                return
+            try:
+                msg = protocol.loads(line)
+            except ProtocolError as exc:
+                self.send({"id": None, **kit_error(exc)})
+                continue
+            del line
+            self.send({"id": msg.get("id"), **self.handle(msg)})
+            del msg
+            flush_std()
+
+    def handle(self, msg: dict) -> dict:
+        op = msg.get("op")
+        handler = {"load": self.op_load, "call": self.op_call, "harness": self.op_harness,
+                   "ping": self.op_ping}.get(op)
+        try:
+            if handler is None:
+                raise BadRequest(f"unknown op {op!r}")
+            return handler(msg)
+        except BaseException as exc:  # the worker's own failure: report it, keep serving
+            return kit_error(exc)
+
+    def op_ping(self, msg: dict) -> dict:
+        return {"ok": True, "pid": os.getpid()}
+
+    def reset_state(self, seed) -> None:
+        """Per-request state student code may have changed, then the seed (if given)."""
+        sys.setrecursionlimit(RECURSION_LIMIT)
+        torch.set_grad_enabled(True)
+        torch.set_default_dtype(torch.float32)
+        if seed is not None:
+            seed = int(seed)
+            random.seed(seed)
+            np.random.seed(seed % (1 << 32))
+            torch.manual_seed(seed % (1 << 64))
+
+    def op_load(self, msg: dict) -> dict:
+        self.device, note = resolve_device(msg.get("device", "cpu"))
+        self.ns = self.fresh_namespace()
+        self.reset_state(msg.get("seed"))
+        cell_timeout = float(msg.get("cell_timeout", 30))
+        errors = []
+        for cell in msg.get("cells", []):
+            cid, source = str(cell["id"]), str(cell["source"])
+            filename = CELL_FILENAME.format(cid)
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            try:
+                code = compile(source, filename, "exec", dont_inherit=True)
+                with alarm(cell_timeout):
+                    exec(code, self.ns)
+            except BaseException as exc:
+                errors.append(cell_error(cid, source, exc))
+        defined = {}
+        for name, obj in list(self.ns.items()):
+            try:
+                if name.startswith("__") or inspect.ismodule(obj) or not callable(obj):
+                    continue
+            except BaseException:
+                continue
+            defined[name] = signature_text(obj)
+        return {"ok": True, "defined": defined, "cell_errors": errors, "device": self.device,
+                "device_note": note}
+
+    def op_call(self, msg: dict) -> dict:
+        name = msg.get("fn")
+        fn = self.ns.get(name) if isinstance(name, str) else None
+        if fn is None or not callable(fn):
+            return {"ok": False, "error": {"type": "NotDefined", "stage": "call", "trace": "",
+                                           "message": f"{name} is not defined",
+                                           "in_student_code": False}}
+        leaves = {}
+        builder = Builder(self.device, leaves)
+        for lname, payload in (msg.get("leaves") or {}).items():
+            if type(payload) is not dict or "$tensor" not in payload:
+                raise BadRequest("leaves must be tensors")
+            leaves[lname] = builder.tensor(payload["$tensor"])
+        args = [builder.value(a) for a in msg.get("args", [])]
+        kwargs = {k: builder.value(v) for k, v in (msg.get("kwargs") or {}).items()}
+        named = dict(zip(positional_names(fn, len(args)), args)) | kwargs
+        before = {k: safe_fingerprint(v) for k, v in named.items()}
+        backward = msg.get("backward")
+        self.reset_state(msg.get("seed"))
+        started = time.perf_counter()
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:
+            return error_reply(exc, "call")
+        seconds = time.perf_counter() - started
+        sys.setrecursionlimit(RECURSION_LIMIT)
+        reply = {"ok": True, "value": encode_value(value), "grads": {}, "seconds": seconds,
+                 "mutated": {k: safe_fingerprint(v) != before[k] for k, v in named.items()}}
+        if backward:
+            wrt = list(backward.get("wrt") or [])
+            unknown = [w for w in wrt if w not in leaves]
+            if unknown:
+                raise BadRequest(f"backward wrt unknown leaves {unknown}")
+            try:
+                out = pick_output(value, backward.get("output"))
+                out.backward()
+            except BaseException as exc:
+                return error_reply(exc, "backward")
+            reply["grads"] = {w: None if leaves[w].grad is None else encode_value(leaves[w].grad)
+                              for w in wrt}
+        return reply
+
+    def op_harness(self, msg: dict) -> dict:
+        name = msg.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise BadRequest(f"bad harness name {name!r}")
+        module = importlib.import_module(f"autograder.harness.{name}")
+        params = {k: Builder(self.device, {}).value(v) for k, v in (msg.get("params") or {}).items()}
+        self.reset_state(msg.get("seed"))
+        started = time.perf_counter()
+        try:
+            value = module.run(self.ns, **params)
+        except BaseException as exc:
+            return error_reply(exc, "harness")
+        sys.setrecursionlimit(RECURSION_LIMIT)
+        return {"ok": True, "value": encode_value(value), "seconds": time.perf_counter() - started}
+
+
+def pick_output(value, index):
+    out = value
+    if index is not None:
+        if type(value) not in (tuple, list):
+            raise TypeError(f"expected a tuple of outputs, got a {type(value).__name__}")
+        if not -len(value) <= int(index) < len(value):
+            raise IndexError(f"expected at least {int(index) + 1} outputs, got {len(value)}")
+        out = value[int(index)]
+    if not isinstance(out, torch.Tensor):
+        which = "the output" if index is None else f"output {index}"
+        raise TypeError(f"{which} is a {type(out).__name__}, not a tensor, so no gradient can "
+                        "flow through it")
+    return out
+
+
+def positional_names(fn, n: int) -> list[str]:
+    """Names for the first ``n`` positional arguments: parameter names where known."""
+    try:
+        params = [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except BaseException:
+        params = []
+    return [params[i] if i < len(params) else f"args[{i}]" for i in range(n)]
+
+
+def resolve_device(requested: str) -> tuple[str, str]:
+    """(device, note). CUDA falls back to the CPU (with a note) when torch cannot use it."""
+    if requested in ("cuda", "auto"):
+        if torch.cuda.is_available():
+            return "cuda", ""
+        return "cpu", "" if requested == "auto" else "CUDA is not available in the worker"
+    return "cpu", ""
+
+
+class alarm:
+    """Raise CellTimeout in the main thread after ``seconds`` (wall clock)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __enter__(self):
+        def fire(signum, frame):
+            raise CellTimeout(f"the cell did not finish within {self.seconds:g} s")
+        self.old = signal.signal(signal.SIGALRM, fire)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.old)
+
+
+def flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+# --- the zygote ------------------------------------------------------------------------------
+
+class Zygote:
+    """Forks one child per ``fork`` request; never runs student code or torch computation.
+
+    It is non-dumpable (a child with the same uid cannot ptrace it or read its memory) and a
+    child subreaper (orphans of a child come back to it), so before each fork it kills every
+    descendant and wipes the children's scratch directory: one live child at a time.
+    """
+
+    def __init__(self, *, child_seccomp: bool, wipe_uid_files: bool):
+        self.sock = socket.socket(fileno=REQ_FD)  # keeps fd 3 taken: received fds are >= 5
+        self.scratch = os.getcwd()
+        self.child_dir = os.path.join(self.scratch, "child")
+        self.child_pid = 0
+        self.statuses: dict[int, int] = {}
+        self.wipe_uid_files = wipe_uid_files
+        self.seccomp = None
+        if child_seccomp:  # the filter the launcher would have installed (no new processes)
+            from autograder.sandbox import backends
+            self.seccomp = (backends.install_seccomp, backends.seccomp_program())
+
+    def serve(self) -> None:
+        prctl(PR_SET_DUMPABLE, 0)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        while True:
+            fds = []
+            try:
+                data, fds = recv_fds(self.sock)
+            except OSError:
+                return
+            if not data:
+                return
+            try:
+                msg = protocol.loads(data)
+                reply = self.handle(msg, fds)
+            except BaseException as exc:
+                msg, reply = {}, kit_error(exc)
+            finally:
+                for fd in fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            write_all(REP_FD, protocol.dumps({"id": msg.get("id"), **reply}))
+
+    def handle(self, msg: dict, fds: list[int]) -> dict:
+        op = msg.get("op")
+        self.reap()
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid(), "dumpable": prctl(PR_GET_DUMPABLE),
+                    "threads": thread_count()}
+        if op == "kill":
+            self.kill_children()
+            return {"ok": True}
+        if op == "status":
+            pid = int(msg.get("pid", 0))
+            deadline = time.monotonic() + float(msg.get("wait", 0))
+            while pid not in self.statuses and time.monotonic() < deadline:
+                time.sleep(0.01)
+                self.reap()
+            if pid not in self.statuses:
+                return {"ok": True, "running": True}
+            return {"ok": True, "running": False, **describe_status(self.statuses[pid])}
+        if op == "fork":
+            if len(fds) != 3:
+                raise BadRequest("fork needs three descriptors: request, reply, output")
+            self.kill_children()
+            self.wipe()
+            zygote_pid = os.getpid()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    self.child(fds, zygote_pid)
+                finally:
+                    os._exit(0)
+            self.child_pid = pid
+            return {"ok": True, "pid": pid}
+        raise BadRequest(f"unknown op {op!r}")
+
+    def child(self, fds: list[int], zygote_pid: int) -> None:
+        """In the forked child: become a fresh plain worker on the given descriptors."""
+        os.setsid()
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != zygote_pid:  # the zygote died before the death signal was set
+            os._exit(1)
+        prctl(PR_SET_CHILD_SUBREAPER, 0)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        self.sock.close()
+        setup_fds(*fds)
+        os.chdir(self.child_dir)
+        os.environ.update(HOME=self.child_dir, TMPDIR=self.child_dir)
+        if self.seccomp is not None:
+            install, program = self.seccomp
+            install(program)
+        start_plain_worker()
+
+    def wipe(self) -> None:
+        """Remove everything a previous child could have left: every entry of the scratch
+        directory (but the launcher's read-only kit copy ``.kit``, which must not be ours) and,
+        under ``--wipe-uid-files`` with a sandbox uid, our uid's files in the shared temp dirs."""
+        import shutil
+
+        me = os.getuid()
+        for entry in os.listdir(self.scratch):
+            path = os.path.join(self.scratch, entry)
+            if entry == ".kit":
+                if os.lstat(path).st_uid == me:
+                    raise BadRequest("the kit copy in the scratch directory was replaced")
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        os.makedirs(self.child_dir, mode=0o700)
+        if self.wipe_uid_files and me >= SANDBOX_UID_MIN:
+            for top in ("/tmp", "/var/tmp", "/dev/shm"):
+                remove_owned(top, me)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.statuses[pid] = status
+
+    def kill_children(self) -> None:
+        """SIGKILL every descendant (children and the orphans handed back to us), reap them."""
+        me = os.getpid()
+        for _ in range(20):
+            victims = descendants(me)
+            if self.child_pid and self.child_pid not in self.statuses:
+                victims.add(self.child_pid)
+            if not victims:
+                break
+            for pid in victims:
+                for kill in (os.killpg, os.kill):
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                self.reap()
+                if not (descendants(me) & victims) and (
+                        not self.child_pid or self.child_pid in self.statuses):
+                    break
+                time.sleep(0.005)
+        self.reap()
+
+
+def describe_status(status: int) -> dict:
+    if os.WIFSIGNALED(status):
+        return {"signal": os.WTERMSIG(status), "code": None}
+    return {"signal": None, "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}
+
+
+def descendants(root: int) -> set[int]:
+    """Pids of every live descendant of ``root`` (by parent links in /proc)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1 and fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            if pid not in found:
+                found.add(pid)
+                todo.append(pid)
+    return found
+
+
+def remove_owned(top: str, uid: int) -> None:
+    """Delete the entries directly under ``top`` that ``uid`` owns (whole trees for dirs)."""
+    import shutil
+
+    try:
+        entries = list(os.scandir(top))
+    except OSError:
+        return
+    for e in entries:
+        try:
+            if e.stat(follow_symlinks=False).st_uid != uid:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                os.unlink(e.path)
+        except OSError:
+            pass
+
+
+def recv_fds(sock: socket.socket, maxfds: int = 3) -> tuple[bytes, list[int]]:
+    import array
+
+    fds = array.array("i")
+    data, ancdata, flags, _ = sock.recvmsg(1 << 16, socket.CMSG_LEN(maxfds * fds.itemsize))
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
+
+
+def thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+def hello(role: str) -> None:
+    write_all(REP_FD, protocol.dumps({"id": "hello", "ok": True, "role": role, "pid": os.getpid(),
+                                      "torch": torch.__version__,
+                                      "python": sys.version.split()[0]}))
+
+
+def start_plain_worker() -> None:
+    """Serve one submission on fds 3/4 (torch already imported); returns at EOF."""
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True, errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
+    torch.set_num_threads(1)
+    hello("worker")
+    Server().serve()
+
+
+def main(argv: list[str]) -> None:
+    """``--fds R,W`` (required); ``--zygote`` with ``--child-seccomp``, ``--wipe-uid-files``."""
+    global torch, np
+    zygote = "--zygote" in argv
+    rfd, wfd = (int(x) for x in argv[argv.index("--fds") + 1].split(","))
+    setup_fds(rfd, wfd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
+    import numpy
+    import torch as _torch
+    np, torch = numpy, _torch
+    if zygote:
+        zygote = Zygote(child_seccomp="--child-seccomp" in argv,
+                        wipe_uid_files="--wipe-uid-files" in argv)
+        hello("zygote")
+        zygote.serve()
+    else:
+        start_plain_worker()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+    flush_std()
+    os._exit(0)

@@ -1,0 +1,29 @@
+"""Hidden training test for grade cell ``reinforce_training``: REINFORCE with the student's
+``reinforce_loss`` finds the best arm of bandits whose arm means come from the hidden seed.
+
+The worker runs the kit's harness (``autograder/harness/bandit.py``) with the notebook's own
+``BanditPolicy`` (from the source notebook, not the submission) and returns the final logits;
+the parent scores them against the arm means it drew. The pass mark is calibrated on the answer
+key (``make calibrate``, docs/calibration.md).
+"""
+from autograder.feedback import Mistake
+from autograder.suites.ppo import training as T
+
+GRADE_CELL = "reinforce_training"
+
+
+def test_reinforce_finds_best_arm(student, assignment, hidden_seed):
+    """REINFORCE with your loss puts its probability on the best arm"""
+    threshold = T.load_thresholds()["thresholds"]["reinforce_best_arm_probability"]
+    params = T.bandit_params(hidden_seed, T.kit_source(assignment, ["BanditPolicy"]))
+    out = student.harness("bandit", **params)
+    if "error" in out:
+        raise Mistake(f"REINFORCE training with your reinforce_loss stopped: {out['error']}.")
+    score = T.best_arm_probability(out["logits"], params["arm_means"])
+    if not score > threshold:
+        raise Mistake(
+            f"After 500 episodes of REINFORCE with your reinforce_loss on {T.BANDIT_RUNS} bandits "
+            f"(arm means hidden, the best arm differs between bandits), the best arm has "
+            f"probability {score:.3f} on average; the pass mark is {threshold:.2f} (the answer "
+            "key reaches it on every calibration seed). Check the sign of the loss and that it "
+            "uses the log-probabilities with their gradient.")

@@ -1,0 +1,568 @@
+"""Reading the answer key and students' notebooks: autograder.assignments and autograder.load.
+
+A toy assignment ("toy") is built with nbformat; its student version is made by nbgrader's own
+release preprocessors, so checksums are compared with what nbgrader really ships.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import tracemalloc
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+import autograder.assignments as assignments
+from autograder import REPO_ROOT
+from autograder.assignments import (AssignmentError, UnknownAssignment, list_assignments,
+                                    load_assignment)
+from autograder.load import notebook as nbmod
+from autograder.load.extract import extract_cells, extract_definitions
+from autograder.load.notebook import MAX_FILE_BYTES, read_submission
+
+KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+
+
+def nbg(gid, *, solution=False, grade=False, locked=False, points=None):
+    meta = {"grade": grade, "solution": solution, "locked": locked, "grade_id": gid,
+            "schema_version": 3}
+    if grade:
+        meta["points"] = points
+    return {"nbgrader": meta}
+
+
+def code(source, gid=None, **flags):
+    cell = new_code_cell(source, metadata=nbg(gid, **flags) if gid else {})
+    if gid:
+        cell.id = gid
+    return cell
+
+
+ADD_ANSWER = "def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION\n"
+SCALE_ANSWER = ("def scale(x, k=GAMMA):\n    ### BEGIN SOLUTION\n    return x * k\n"
+                "    ### END SOLUTION\n")
+ADD_GRADE = ("assert add(1, 2) == 3\n### BEGIN HIDDEN TESTS\nassert add(2, 2) == 4\n"
+             "### END HIDDEN TESTS\n")
+
+
+def toy_source():
+    return new_notebook(metadata=copy.deepcopy(KERNEL), cells=[
+        new_markdown_cell("# Toy assignment"),
+        new_markdown_cell("Read this first.", metadata=nbg("intro", locked=True), id="intro"),
+        code("import math\nGAMMA = 0.5\n", "setup", locked=True),
+        code("def helper(x):\n    return x + 1\n", "helpers", locked=True),
+        code(ADD_ANSWER, "add_answer", solution=True),
+        code(ADD_GRADE, "add", grade=True, locked=True, points=2),
+        code("ratio = list(range(3))\nscaled = ratio * 2\nWINDOW = 5\nfor i in range(3):\n"
+             "    print(add(i, i))\n", "loop", locked=True),
+        code(SCALE_ANSWER, "scale_answer", solution=True),
+        code("assert scale(2.0) == 1.0\n", "scale", grade=True, locked=True, points=3),
+        new_code_cell("# try it here\nprint(scale(4.0))\n", id="try-it"),
+    ])
+
+
+def nbgrader_release(nb):
+    """The student version, made by nbgrader's own generate_assignment preprocessors (all but
+    the ones that need the gradebook database)."""
+    from nbgrader.preprocessors import (CheckCellMetadata, ClearHiddenTests, ClearMarkScheme,
+                                        ClearOutput, ClearSolutions, ComputeChecksums, LockCells)
+    nb, resources = copy.deepcopy(nb), {}
+    for step in (LockCells(), ClearSolutions(), ClearOutput(), CheckCellMetadata(),
+                 ComputeChecksums(), ClearHiddenTests(), ClearMarkScheme(), ComputeChecksums(),
+                 CheckCellMetadata()):
+        nb, resources = step.preprocess(nb, resources)
+    return nb
+
+
+@pytest.fixture
+def course(tmp_path, monkeypatch):
+    """A course dir with the toy assignment (and its suite dir) on disk."""
+    suites = tmp_path / "suites"
+    (suites / "toy").mkdir(parents=True)
+    monkeypatch.setattr(assignments, "SUITES_DIR", suites)
+    course = tmp_path / "course"
+    (course / "source" / "toy").mkdir(parents=True)
+    nbformat.write(toy_source(), str(course / "source" / "toy" / "toy.ipynb"))
+    return course
+
+
+@pytest.fixture
+def toy(course):
+    return load_assignment("toy", course)
+
+
+@pytest.fixture(scope="module")
+def release():
+    return nbgrader_release(toy_source())
+
+
+def answered(release_nb, add="def add(a, b):\n    return a + b\n",
+             scale="def scale(x, k=GAMMA):\n    return x * k\n"):
+    """The release notebook with both answers filled in, as a student saves it."""
+    nb = copy.deepcopy(release_nb)
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid == "add_answer":
+            cell.source = add
+        elif gid == "scale_answer":
+            cell.source = scale
+    return nb
+
+
+def cell_of(nb, gid):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+
+
+def save(tmp_path, nb, name="submission.ipynb") -> Path:
+    path = tmp_path / name
+    if isinstance(nb, (str, bytes)):
+        path.write_bytes(nb.encode() if isinstance(nb, str) else nb)
+    else:
+        path.write_text(json.dumps(nb))
+    return path
+
+
+def run_cells(sub) -> dict:
+    """Execute the cells the worker would get (our own toy code) and return the namespace."""
+    ns: dict = {}
+    for cell in sub.cells:
+        exec(compile(cell["source"], cell["id"], "exec"), ns)
+    return ns
+
+
+def codes(sub) -> list[str]:
+    return [f["code"] for f in sub.flags]
+
+
+# --- the answer key -------------------------------------------------------------------------
+def test_load_assignment_reads_points_kinds_and_functions(toy, course):
+    assert [(g.id, g.points) for g in toy.grade_cells] == [("add", 2.0), ("scale", 3.0)]
+    assert toy.max_score == 5.0
+    assert toy.solution_functions == {"add_answer": "add", "scale_answer": "scale"}
+    assert [(c.id, c.kind) for c in toy.cells] == [
+        ("setup", "locked"), ("helpers", "locked"), ("add_answer", "solution"), ("add", "grade"),
+        ("loop", "locked"), ("scale_answer", "solution"), ("scale", "grade"),
+        ("try-it", "other")]
+    assert "return a + b" in toy.cells[2].source          # the reference solution is kept
+    assert set(toy.locked_checksums) == {"intro", "setup", "helpers", "add", "loop", "scale"}
+    assert toy.notebook_name == "toy.ipynb"
+    assert toy.source_path == (course / "source" / "toy" / "toy.ipynb").resolve()
+    assert toy.suite_dir == assignments.SUITES_DIR / "toy"
+
+
+def test_checksums_equal_the_ones_nbgrader_ships(toy, release):
+    for gid, expected in toy.locked_checksums.items():
+        assert cell_of(release, gid).metadata.nbgrader["checksum"] == expected, gid
+
+
+def test_list_assignments_needs_source_and_suite(course):
+    (course / "source" / "nosuite").mkdir()
+    nbformat.write(toy_source(), str(course / "source" / "nosuite" / "nosuite.ipynb"))
+    (assignments.SUITES_DIR / "nosource").mkdir()
+    (course / "source" / "nosource").mkdir()
+    assert list_assignments(course) == ["toy"]
+    with pytest.raises(UnknownAssignment):
+        load_assignment("nosuite", course)
+    with pytest.raises(UnknownAssignment):
+        load_assignment("nosource", course)
+    with pytest.raises(UnknownAssignment):
+        load_assignment("../toy", course)
+    assert list_assignments(course / "nowhere") == []
+
+
+def test_load_assignment_is_cached_until_the_source_changes(course):
+    first = load_assignment("toy", course)
+    assert load_assignment("toy", course) is first
+    path = course / "source" / "toy" / "toy.ipynb"
+    nb = toy_source()
+    cell_of(nb, "scale").metadata.nbgrader["points"] = 4
+    nbformat.write(nb, str(path))
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    second = load_assignment("toy", course)
+    assert second is not first and second.max_score == 6.0
+
+
+def test_a_solution_cell_must_define_exactly_one_function(course):
+    nb = toy_source()
+    cell_of(nb, "add_answer").source = ("def add(a, b):\n    return a + b\n\n"
+                                        "def sub(a, b):\n    return a - b\n")
+    nbformat.write(nb, str(course / "source" / "toy" / "toy.ipynb"))
+    with pytest.raises(AssignmentError, match="exactly one function"):
+        load_assignment("toy", course)
+
+
+def test_the_real_ppo_assignment():
+    assert "ppo" in list_assignments(REPO_ROOT)
+    asg = load_assignment("ppo", REPO_ROOT)
+    assert {g.id: g.points for g in asg.grade_cells} == {
+        "reinforce_loss": 3, "compute_gae": 5, "ppo_combined_loss": 5,
+        "reinforce_training": 1, "ppo_training": 2}
+    assert asg.max_score == 16
+    assert asg.solution_functions == {"reinforce_loss_answer": "reinforce_loss",
+                                      "compute_gae_answer": "compute_gae",
+                                      "ppo_combined_loss_answer": "ppo_combined_loss"}
+    assert asg.suite_dir == REPO_ROOT / "autograder" / "suites" / "ppo"
+
+
+def test_the_real_ppo_release_reads_cleanly(tmp_path):
+    asg = load_assignment("ppo", REPO_ROOT)
+    released = nbgrader_release(nbformat.read(str(asg.source_path), as_version=4))
+    for gid, expected in asg.locked_checksums.items():
+        assert cell_of(released, gid).metadata.nbgrader["checksum"] == expected, gid
+    sub = read_submission(save(tmp_path, released), asg)
+    assert sub.readable and sub.flags == [] and sub.cell_problems == {}
+    assert all("NotImplementedError" in sub.solutions_found[g] for g in asg.solution_functions)
+    grade_ids = {g.id for g in asg.grade_cells}
+    assert not grade_ids & {c["id"] for c in sub.cells}
+
+
+def test_the_committed_ppo_release_reads_cleanly():
+    asg = load_assignment("ppo", REPO_ROOT)
+    sub = read_submission(REPO_ROOT / "release" / "ppo" / "ppo.ipynb", asg)
+    assert sub.readable and sub.flags == [] and sub.cell_problems == {}
+    assert set(sub.solutions_found) == set(asg.solution_functions)
+
+
+# --- a good submission ----------------------------------------------------------------------
+def test_an_answered_release_reads_cleanly_and_runs(toy, release, tmp_path):
+    path = save(tmp_path, answered(release))
+    sub = read_submission(path, toy)
+    assert sub.readable and sub.problem == ""
+    assert sub.flags == [] and sub.cell_problems == {}
+    assert [c["id"] for c in sub.cells] == ["setup", "helpers", "add_answer", "loop",
+                                         "scale_answer"]
+    assert sub.solutions_found == {"add_answer": "def add(a, b):\n    return a + b\n",
+                                   "scale_answer": "def scale(x, k=GAMMA):\n    return x * k\n"}
+    import hashlib
+    assert sub.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    ns = run_cells(sub)                   # no NameError: "scaled = ratio * 2" was dropped
+    assert ns["add"](1, 2) == 3 and ns["scale"](2.0) == 1.0 and ns["helper"](1) == 2
+    assert ns["WINDOW"] == 5 and "ratio" not in ns and "scaled" not in ns
+
+
+def test_missing_kernelspec_is_fine(toy, release, tmp_path):
+    nb = answered(release)
+    nb.metadata = {}
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert sub.readable and sub.flags == [] and sub.cell_problems == {}
+
+
+# --- unreadable files -----------------------------------------------------------------------
+@pytest.mark.parametrize("content, words", [
+    ("hello, I am not a notebook", "not valid JSON"),
+    ('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "extra": [1, 2}',
+     "not valid JSON (line 1"),
+    ('{"a": 1}', "not a Jupyter notebook"),
+    ("[1, 2, 3]", "not a Jupyter notebook"),
+    ("", "empty"),
+    (b"\xff\xfe\x00garbage\xff", "not UTF-8"),
+    ('{"cells": [{"cell_type": "code", "source": 5, "metadata": {}}], "metadata": {}, '
+     '"nbformat": 4, "nbformat_minor": 5}', "damaged"),
+    ('{"cells": [], "metadata": {}, "nbformat": 5, "nbformat_minor": 0}', "nbformat 4"),
+])
+def test_unreadable_files_become_a_message(toy, tmp_path, content, words):
+    sub = read_submission(save(tmp_path, content), toy)
+    assert not sub.readable and words in sub.problem
+    assert sub.cells == [] and sub.sha256
+
+
+def test_truncated_notebook(toy, release, tmp_path):
+    text = json.dumps(answered(release), indent=1)
+    for cut in (len(text) // 2, len(text) - 3):
+        sub = read_submission(save(tmp_path, text[:cut]), toy)
+        assert not sub.readable and "ends in the middle" in sub.problem
+
+
+def test_nbformat_3_is_refused_with_a_message(toy, tmp_path):
+    from nbformat import v3
+    nb = v3.new_notebook(worksheets=[v3.new_worksheet(cells=[v3.new_code_cell(input="x = 1")])])
+    sub = read_submission(save(tmp_path, v3.writes_json(nb)), toy)
+    assert not sub.readable and "nbformat 3" in sub.problem
+
+
+def test_a_missing_file_or_a_directory_never_raises(toy, tmp_path):
+    assert "could not be opened" in read_submission(tmp_path / "nope.ipynb", toy).problem
+    assert "not a regular file" in read_submission(tmp_path, toy).problem
+
+
+def test_too_many_cells(toy, release, tmp_path, monkeypatch):
+    monkeypatch.setattr(nbmod, "MAX_CELLS", 5)
+    sub = read_submission(save(tmp_path, answered(release)), toy)
+    assert not sub.readable and "more than 5 cells" in sub.problem
+
+
+def test_a_file_over_the_size_cap_is_refused_before_parsing(toy, tmp_path):
+    path = tmp_path / "huge.ipynb"
+    with open(path, "wb") as f:              # sparse: no disk space used
+        f.truncate(MAX_FILE_BYTES + 1)
+    sub = read_submission(path, toy)
+    assert not sub.readable and "100 MB" in sub.problem and "Clear all outputs" in sub.problem
+    assert len(sub.sha256) == 64
+
+
+def test_huge_outputs_are_dropped_while_parsing(toy, release, tmp_path):
+    nb = answered(release)
+    blob = "x" * (1 << 20)
+    cell_of(nb, "scale_answer").outputs = [
+        {"output_type": "stream", "name": "stdout", "text": blob} for _ in range(24)]
+    cell_of(nb, "add_answer").outputs = [{"output_type": "display_data", "metadata": {},
+                                          "data": {"image/png": blob}}]
+    path = save(tmp_path, nb)
+    size = path.stat().st_size
+    assert size > 25 * (1 << 20)
+    tracemalloc.start()
+    try:
+        sub = read_submission(path, toy)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sub.readable and sub.flags == [] and sub.cell_problems == {}
+    assert "scale_answer" in sub.solutions_found
+    # the file's bytes and their decoded text, plus at most a few outputs: never all outputs
+    # parsed on top of both (that would be about 3x the file)
+    assert peak < 2.4 * size, (peak, size)
+
+
+# --- cells ----------------------------------------------------------------------------------
+def test_a_syntax_error_costs_only_its_cell(toy, release, tmp_path):
+    nb = answered(release, scale="def scale(x, k=GAMMA):\n    return x * (k\n")
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert sub.readable
+    assert sub.cell_problems["scale_answer"].startswith("SyntaxError at line 2:")
+    assert set(sub.cell_problems) == {"scale_answer"}
+    assert sub.solutions_found["scale_answer"] == ""
+    assert "add" in run_cells(sub) and "scale" not in run_cells(sub)
+
+
+def test_a_missing_answer_cell(toy, release, tmp_path):
+    nb = answered(release)
+    nb.cells.remove(cell_of(nb, "scale_answer"))
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert sub.readable and sub.solutions_found["scale_answer"] == ""
+    problem = sub.cell_problems["scale_answer"]
+    assert "missing" in problem and "defines scale" in problem
+    assert "scale" not in run_cells(sub)
+
+
+def test_an_answer_cell_that_defines_no_function(toy, release, tmp_path):
+    nb = answered(release, scale="def scale_it(x):\n    return x\n")
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert "does not define scale" in sub.cell_problems["scale_answer"]
+
+
+def test_magics_shell_lines_and_training_loops_are_dropped(toy, release, tmp_path):
+    add = ("!pip install torch\n%matplotlib inline\nimport math\nLR = 1e-3\n"
+           "def add(a, b):\n    %time x = 1\n    return a + b\n"
+           "add?\nfor step in range(10**12):\n    add(step, step)\nenv = make_env()\n"
+           "print(add(1, 2))\n")
+    sub = read_submission(save(tmp_path, answered(release, add=add)), toy)
+    assert sub.cell_problems == {}
+    kept = sub.solutions_found["add_answer"]
+    for gone in ("pip", "matplotlib", "range", "make_env", "print", "add?"):
+        assert gone not in kept
+    lines = kept.split("\n")
+    assert lines[4] == "def add(a, b):" and lines[2] == "import math" and lines[3] == "LR = 1e-3"
+    ns = run_cells(sub)
+    assert ns["add"](2, 3) == 5 and ns["LR"] == 1e-3
+
+
+def test_helpers_in_added_cells_are_kept_in_place(toy, release, tmp_path):
+    nb = answered(release, scale="def scale(x, k=GAMMA):\n    return double(x) * k / K\n")
+    at = nb.cells.index(cell_of(nb, "scale_answer"))
+    nb.cells.insert(at, new_code_cell("def double(x):\n    return 2 * x\nprint(double(3))\n"
+                                      "K = GAMMA * 4 + WINDOW - 5\n"))
+    nb.cells.append(new_code_cell("TRAILING = 7\nscale(1.0)\n"))
+    nb.cells.append(new_code_cell("oops = (\n"))
+    sub = read_submission(save(tmp_path, nb), toy)
+    ids = [c["id"] for c in sub.cells]
+    helper_id, trailing_id = f"cell-{at + 1}", f"cell-{len(nb.cells) - 1}"
+    assert ids == ["setup", "helpers", "add_answer", "loop", helper_id, "scale_answer",
+                   trailing_id]
+    assert list(sub.cell_problems) == [f"cell-{len(nb.cells)}"]
+    assert sub.cell_problems[f"cell-{len(nb.cells)}"].startswith("SyntaxError at line 1")
+    ns = run_cells(sub)
+    assert ns["K"] == 2.0 and ns["scale"](3.0) == 1.5 and ns["TRAILING"] == 7
+
+
+def test_an_answer_written_in_a_new_cell_below_the_stub_wins(toy, release, tmp_path):
+    nb = answered(release, scale="def scale(x, k=GAMMA):\n    raise NotImplementedError()\n")
+    at = nb.cells.index(cell_of(nb, "scale_answer"))
+    nb.cells.insert(at + 1, new_code_cell("def scale(x, k=GAMMA):\n    return x * k\n"))
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert run_cells(sub)["scale"](4.0) == 2.0
+
+
+# --- integrity ------------------------------------------------------------------------------
+def test_an_edited_locked_cell_is_restored_and_flagged(toy, release, tmp_path):
+    nb = answered(release)
+    cell_of(nb, "helpers").source = "def helper(x):\n    return 0\n"
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert codes(sub) == ["locked_cell_modified"] and "'helpers'" in sub.flags[0]["message"]
+    assert run_cells(sub)["helper"](1) == 2
+
+
+def test_a_deleted_locked_cell_is_restored_and_flagged(toy, release, tmp_path):
+    nb = answered(release)
+    nb.cells.remove(cell_of(nb, "setup"))
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert codes(sub) == ["locked_cell_deleted"]
+    assert run_cells(sub)["GAMMA"] == 0.5
+
+
+def test_locked_metadata_stripped_does_not_hide_the_edit(toy, release, tmp_path):
+    nb = answered(release)
+    cell = cell_of(nb, "helpers")
+    cell.metadata = {}
+    cell.source = "def helper(x):\n    return -1\n"
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert "locked_cell_deleted" in codes(sub)
+    assert sub.cells[1] == {"id": "helpers", "source": "def helper(x):\n    return x + 1\n"}
+
+
+@pytest.mark.parametrize("edit, code", [
+    (lambda nb: setattr(cell_of(nb, "add"), "source", "pass\n"), "grade_cell_modified"),
+    (lambda nb: cell_of(nb, "scale").metadata.nbgrader.__setitem__("points", 100),
+     "grade_cell_modified"),
+    (lambda nb: nb.cells.remove(cell_of(nb, "add")), "grade_cell_deleted"),
+    (lambda nb: nb.cells.append(copy.deepcopy(cell_of(nb, "scale"))), "grade_cell_duplicated"),
+])
+def test_grade_cell_changes_are_flagged_and_never_run(toy, release, tmp_path, edit, code):
+    nb = answered(release)
+    edit(nb)
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert codes(sub) == [code]
+    assert {"add", "scale"}.isdisjoint(c["id"] for c in sub.cells)
+    assert all("assert" not in c["source"] for c in sub.cells)
+
+
+def test_solution_metadata_removed_is_found_by_function(toy, release, tmp_path):
+    nb = answered(release)
+    cell_of(nb, "scale_answer").metadata = {}
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert codes(sub) == ["solution_metadata_missing"]
+    assert "scale" in sub.solutions_found["scale_answer"] and sub.cell_problems == {}
+    assert [c["id"] for c in sub.cells][-1] == "scale_answer"
+    assert run_cells(sub)["scale"](2.0) == 1.0
+
+
+def test_solution_metadata_changed_is_flagged(toy, release, tmp_path):
+    nb = answered(release)
+    cell_of(nb, "add_answer").metadata.nbgrader["solution"] = False
+    cell_of(nb, "scale_answer").metadata.nbgrader["grade_id"] = "my_scale"
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert sorted(codes(sub)) == ["solution_metadata_changed", "solution_metadata_changed",
+                                  "unknown_grade_id"]
+    assert sub.cell_problems == {}
+    ns = run_cells(sub)
+    assert ns["add"](1, 1) == 2 and ns["scale"](2.0) == 1.0
+
+
+def test_cell_type_changes_are_flagged(toy, release, tmp_path):
+    nb = answered(release)
+    for gid in ("scale_answer", "add"):
+        cell = cell_of(nb, gid)
+        nb.cells[nb.cells.index(cell)] = new_markdown_cell(cell.source, metadata=cell.metadata,
+                                                           id=cell.id)
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert sorted(codes(sub)) == ["cell_type_changed", "cell_type_changed", "grade_cell_modified"]
+    assert run_cells(sub)["scale"](2.0) == 1.0      # an answer turned Markdown is still read
+
+
+def test_changed_cell_ids_and_duplicated_answers(toy, release, tmp_path):
+    nb = answered(release, add="def add(a, b):\n    raise NotImplementedError()\n")
+    cell_of(nb, "helpers").id = "renamed"
+    copy_ = copy.deepcopy(cell_of(nb, "add_answer"))
+    copy_.source, copy_.id = "def add(a, b):\n    return a + b + 0\n", "copy-of-add"
+    nb.cells.insert(nb.cells.index(cell_of(nb, "add_answer")) + 1, copy_)
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert sorted(codes(sub)) == ["cell_id_changed", "cell_id_changed", "duplicate_grade_id"]
+    # as in Jupyter, run top to bottom: the later copy is the answer, the earlier one still runs
+    assert "a + b + 0" in sub.solutions_found["add_answer"]
+    assert [c["id"] for c in sub.cells][2:4] == [f"cell-{nb.cells.index(copy_)}", "add_answer"]
+    assert run_cells(sub)["add"](1, 2) == 3
+
+
+def test_a_schema_invalid_but_usable_notebook_is_graded_and_flagged(toy, release, tmp_path):
+    nb = json.loads(json.dumps(answered(release)))
+    del nb["cells"][0]["metadata"]                   # required by the nbformat 4 schema
+    nb["cells"][-1]["source"] = nb["cells"][-1]["source"].splitlines(keepends=True)
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert sub.readable and codes(sub) == ["notebook_schema_invalid"]
+    assert run_cells(sub)["add"](2, 2) == 4
+
+
+def test_broken_nbgrader_metadata_never_raises(toy, release, tmp_path):
+    nb = json.loads(json.dumps(answered(release)))
+    by_id = {c["id"]: c for c in nb["cells"]}
+    by_id["helpers"]["metadata"]["nbgrader"] = [1, 2]
+    by_id["add"]["metadata"]["nbgrader"]["grade_id"] = 7
+    by_id["scale"]["metadata"]["nbgrader"]["points"] = "lots"
+    sub = read_submission(save(tmp_path, nb), toy)
+    assert sub.readable and sub.cell_problems == {}
+    assert sorted(codes(sub)) == ["grade_cell_deleted", "grade_cell_modified",
+                                  "locked_cell_deleted"]
+
+
+# --- extract_definitions --------------------------------------------------------------------
+def test_extract_keeps_definitions_at_their_line_numbers():
+    src = ("import torch; print('hi'); import numpy as np\nGAMMA = 0.99\nEPS: float = 1e-8\n"
+           "SIZES = (4, 8)\nA, B = -1, 2 ** 3\nDT = torch.float32\nenv = ContextualBandit()\n"
+           "x = (1\n     % 2)\n@torch.no_grad()\ndef f(a):\n    return a\n"
+           "class C:\n    pass\nif __name__ == '__main__':\n    f(1)\nwith open('x') as fh:\n"
+           "    pass\ntry:\n    import wandb\nexcept ImportError:\n    pass\n")
+    e = extract_definitions(src)
+    lines = e.code.split("\n")
+    assert lines[0] == "import torch; import numpy as np"
+    assert lines[1:6] == ["GAMMA = 0.99", "EPS: float = 1e-8", "SIZES = (4, 8)",
+                          "A, B = -1, 2 ** 3", "DT = torch.float32"]
+    assert lines[6] == "" and lines[7:9] == ["x = (1", "     % 2)"]
+    assert lines[9:14] == ["@torch.no_grad()", "def f(a):", "    return a", "class C:", "    pass"]
+    assert "__main__" not in e.code and "open" not in e.code and "wandb" not in e.code
+    assert e.functions == ("f",) and e.error is None
+    assert [d.split(":")[0] for d in e.dropped] == ["line 1", "line 7", "line 15", "line 17",
+                                                    "line 19"]
+
+
+def test_extract_drops_constants_built_from_dropped_names():
+    e = extract_definitions("import torch\nratio = torch.linspace(0, 1, 5)\nA = 1.0\n"
+                            "scaled = ratio * A\nB = A * 2 + GAMMA\nC = -A\n")
+    assert e.code == "import torch\n\nA = 1.0\n\n\nC = -A\n"
+    assert e.names == ("torch", "A", "C")
+    first, second = extract_cells(["import math\nGAMMA = 0.5\n", "B = GAMMA * math.pi\nD = E\n"])
+    assert second.code == "B = GAMMA * math.pi\n" and second.names == ("B",)
+    assert extract_definitions("from m import *\nX = anything\n").names == ("*", "X")
+    assert extract_definitions("X: make() = 1\nY: float = 2\n").names == ("Y",)
+
+
+def test_extract_leaves_strings_and_continuations_alone():
+    src = 'DOC = """\n!not a shell line\n%not a magic\n"""\nX = (3\n% 2)\n'
+    e = extract_definitions(src)
+    assert e.code == src and e.dropped == []
+
+
+def test_extract_cell_magics():
+    assert extract_definitions("%%bash\necho hi\n").code == ""
+    e = extract_definitions("%%time\ndef f():\n    return 1\nf()\n")
+    assert e.code == "\ndef f():\n    return 1\n" and e.functions == ("f",)
+
+
+def test_extract_shell_continuation_lines():
+    e = extract_definitions("!pip install \\\n    torch\ndef f():\n    !ls\n    return 2\n")
+    ns: dict = {}
+    exec(e.code, ns)
+    assert ns["f"]() == 2 and e.error is None
+
+
+@pytest.mark.parametrize("src, start", [
+    ("def f(:\n    pass\n", "SyntaxError at line 1:"),
+    ("x = 1\n  y = 2\n", "IndentationError at line 2:"),
+    ("a = 1\x00", "SyntaxError"),
+    ("x = " + "(" * 500 + ")" * 500, "SyntaxError"),
+])
+def test_extract_reports_unparseable_cells(src, start):
+    e = extract_definitions(src)
+    assert e.code == "" and e.error.startswith(start)
