@@ -67,8 +67,9 @@ for source in sorted(Path("source").glob("*/*.ipynb")):
     km = KernelManager(kernel_name="python3",
                        kernel_spec_manager=KernelSpecManager(kernel_dirs=[specs.name]))
     start = time.perf_counter()
-    NotebookClient(nb, km=km, timeout=900,
-                   resources={"metadata": {"path": str(source.parent)}}).execute(env=env)
+    client = NotebookClient(nb, km=km, timeout=900,
+                            resources={"metadata": {"path": str(source.parent)}})
+    client.execute(env=env, cleanup_kc=True)  # cleanup_kc: shut the kernel down afterwards
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out)
     print(f"{source} -> {out}: executed in {time.perf_counter() - start:.1f} s")

@@ -1,6 +1,7 @@
 """Feedback pages and the cohort report, rendered by headless Chromium."""
 from __future__ import annotations
 
+import hashlib
 import html as html_lib
 import json
 import os
@@ -23,7 +24,7 @@ POINTS = {"reinforce_loss": 3.0, "reinforce_training": 1.0, "compute_gae": 5.0,
 SECRET = "assert_hidden_reference_value_0xC0FFEE"
 
 
-def result(student: str, failing: dict[str, str], flags=None, output="") -> dict:
+def result(student: str, failing: dict[str, str], flags=None, output="", sha="") -> dict:
     """Two checks per grade cell; ``failing[cell]`` is the message of its failed first check."""
     tests = []
     for cell, p in POINTS.items():
@@ -33,7 +34,8 @@ def result(student: str, failing: dict[str, str], flags=None, output="") -> dict
         tests.append(Check(f"{cell}: keeps gradients", p / 2, p / 2, "passed", "", [cell]))
     extra = {"max_score": sum(POINTS.values()), "student": student, "assignment": "ppo",
              "sandbox": "bwrap", "device": "cpu", "flags": flags or [],
-             "grade_cells": grade_cell_totals(tests), "submission_sha256": "f" * 64}
+             "grade_cells": grade_cell_totals(tests),
+             "submission_sha256": sha or hashlib.sha256(student.encode()).hexdigest()}
     return GradingResult(sum(t.score for t in tests), 2.0, output, tests, extra).to_json()
 
 
@@ -41,13 +43,13 @@ GAE_MSG = ("compute_gae at position {i}: got {g}, expected 2.538. Hint: your rec
            "forward in time; GAE accumulates from the last step backwards.")
 COHORT = {
     "ana": result("ana", {}),
-    "bo": result("bo", {"compute_gae": GAE_MSG.format(i=1, g=1.25)}),
+    "bo": result("bo", {"compute_gae": GAE_MSG.format(i=1, g=1.25)}, sha="b" * 64),
     "cy": result("cy", {"compute_gae": GAE_MSG.format(i=3, g=-0.5),
                         "reinforce_loss": "The sign is flipped. <script>alert(1)</script>"},
                  flags=[{"code": "locked_cell_modified",
                          "message": "the check cell compute_gae was changed; it was restored"}]),
     "di": result("di", {"compute_gae": "compute_gae returned a list, not a tensor",
-                        "ppo_combined_loss": "value_loss is half the MSE"}),
+                        "ppo_combined_loss": "value_loss is half the MSE"}, sha="b" * 64),
     "eli": result("eli", {"ppo_training": "PPO did not learn"},
                   flags=[{"code": "grader_error", "message": f"Traceback: {SECRET}"}]),
 }
@@ -145,6 +147,7 @@ def test_report(tmp_path):
     top = cohort.mistakes()[0]
     assert top["test"] == "compute_gae: matches the worked example"
     assert top["students"] == ["bo", "cy"]                # same message, numbers masked
+    assert cohort.identical() == [["bo", "di"]]
 
     for name in ("score_histogram.png", "question_pass_rate.png", "test_pass_rate.png"):
         import matplotlib.image
@@ -160,7 +163,7 @@ def test_report(tmp_path):
     assert "struggled most with compute_gae" in headline
     assert "1 of 4 got it fully right" in headline
     for heading in ("Scores", "Questions, weakest first", "Tests", "Most common mistakes",
-                    "Flagged submissions"):
+                    "Flagged submissions", "Identical submissions"):
         assert heading in text
     assert "locked_cell_modified" in text and "grader_error" in text
     assert os.path.getsize(out / "index.html") > 2000

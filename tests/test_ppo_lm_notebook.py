@@ -144,7 +144,7 @@ def test_reward_rises_and_kl_stays_bounded(results):
     assert -0.3 < start < 0.4, start
     assert end > 0.6 and end - start > 0.4, (start, end)
     kl_end = sum(kl[-10:]) / 10
-    assert 0.1 < kl_end < 5.0, kl_end
+    assert 0.1 < kl_end < 4.0, kl_end
     assert max(kl) < 8.0, max(kl)
 
 
@@ -195,9 +195,10 @@ def test_definition_cells_are_plain_python(source_nb):
 
 
 def test_stubbed_functions_are_named_by_the_helper(source_nb):
+    import torch
+
     cells = code_cells(source_nb)
-    namespace = {}
-    exec(cells["setup"].replace("%matplotlib inline", ""), namespace)
+    namespace = {"torch": torch}  # what the helpers use from the setup cell
     exec(cells["helpers"], namespace)
     for name in POINTS:
         if name == "lm_ppo_training":

@@ -45,6 +45,12 @@ def relative(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+def committed_release(source: Path):
+    path = ROOT / "release" / source.parent.name / source.name
+    assert path.exists(), f"{relative(path)} is missing: run `make release` and commit it"
+    return nbformat.read(path, as_version=4)
+
+
 # --- running notebooks (a kernel of this interpreter, CPU only) ------------------------------
 
 def kernel_data_dir(tmp: Path) -> Path:
@@ -96,7 +102,7 @@ def executed_ppo_release(data_dir):
         kernel_dirs=[str(data_dir / "kernels")]))
     NotebookClient(nb, km=km, timeout=600, allow_errors=True,
                    resources={"metadata": {"path": str(RELEASE_PPO.parent)}}
-                   ).execute(env=kernel_env(data_dir))
+                   ).execute(env=kernel_env(data_dir), cleanup_kc=True)
     return {c.id: c for c in nb.cells}
 
 
@@ -104,13 +110,10 @@ def executed_ppo_release(data_dir):
 
 @pytest.mark.parametrize("source", SOURCES, ids=relative)
 def test_committed_release_is_up_to_date(source, regenerated):
-    assignment, name = source.parent.name, source.name
-    committed_path = ROOT / "release" / assignment / name
-    assert committed_path.exists(), f"{relative(committed_path)} is missing: run `make release`"
-    fresh = nbformat.read(regenerated / assignment / name, as_version=4)
-    committed = nbformat.read(committed_path, as_version=4)
+    committed = committed_release(source)
+    fresh = nbformat.read(regenerated / source.parent.name / source.name, as_version=4)
     assert [c.id for c in committed.cells] == [c.id for c in fresh.cells], \
-        f"{relative(committed_path)} has other cells than source/: run `make release`"
+        f"release/{source.parent.name}/{source.name} has other cells than source/: run `make release`"
     for old, new in zip(committed.cells, fresh.cells):
         assert old.cell_type == new.cell_type, f"cell {new.id}: run `make release`"
         assert old.source == new.source, f"cell {new.id} differs from source/: run `make release`"
@@ -120,7 +123,7 @@ def test_committed_release_is_up_to_date(source, regenerated):
 
 @pytest.mark.parametrize("source", SOURCES, ids=relative)
 def test_release_holds_no_solution(source):
-    release = nbformat.read(ROOT / "release" / source.parent.name / source.name, as_version=4)
+    release = committed_release(source)
     for cell in release.cells:
         for marker in SOLUTION_MARKERS:
             assert marker not in cell.source, f"cell {cell.id} of the release contains {marker}"
@@ -131,7 +134,7 @@ def test_release_holds_no_solution(source):
 @pytest.mark.parametrize("source", SOURCES, ids=relative)
 def test_solution_cells_become_stubs_that_keep_signature_and_docstring(source):
     src = {c.id: c for c in nbformat.read(source, as_version=4).cells}
-    release = nbformat.read(ROOT / "release" / source.parent.name / source.name, as_version=4)
+    release = committed_release(source)
     stubs = [c for c in release.cells if nbgrader_meta(c).get("solution")]
     assert stubs and len(stubs) == sum(1 for c in src.values() if nbgrader_meta(c).get("solution"))
     for stub in stubs:

@@ -69,7 +69,7 @@ def execute(nb, cwd: Path, data_dir: Path, *, allow_errors: bool):
         kernel_dirs=[str(data_dir / "kernels")]))
     client = NotebookClient(nb, km=km, timeout=600, allow_errors=allow_errors,
                             resources={"metadata": {"path": str(cwd)}})
-    client.execute(env=kernel_env(data_dir))
+    client.execute(env=kernel_env(data_dir), cleanup_kc=True)
     return nb
 
 

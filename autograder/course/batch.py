@@ -23,7 +23,7 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.course.paths import CoursePaths, course_paths, grade_cell_points
-from autograder.course.report import is_flagged, kind
+from autograder.course.kinds import is_flagged, kind
 from autograder.course.slot import DEFAULT_GRADER
 from autograder.results import GradingResult, TestResult, grade_cell_totals
 

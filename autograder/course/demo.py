@@ -118,7 +118,7 @@ def submission(paths: CoursePaths, answers: dict[str, str], *, locked_edit: str 
         if gid in answers:
             cell.source = answers[gid]
         if locked_edit and gid == locked_edit:
-            cell.source = "# I changed this check so it passes\npass"
+            cell.source = cell.source + "\n# the student edited this read-only cell\n"
     return nbformat.writes(nb).encode()
 
 
@@ -160,7 +160,7 @@ def demo_cohort(paths: CoursePaths, assignment: str = ASSIGNMENT) -> dict[str, d
         "ada": {nb: right},
         "ben": {nb: blank},
         "dee": {"my_ppo_final.ipynb": right},                          # renamed
-        "eve": {nb: submission(paths, correct, locked_edit=_first_grade_cell(paths, assignment),
+        "eve": {nb: submission(paths, correct, locked_edit=_given_cell(paths, assignment),
                                assignment=assignment)},                # changed a locked cell
         "fay": {nb: right, f"{assignment}-copy.ipynb": blank},           # an extra notebook
         "gus": {nb: b"this is not a notebook\n"},                        # unreadable
@@ -185,12 +185,13 @@ def demo_cohort(paths: CoursePaths, assignment: str = ASSIGNMENT) -> dict[str, d
     return cohort
 
 
-def _first_grade_cell(paths: CoursePaths, assignment: str) -> str:
-    for cell in read_nb(paths.source_notebook(assignment)).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade") and meta.get("locked"):
-            return meta["grade_id"]
-    return ""
+def _given_cell(paths: CoursePaths, assignment: str) -> str:
+    """A locked code cell that is not a grade cell (given code), preferring one with a def."""
+    found = [(("def " not in cell.source), cell.metadata["nbgrader"]["grade_id"])
+             for cell in read_nb(paths.source_notebook(assignment)).cells
+             if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("locked")
+             and not cell.metadata["nbgrader"].get("grade")]
+    return min(found)[1] if found else ""
 
 
 def write_cohort(paths: CoursePaths, cohort: dict[str, dict[str, bytes]],
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]nbgrader export failed[/]:\n{done.stderr[-2000:]}")
         return 1
     console.print(f"nbgrader export: {csv}")
-    console.print(csv.read_text().rstrip())
+    print(csv.read_text().rstrip())
     return 0
 
 

@@ -13,11 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder.course.kinds import flag_codes, is_flagged
 from autograder.course.paths import CoursePaths, grade_cell_points
 
-# Flags that need a human to look at the submission (formgrader's "flagged").
-REVIEW_FLAGS = {"grader_error", "locked_cell_modified", "renamed_notebook", "extra_notebooks",
-                "ambiguous_submission", "worker_died"}
 
 
 @dataclass
@@ -110,7 +108,7 @@ def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None
 
     db = gb.db
     student_id = str(data["extra_data"]["student"])
-    flags = {f.get("code") for f in data["extra_data"].get("flags", [])}
+    flags = flag_codes(data)
     scores = cell_scores(data)
     changed = False
     try:
@@ -149,9 +147,9 @@ def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None
             if grade.auto_score != auto or grade.needs_manual_grade != review:
                 grade.auto_score, grade.needs_manual_grade = auto, review
                 changed = True
-        flagged = bool(flags & REVIEW_FLAGS)
-        if bool(snb.flagged) != flagged:
-            snb.flagged = flagged
+        # formgrader's "flagged": set for findings, never cleared (a TA may have set it)
+        if (is_flagged(data) or "grader_error" in flags) and not snb.flagged:
+            snb.flagged = True
             changed = True
         if changed:
             db.commit()

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course.feedback import environment, fmt
+from autograder.course.kinds import is_flagged, kind
 from autograder.results import write_atomic
 
-UNREAD_CODES = {"unreadable_notebook", "no_notebook", "ambiguous_submission"}
-NOT_INTEGRITY = UNREAD_CODES | {"grader_error", "device_fallback"}
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -99,25 +98,20 @@ class Cohort:
                 rows.append({"student": s, "kind": kind(r), "flags": flags})
         return rows
 
+    def identical(self) -> list[list[str]]:
+        """Groups of students whose graded notebooks are byte-identical (scoring above 0, so a
+        blank release handed in by several is not listed)."""
+        groups: dict[str, list[str]] = defaultdict(list)
+        for s in self.counted:
+            r = self.results[s]
+            sha = r.get("extra_data", {}).get("submission_sha256")
+            if sha and float(r.get("score", 0)) > 0:
+                groups[sha].append(s)
+        return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g))
+
     def weakest(self) -> dict | None:
         qs = self.questions()
         return min(qs, key=lambda q: (q["mean"], q["full_rate"])) if qs else None
-
-
-def kind(result: dict) -> str:
-    """'grader error', 'failed to read' or 'graded'."""
-    codes = {f.get("code") for f in result.get("extra_data", {}).get("flags", [])}
-    if "grader_error" in codes:
-        return "grader error"
-    if codes & UNREAD_CODES:
-        return "failed to read"
-    return "graded"
-
-
-def is_flagged(result: dict) -> bool:
-    """Has an integrity finding (a renamed notebook, a changed locked cell, a limit hit...)."""
-    codes = {f.get("code") for f in result.get("extra_data", {}).get("flags", [])}
-    return bool(codes - NOT_INTEGRITY)
 
 
 def cell_totals(result: dict) -> dict[str, dict]:
@@ -231,6 +225,7 @@ def write_report(autograded: Path, out: Path, assignment: str,
         mean=sum(scores) / len(scores) if scores else 0.0, max_score=cohort.max_score,
         questions=sorted(cohort.questions(), key=lambda q: q["mean"]),
         tests=cohort.tests(), mistakes=cohort.mistakes(), flagged=cohort.flagged(),
+        identical=cohort.identical(),
         students=students)
     index = out / "index.html"
     write_atomic(index, html)

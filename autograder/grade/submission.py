@@ -45,9 +45,14 @@ class Session:
         self.assignment, self.submission, self.settings = assignment, submission, settings
         self.pool = pool
         self.device = device
-        self.student_worker = Worker(settings, backend=backend, device=device)
-        self.reference_worker = pool.reference(assignment) if pool else \
-            Worker(settings, backend="trusted", device=device, trusted=True)
+        if pool is not None:   # a shared, loaded reference; a student worker from a zygote
+            self.reference_worker = pool.reference(assignment, device=device)
+            self.student_worker = pool.student_worker(backend=backend, device=device,
+                                                      settings=settings)
+        else:
+            self.student_worker = Worker(settings, backend=backend, device=device)
+            self.reference_worker = Worker(settings, backend="trusted", device=device,
+                                           trusted=True)
         self.hints_factory = hints_factory
         self.student_reply: dict = {}
 

@@ -38,6 +38,8 @@ from autograder.sandbox.limits import Limits
 from autograder.sandbox.protocol import ProtocolError
 
 START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hello
+LOAD_GRACE = 5.0          # seconds past a cell's own time limit before the parent stops it
+MAX_CELLS_LEFT_OUT = 5    # cells that hang or end the worker at load, left out one by one
 CONTROL_TIMEOUT = 15.0    # seconds for a zygote to answer fork/kill/status
 READ_CHUNK = 4 << 20
 FLAG_FOR_SIGNAL = {"SIGXCPU": "limit_cpu", "SIGKILL": "limit_memory", "SIGXFSZ": "limit_file"}
@@ -356,6 +358,28 @@ def _describe_end(status, limits: Limits) -> tuple[str, str, str | None, int | N
     return "worker_died", f"it exited with code {code} (exit() or os._exit() was called)", None, code
 
 
+def _is_file_limit_error(error: dict) -> bool:
+    """EFBIG (RLIMIT_FSIZE) or ENOSPC (the size-capped scratch), as the worker reports them."""
+    msg = str(error.get("message", ""))
+    return "[Errno 27]" in msg or "[Errno 28]" in msg or "File too large" in msg \
+        or "No space left on device" in msg
+
+
+def _defined_names(source: str) -> list[str]:
+    """The top-level names a cell defines (as the worker reports them in a cell error)."""
+    import re
+
+    return re.findall(r"^\s*(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", source, re.M)
+
+
+class _CellStopped(Exception):
+    """A cell hung past its limit or ended the worker while the notebook was loaded."""
+
+    def __init__(self, error: dict):
+        super().__init__(error["message"])
+        self.error = error
+
+
 def _is_memory_error(error: dict) -> bool:
     msg = str(error.get("message", "")).lower()
     return error.get("type") == "MemoryError" or (
@@ -395,6 +419,7 @@ class Worker:
         self._tail = OutputTail(self.limits.max_output_kb * 1024)
         self._wall_deadline: float | None = None
         self._load_failure: WorkerError | None = None
+        self._left_out: list[dict] = []     # cell errors of cells left out at load
         self._closed = False
         self._finalizer = None
 
@@ -479,30 +504,92 @@ class Worker:
     def load(self, cells: list[dict], *, seed: int = 0) -> dict:
         """Execute the cells (``{"id", "source"}``) in a fresh namespace; returns the load reply.
 
-        Never raises for student code: if the worker dies or times out while loading, the reply
-        says so in ``cell_errors`` (``"load_failed": true``) and later requests raise at once.
+        Never raises for student code. A cell that runs past its time limit although the
+        worker's alarm fired (it caught the alarm, or loops inside C code), or that ends the
+        worker process, is left out: the worker is restarted and the other cells are loaded
+        again without it (at most ``MAX_CELLS_LEFT_OUT`` cells); the reply lists it in
+        ``cell_errors``. If loading still fails, the reply says so (``"load_failed": true``)
+        and later requests raise at once.
         """
         self._cells = [{"id": str(c["id"]), "source": str(c["source"])} for c in cells]
+        self._left_out = []
         self._seed = seed
         self._load_failure = None
         self.start()
         return self._load(self._cells)
 
     def _load(self, cells: list[dict]) -> dict:
-        msg = {"op": "load", "cells": cells, "device": self.device, "seed": self._seed,
-               "cell_timeout": self.limits.call_timeout_seconds}
-        try:
-            reply = self._request(msg, self.limits.harness_timeout_seconds)
-            if not reply.get("ok"):
-                raise WorkerDied(f"the worker could not load the notebook: "
-                                 f"{protocol.decode_error(reply.get('error')).get('message')}")
-        except WorkerError as exc:
-            self._load_failure = exc
+        while True:
+            try:
+                reply = self._load_once(cells)
+                if not reply.get("ok"):
+                    raise WorkerDied(f"the worker could not load the notebook: "
+                                     f"{protocol.decode_error(reply.get('error')).get('message')}")
+                break
+            except _CellStopped as stop:
+                self._left_out.append(stop.error)
+                cells = self._cells = [c for c in cells if c["id"] != stop.error["cell"]]
+                if len(self._left_out) <= MAX_CELLS_LEFT_OUT:
+                    try:
+                        self._stop()
+                        self.start()
+                        continue
+                    except WorkerError as exc:
+                        failure = exc
+                else:
+                    failure = WorkerDied(f"{len(self._left_out)} cells hung or ended the process "
+                                         "while the notebook was loaded")
+            except WorkerError as exc:
+                failure = exc
+            self._load_failure = failure
             reply = {"ok": True, "defined": {}, "device": self.device, "load_failed": True,
-                     "cell_errors": [{"cell": "", "type": type(exc).__name__, "line": None,
-                                      "message": str(exc), "names": []}]}
+                     "cell_errors": [{"cell": "", "type": type(failure).__name__, "line": None,
+                                      "message": str(failure), "names": []}]}
+            break
+        reply["cell_errors"] = list(self._left_out) + list(reply.get("cell_errors") or [])
+        for err in reply["cell_errors"]:
+            if isinstance(err, dict):
+                self._note_limit(err)
         self.load_reply = reply
         return reply
+
+    def _load_once(self, cells: list[dict]) -> dict:
+        """One load request. The worker reports each cell before running it, so a cell that
+        outlives its limit (plus ``LOAD_GRACE``) or ends the worker is known: _CellStopped."""
+        cell_timeout = self.limits.call_timeout_seconds
+        rid = f"{next(self._ids)}-{secrets.token_hex(4)}"
+        line = protocol.dumps({"op": "load", "cells": cells, "device": self.device,
+                               "seed": self._seed, "cell_timeout": cell_timeout,
+                               "progress": True, "id": rid})
+        current = None
+        try:
+            reply = self._exchange(line, rid, cell_timeout + LOAD_GRACE)
+            while "progress" in reply and "ok" not in reply:
+                current = str(reply["progress"])
+                reply = self._exchange(None, rid, cell_timeout + LOAD_GRACE, continued=True)
+        except WorkerError as exc:
+            known = current is not None and any(c["id"] == current for c in cells)
+            if not known or (self._wall_deadline is not None
+                             and time.monotonic() >= self._wall_deadline):
+                raise
+            source = next(c["source"] for c in cells if c["id"] == current)
+            if isinstance(exc, WorkerTimeout):
+                kind, message = "CellTimeout", f"the cell did not finish within {cell_timeout:g} s"
+            else:
+                kind, message = "WorkerDied", f"the process running your code stopped ({exc})"
+            raise _CellStopped({"cell": current, "type": kind, "message": message,
+                                "line": None, "names": _defined_names(source)}) from None
+        return reply
+
+    def _note_limit(self, error: dict) -> None:
+        """A limit the student's code ran into and reported as an exception: a flag."""
+        if _is_memory_error(error):
+            self.events.append({"code": "limit_memory", "message":
+                                f"the code ran out of memory (limit {self.limits.memory_mb} MB)"})
+        elif _is_file_limit_error(error):
+            self.events.append({"code": "limit_file", "message":
+                                f"a file write went over the file size limit "
+                                f"({self.limits.max_file_mb} MB) or filled the scratch space"})
 
     def request(self, msg: dict, timeout: float) -> dict:
         """Send one request and return its reply (``ok`` true or false). A dead worker is
@@ -535,16 +622,17 @@ class Worker:
         rid = f"{next(self._ids)}-{secrets.token_hex(4)}"
         line = protocol.dumps({**msg, "id": rid})
         reply = self._exchange(line, rid, timeout)
-        if not reply.get("ok") and isinstance(reply.get("error"), dict) \
-                and _is_memory_error(reply["error"]):
-            self.events.append({"code": "limit_memory", "message":
-                                f"the code ran out of memory (limit {self.limits.memory_mb} MB)"})
+        if not reply.get("ok") and isinstance(reply.get("error"), dict):
+            self._note_limit(reply["error"])
         return reply
 
-    def _exchange(self, line: bytes | None, rid: str, timeout: float) -> dict:
+    def _exchange(self, line: bytes | None, rid: str, timeout: float, *,
+                  continued: bool = False) -> dict:
+        """``line`` (None: wait on, for more of the same request, when ``continued``)."""
         proc, chan = self._proc, self._chan
         deadline = time.monotonic() + timeout
-        wall = self._wall_deadline is not None and line is not None and self._wall_deadline < deadline
+        wall = self._wall_deadline is not None and (line is not None or continued) \
+            and self._wall_deadline < deadline
         if wall:
             deadline = self._wall_deadline
         try:
@@ -589,6 +677,11 @@ class Worker:
             if e["code"] in ("restart",):
                 continue
             out.setdefault(e["code"], {"code": e["code"], "message": e["message"]})
+        if self._tail.dropped:
+            out.setdefault("limit_output", {"code": "limit_output", "message":
+                           f"the code wrote more than {self.limits.max_output_kb} KB to "
+                           f"stdout/stderr; only the last {self.limits.max_output_kb} KB were "
+                           "kept"})
         return list(out.values())
 
 

@@ -428,9 +428,13 @@ class Server:
         self.ns = self.fresh_namespace()
         self.reset_state(msg.get("seed"))
         cell_timeout = float(msg.get("cell_timeout", 30))
+        progress = bool(msg.get("progress"))
         errors = []
         for cell in msg.get("cells", []):
             cid, source = str(cell["id"]), str(cell["source"])
+            if progress:  # the parent then knows which cell hung or ended the process
+                flush_std()
+                write_all(REP_FD, protocol.dumps({"id": msg.get("id"), "progress": cid}))
             filename = CELL_FILENAME.format(cid)
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
             try:
@@ -498,14 +502,31 @@ class Server:
             raise BadRequest(f"bad harness name {name!r}")
         module = importlib.import_module(f"autograder.harness.{name}")
         params = {k: Builder(self.device, {}).value(v) for k, v in (msg.get("params") or {}).items()}
+        namespace = self.ns
+        unavailable = msg.get("unavailable") or {}
+        if unavailable:  # functions that hung or ended the process in an earlier call
+            namespace = dict(self.ns)
+            for fn_name, why in unavailable.items():
+                namespace[str(fn_name)] = not_run_again(str(fn_name), str(why))
         self.reset_state(msg.get("seed"))
         started = time.perf_counter()
         try:
-            value = module.run(self.ns, **params)
+            value = module.run(namespace, **params)
         except BaseException as exc:
             return error_reply(exc, "harness")
         sys.setrecursionlimit(RECURSION_LIMIT)
         return {"ok": True, "value": encode_value(value), "seconds": time.perf_counter() - started}
+
+
+class EarlierCallFailed(Exception):
+    """Raised in a harness instead of calling a function that hung or ended the process."""
+
+
+def not_run_again(name: str, why: str):
+    def stand_in(*args, **kwargs):
+        raise EarlierCallFailed(f"an earlier call of {name} {why}, so it was not run again")
+    stand_in.__name__ = name
+    return stand_in
 
 
 def pick_output(value, index):
