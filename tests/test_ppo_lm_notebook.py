@@ -213,6 +213,8 @@ def test_stubbed_functions_are_named_by_the_helper(source_nb):
 # --- the training loop as a harness uses it -----------------------------------------------------
 
 def test_rlhf_train_runs_from_the_cells_and_is_reproducible(source_nb):
+    import torch
+
     cells = code_cells(source_nb)
     namespace = {}
     for cell_id in DEFINITION_CELLS + [f"{n}_answer" for n in POINTS if n != "lm_ppo_training"]:
@@ -220,10 +222,15 @@ def test_rlhf_train_runs_from_the_cells_and_is_reproducible(source_nb):
     functions = {n: namespace[n] for n in
                  ("per_token_rewards", "compute_token_gae", "token_ppo_loss", "masked_mean")}
     runs = []
-    for _ in range(2):
-        models = namespace["make_rlhf_models"](str(WEIGHTS), "cpu", seed=3)
-        runs.append(namespace["rlhf_train"](*models, **functions, iterations=2, batch_size=16,
-                                            seed=3, device="cpu", log_every=0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the notebook: tiny ops are slowest with several threads
+    try:
+        for _ in range(2):
+            models = namespace["make_rlhf_models"](str(WEIGHTS), "cpu", seed=3)
+            runs.append(namespace["rlhf_train"](*models, **functions, iterations=2, batch_size=16,
+                                                seed=3, device="cpu", log_every=0))
+    finally:
+        torch.set_num_threads(threads)
     assert runs[0] == runs[1]
     assert set(runs[0]) >= {"reward", "kl"} and len(runs[0]["reward"]) == 2
     assert runs[0]["kl"][0] == pytest.approx(0.0, abs=1e-5)  # the policy starts as the reference
