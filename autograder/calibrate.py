@@ -10,7 +10,8 @@ random-to-optimal gap closed (PPO), runs negative controls (a sign-flipped loss,
 always favours one arm), sets each threshold by one rule, and writes
 
 - ``autograder/suites/ppo/thresholds.json``: the thresholds the suites read (one source of truth);
-- ``docs/calibration.md``: the command, the date, the distributions and the thresholds.
+- ``docs/calibration.md``: the command, the date, the distributions and the thresholds;
+- the thresholds table of ``docs/grading.md`` (between its calibration markers).
 
 The rule: the threshold is the worst reference result minus a margin of 0.10, rounded down to a
 multiple of 0.05. Calibration fails (exit 1) if any negative control reaches its threshold.
@@ -199,9 +200,35 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not args.no_write:
         T.THRESHOLDS_FILE.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        (Path(args.course_dir) / "docs" / "calibration.md").write_text(text)
-        print(f"wrote {T.THRESHOLDS_FILE.relative_to(REPO_ROOT)} and docs/calibration.md")
+        docs = Path(args.course_dir) / "docs"
+        (docs / "calibration.md").write_text(text)
+        update_grading_doc(docs / "grading.md", record)
+        print(f"wrote {T.THRESHOLDS_FILE.relative_to(REPO_ROOT)}, docs/calibration.md and the "
+              "thresholds section of docs/grading.md")
     return 0
+
+
+BEGIN, END = "<!-- calibration:begin (written by make calibrate) -->", "<!-- calibration:end -->"
+
+
+def update_grading_doc(path: Path, r: dict) -> None:
+    """Rewrite the thresholds table between the calibration markers of docs/grading.md."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        return
+    ref, ctl, th = r["reference"], r["negative_controls"], r["thresholds"]
+    block = f"""| test | pass mark (score above) | answer key over {r['seeds']} seeds: min / median / max | negative controls (max over {r['control_seeds']} seeds) |
+|---|---|---|---|
+| `reinforce_training`: mean best-arm probability | **{th['reinforce_best_arm_probability']:.2f}** | {ref['reinforce']['min']:.3f} / {ref['reinforce']['p50']:.3f} / {ref['reinforce']['max']:.3f} | sign flipped {ctl['reinforce: sign flipped']['max']:.3f}; always arm 2 {ctl['reinforce: a policy always on arm 2']['max']:.3f} |
+| `ppo_training`: fraction of the gap closed | **{th['ppo_gap_closed']:.2f}** | {ref['ppo']['min']:.3f} / {ref['ppo']['p50']:.3f} / {ref['ppo']['max']:.3f} | policy loss sign flipped {ctl['ppo: policy loss sign flipped']['max']:.3f} |
+
+Reference false fails at these marks: {r['false_fails_at_threshold']['reinforce']} of {r['seeds']} (REINFORCE) and
+{r['false_fails_at_threshold']['ppo']} of {r['seeds']} (PPO); `make calibrate` of {r['date']}."""
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
 
 
 def render_markdown(r: dict) -> str:

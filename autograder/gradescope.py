@@ -16,9 +16,9 @@ runs only in the kit's sandboxed worker: bubblewrap never mounts those paths, an
 sandbox runs it as an unprivileged uid that cannot read them. ``/autograder/results`` is
 root-only too, so only the trusted parent writes the result.
 
-For testing, ``AUTOGRADER_ROOT`` replaces ``/autograder`` in both scripts, and
-``AUTOGRADER_SKIP_INSTALL=1`` with ``AUTOGRADER_VENV=<existing venv>`` makes ``setup.sh`` link
-that venv instead of installing packages.
+For testing, ``AUTOGRADER_ROOT`` replaces ``/autograder`` in both scripts,
+``AUTOGRADER_SKIP_INSTALL=1`` makes ``setup.sh`` install nothing, and ``AUTOGRADER_PYTHON``
+names the Python ``run_autograder`` uses instead of ``/autograder/venv/bin/python``.
 """
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ ROOT="${AUTOGRADER_ROOT:-/autograder}"
 SRC="$ROOT/source"
 
 if [ "${AUTOGRADER_SKIP_INSTALL:-0}" = 1 ]; then
-  # Testing: use an existing environment instead of installing one.
-  ln -sfn "${AUTOGRADER_VENV:?AUTOGRADER_VENV must name an existing venv}" "$ROOT/venv"
+  # Testing: run_autograder will use the existing $AUTOGRADER_PYTHON; install nothing.
+  [ -x "${AUTOGRADER_PYTHON:?AUTOGRADER_PYTHON must name the Python of an existing environment}" ]
 else
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -71,7 +71,7 @@ OUT="$ROOT/results/results.json"
 mkdir -p "$ROOT/results"
 rm -f "$OUT"
 cd "$ROOT/source"
-"$ROOT/venv/bin/python" -m autograder.gradescope run --root "$ROOT" --assignment "__ASSIGNMENT__"
+"${AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}" -m autograder.gradescope run --root "$ROOT" --assignment "__ASSIGNMENT__"
 status=$?
 if [ ! -s "$OUT" ]; then
   # The grader could not even start: Gradescope still gets a result that says so.

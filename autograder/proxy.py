@@ -11,6 +11,10 @@ Invariants:
 - ``backward``, ``seed`` and ``timeout`` are the proxy's own keyword arguments, never passed to
   the student's function. Every call is seeded (``default_seed`` unless given), so a regrade
   repeats any randomness in the student's code exactly.
+- A function whose call timed out or ended the worker process is not called again through this
+  proxy: later calls raise the same kind of error at once, and a harness run gets a stand-in
+  that raises instead of it. One hanging function therefore costs one timeout, not one per
+  test, and cannot use up the time budget of the functions that work.
 """
 from __future__ import annotations
 
@@ -109,9 +113,12 @@ class StudentProxy:
 
     _auto = itertools.count(1)
 
-    def __init__(self, worker: Worker, *, default_seed: int = 0):
+    def __init__(self, worker: Worker, *, default_seed: int = 0,
+                 problems: dict[str, str] | None = None):
         self._worker = worker
         self._default_seed = default_seed
+        self._problems = dict(problems or {})        # function -> why its cell was not run
+        self._failed: dict[str, WorkerError] = {}    # function -> how its call failed
 
     # -- what was loaded ----------------------------------------------------------------------
     @property
@@ -129,6 +136,8 @@ class StudentProxy:
 
     def why_not_defined(self, name: str) -> str:
         """The student-facing reason ``name`` is missing."""
+        if name in self._problems:
+            return self._problems[name]
         errors = self.cell_errors
         for err in errors:
             if name in (err.get("names") or []) or err.get("cell") == f"{name}_answer":
@@ -154,6 +163,9 @@ class StudentProxy:
         WorkerDied, WorkerTimeout."""
         if fn not in self.defined:
             raise NotDefined(fn, self.why_not_defined(fn))
+        if fn in self._failed:
+            earlier = self._failed[fn]
+            raise type(earlier)(f"{earlier}; {fn} was not called again after that")
         leaves: dict[str, dict] = {}
         owners: dict[str, Tensor] = {}
         encode = lambda v: protocol.encode(v, default=lambda x: self._input(x, leaves, owners))
@@ -165,7 +177,12 @@ class StudentProxy:
             if unknown:
                 raise ValueError(f"Backward(wrt=...) names no input leaf: {unknown}")
             msg["backward"] = {"output": backward.output, "wrt": list(backward.wrt)}
-        reply = self._worker.request(msg, timeout or self._worker.limits.call_timeout_seconds)
+        try:
+            reply = self._worker.request(msg, timeout or self._worker.limits.call_timeout_seconds)
+        except WorkerError as exc:
+            if not self._worker.out_of_wall_time:   # the function's own fault, not the budget's
+                self._failed[fn] = exc
+            raise
         if not reply.get("ok"):
             raise self._error(reply, fn)
         try:
@@ -185,6 +202,8 @@ class StudentProxy:
         functions; returns its result as plain data (tensors as numpy arrays)."""
         msg = {"op": "harness", "name": name, "params": {k: protocol.encode(v)
                                                          for k, v in params.items()}}
+        if self._failed:
+            msg["unavailable"] = {fn: _how_it_failed(exc) for fn, exc in self._failed.items()}
         if seed is not None:
             msg["seed"] = int(seed)
         reply = self._worker.request(msg, timeout or self._worker.limits.harness_timeout_seconds)
@@ -236,6 +255,12 @@ class StudentProxy:
                                     f"a malformed reply to a call of {fn}: {exc}"})
         return StudentError("MalformedReply", "the process running your code sent back an "
                             "answer that is not in the expected format", function=fn)
+
+
+def _how_it_failed(exc: WorkerError) -> str:
+    if isinstance(exc, WorkerTimeout):
+        return f"did not finish in time ({exc})"
+    return f"stopped the process running it ({exc})"
 
 
 def _describe_cell_error(err: dict) -> str:

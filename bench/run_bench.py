@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from autograder.course.demo import (ASSIGNMENT, applicable_mutants, copy_course,  # noqa: E402
-                                    mutated, solutions, submission, write_cohort)
+                                    mutated, nbgrader_env, solutions, submission, write_cohort)
 
 PY = sys.executable
 NBGRADER = str(Path(PY).with_name("nbgrader"))
@@ -53,7 +53,7 @@ def bench_cohort(paths, n: int) -> dict[str, dict[str, bytes]]:
 
 def timed(argv: list[str], cwd: Path) -> float:
     started = time.monotonic()
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(argv, cwd=cwd, env=nbgrader_env(), capture_output=True, text=True)
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-3000:]}")

@@ -31,7 +31,9 @@ def result(student: str, failing: dict[str, str], flags=None, output="", sha="")
         msg = failing.get(cell)
         tests.append(Check(f"{cell}: matches the worked example", 0.0 if msg else p / 2, p / 2,
                            "failed" if msg else "passed", msg or "", [cell]))
-        tests.append(Check(f"{cell}: keeps gradients", p / 2, p / 2, "passed", "", [cell]))
+        stub = bool(msg) and "NotImplementedError" in msg      # a stub fails every check
+        tests.append(Check(f"{cell}: keeps gradients", 0.0 if stub else p / 2, p / 2,
+                           "failed" if stub else "passed", msg if stub else "", [cell]))
     extra = {"max_score": sum(POINTS.values()), "student": student, "assignment": "ppo",
              "sandbox": "bwrap", "device": "cpu", "flags": flags or [],
              "grade_cells": grade_cell_totals(tests),
@@ -50,6 +52,7 @@ COHORT = {
                          "message": "the check cell compute_gae was changed; it was restored"}]),
     "di": result("di", {"compute_gae": "compute_gae returned a list, not a tensor",
                         "ppo_combined_loss": "value_loss is half the MSE"}, sha="b" * 64),
+    "fay": result("fay", {"compute_gae": "compute_gae raised NotImplementedError:\n  File ..."}),
     "eli": result("eli", {"ppo_training": "PPO did not learn"},
                   flags=[{"code": "grader_error", "message": f"Traceback: {SECRET}"}]),
 }
@@ -141,12 +144,15 @@ def test_report(tmp_path):
     index = write_report(autograded, out, "ppo", feedback_link=lambda s: f"../../feedback/{s}")
 
     cohort = Cohort.load(autograded, "ppo")
-    assert cohort.counted == ["ana", "bo", "cy", "di"]      # the grader error is left out
-    weakest = cohort.weakest()
+    assert cohort.counted == ["ana", "bo", "cy", "di", "fay"]   # the grader error is left out
+    weakest = cohort.weakest()                  # fay left compute_gae as the stub: not counted
     assert weakest["cell"] == "compute_gae" and weakest["full"] == 1 and weakest["n"] == 4
+    assert weakest["skipped"] == 1 and weakest["mean"] == pytest.approx(0.625)
     top = cohort.mistakes()[0]
-    assert top["test"] == "compute_gae: matches the worked example"
-    assert top["students"] == ["bo", "cy"]                # same message, numbers masked
+    assert top["cell"] == "compute_gae" and top["tests"] == ["compute_gae: matches the worked example"]
+    assert top["students"] == ["bo", "cy"]                # the same hint, whatever the numbers
+    assert top["hint"].startswith("your recursion runs forward in time")
+    assert not [m for m in cohort.mistakes() if "fay" in m["students"]]
     assert cohort.identical() == [["bo", "di"]]
 
     for name in ("score_histogram.png", "question_pass_rate.png", "test_pass_rate.png"):
@@ -161,7 +167,8 @@ def test_report(tmp_path):
     assert text.startswith("Cohort report: ppo") or "Cohort report: ppo" in text
     headline = re.search(r'id="headline">(.*?)</p>', index.read_text(), re.S).group(1)
     assert "struggled most with compute_gae" in headline
-    assert "1 of 4 got it fully right" in headline
+    assert "the 4 submissions that attempted it" in headline and "1 of 4 got it fully right" in headline
+    assert "(2×): your recursion runs forward in time" in headline
     for heading in ("Scores", "Questions, weakest first", "Tests", "Most common mistakes",
                     "Flagged submissions", "Identical submissions"):
         assert heading in text

@@ -14,7 +14,6 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder.course.demo import copy_course, solutions, submission
-from autograder.gradescope import build_bundle
 
 ASSIGNMENT = "ppo"
 
@@ -82,7 +81,7 @@ def install(bundle: Path, root: Path) -> dict:
             if mode:
                 os.chmod(src / info.filename, mode)
     env = dict(os.environ, AUTOGRADER_ROOT=str(root), AUTOGRADER_SKIP_INSTALL="1",
-               AUTOGRADER_VENV=str(Path(sys.executable).parent.parent))
+               AUTOGRADER_PYTHON=sys.executable)
     done = subprocess.run(["bash", str(src / "setup.sh")], cwd=src, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

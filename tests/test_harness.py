@@ -109,7 +109,7 @@ def test_harness_ignores_the_submissions_classes(reference, bandit_kit):
 
 def test_bandit_reports_an_unusable_loss(reference, bandit_kit):
     as_float = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"
-                                        "    return float(-(log_probs * rewards).mean())\n")
+                                        "    return float(-(log_probs * rewards).mean().detach())\n")
     out = bandit.run(as_float, **T.bandit_params(SEED, bandit_kit))
     assert "not a tensor" in out["error"]
     raises = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"
@@ -175,3 +175,26 @@ def test_thresholds_come_from_calibration():
     for key, run in (("reinforce_best_arm_probability", "reinforce"),
                      ("ppo_gap_closed", "ppo")):
         assert record["thresholds"][key] < record["reference"][run]["min"]
+
+
+def test_the_harness_adam_is_torchs_adam():
+    """The harnesses' Adam (written out to spare every worker the import of torch._dynamo that
+    constructing torch.optim.Adam triggers) gives exactly torch's parameters."""
+    import copy
+
+    from autograder.harness import Adam
+
+    torch.manual_seed(0)
+    for lr in (0.05, 3e-4):
+        a = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
+        b = copy.deepcopy(a)
+        steps = [(a, torch.optim.Adam(a.parameters(), lr=lr)), (b, Adam(b.parameters(), lr=lr))]
+        for _ in range(100):
+            x = torch.randn(64, 4)
+            for model, optimizer in steps:
+                loss = (model(x) ** 2).mean() - model(x)[:, 0].mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)

@@ -70,7 +70,7 @@ CATALOGUE = {
     "REINFORCE: sum instead of mean over a batch": ["reinforce_sum"],
     "REINFORCE: log_prob detached": ["reinforce_detached"],
 }
-CODE_WORDS = re.compile(r"torch\.|\(\)|\bdef\b|\breturn\b|\[t|\bnp\.")
+CODE_WORDS = re.compile(r"torch\.|\(\)|\bdef\b|\[t\b|\bnp\.|==|\*\*|\+=|\.item|\.detach")
 
 
 @pytest.fixture(scope="module")

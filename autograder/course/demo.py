@@ -213,11 +213,25 @@ def write_cohort(paths: CoursePaths, cohort: dict[str, dict[str, bytes]],
     return written
 
 
+def nbgrader_env() -> dict[str, str]:
+    """The environment for running nbgrader: this venv's bin/ first on PATH (nbgrader runs the
+    ``alembic`` command when it creates a gradebook)."""
+    import os
+
+    bindir = str(Path(sys.executable).parent)
+    return dict(os.environ, PATH=os.pathsep.join([bindir, os.environ.get("PATH", "")]))
+
+
+def nbgrader(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run this venv's ``nbgrader`` with ``args`` in the course directory ``cwd``."""
+    exe = Path(sys.executable).with_name("nbgrader")
+    return subprocess.run([str(exe), *args], cwd=cwd, env=nbgrader_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def nbgrader_export(paths: CoursePaths, out: Path) -> subprocess.CompletedProcess:
     """``nbgrader export --to out`` in the course directory."""
-    nbgrader = Path(sys.executable).with_name("nbgrader")
-    return subprocess.run([str(nbgrader), "export", f"--to={out}"], cwd=paths.root,
-                          capture_output=True, text=True, timeout=300)
+    return nbgrader("export", f"--to={out}", cwd=paths.root, timeout=300)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     cohort = demo_cohort(paths)
     changed = write_cohort(paths, cohort)
     console.print(f"demo course: {paths.root} ({len(cohort)} submissions, {changed} file(s) new "
-                  "or changed)")
+                  "or changed)", soft_wrap=True)
     status = cmd_grade_course(argparse.Namespace(assignment=ASSIGNMENT, course_dir=paths.root,
                                                  jobs=args.jobs, force=False))
     if status:

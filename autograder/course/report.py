@@ -18,6 +18,8 @@ from autograder.course.feedback import environment, fmt
 from autograder.course.kinds import is_flagged, kind
 from autograder.results import write_atomic
 
+NOT_DONE = re.compile(r"\bNotImplementedError\b")
+HINT = re.compile(r"(?:known mistake|Hint)\s*:\s*(.+)", re.S | re.I)
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -47,18 +49,24 @@ class Cohort:
         return [float(r.get("score", 0)) for r in self.results.values()]
 
     def questions(self) -> list[dict]:
-        """Per grade cell: mean fraction of its points and the share with full credit."""
+        """Per grade cell, over the submissions that attempted it: the mean fraction of its
+        points and how many got full credit; ``skipped`` counts those that did not."""
         cells: dict[str, dict] = {}
         for s in self.counted:
+            tests = self.results[s].get("tests", [])
             for cell, v in cell_totals(self.results[s]).items():
                 q = cells.setdefault(cell, {"cell": cell, "fractions": [], "full": 0,
-                                            "max_score": v["max_score"]})
+                                            "skipped": 0, "max_score": v["max_score"]})
+                if not attempted([t for t in tests if (t.get("tags") or [""])[0] == cell]):
+                    q["skipped"] += 1
+                    continue
                 frac = v["score"] / v["max_score"] if v["max_score"] else 1.0
                 q["fractions"].append(frac)
                 q["full"] += frac >= 1 - 1e-9
         for q in cells.values():
-            n = len(q["fractions"])
-            q["n"], q["mean"], q["full_rate"] = n, sum(q["fractions"]) / n, q["full"] / n
+            n = q["n"] = len(q["fractions"])
+            q["mean"] = sum(q["fractions"]) / n if n else None
+            q["full_rate"] = q["full"] / n if n else None
         return list(cells.values())
 
     def tests(self) -> list[dict]:
@@ -75,18 +83,30 @@ class Cohort:
         return list(rows.values())
 
     def mistakes(self, limit: int = 12) -> list[dict]:
-        """Failed tests grouped by (test, message with numbers masked), most common first."""
+        """Failed tests grouped by the mistake they name, most students first.
+
+        The key is the hint a failed test gave (the text after "known mistake:" or "Hint:"),
+        else its test and message with the numbers masked. A student counts once per group,
+        however many tests showed the mistake."""
         groups: dict[tuple[str, str], dict] = {}
         for s in self.counted:
             for t in self.results[s].get("tests", []):
-                if t.get("status") == "passed":
+                if t.get("status") == "passed" or not attempted([t]):
                     continue
                 text = t.get("output", "").strip()
-                key = (t["name"], " ".join(NUMBER.sub("#", text).split()))
-                g = groups.setdefault(key, {"test": t["name"], "cell": (t.get("tags") or [""])[0],
-                                            "example": text, "students": []})
-                g["students"].append(s)
-        ranked = sorted(groups.values(), key=lambda g: (-len(g["students"]), g["test"]))
+                cell = (t.get("tags") or [""])[0]
+                hint = HINT.search(text)
+                key = (cell, " ".join(hint.group(1).split())) if hint else \
+                    (t["name"], " ".join(NUMBER.sub("#", text).split()))
+                g = groups.setdefault(key, {"cell": cell, "example": text,
+                                            "hint": hint.group(1).strip() if hint else "",
+                                            "students": [], "tests": []})
+                if s not in g["students"]:
+                    g["students"].append(s)
+                if t["name"] not in g["tests"]:
+                    g["tests"].append(t["name"])
+        ranked = sorted(groups.values(), key=lambda g: (-len(g["students"]), -len(g["tests"]),
+                                                        g["cell"], g["tests"][0]))
         return ranked[:limit]
 
     def flagged(self) -> list[dict]:
@@ -110,8 +130,16 @@ class Cohort:
         return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g))
 
     def weakest(self) -> dict | None:
-        qs = self.questions()
-        return min(qs, key=lambda q: (q["mean"], q["full_rate"])) if qs else None
+        """The question with the lowest mean share of points among those who attempted it."""
+        qs = [q for q in self.questions() if q["n"]]
+        return min(qs, key=lambda q: (q["mean"], q["full_rate"], q["cell"])) if qs else None
+
+
+def attempted(tests: list[dict]) -> bool:
+    """False when every one of ``tests`` failed only because the function is still the
+    release's stub (it raised NotImplementedError): not attempted, so not a mistake."""
+    return not tests or not all(t.get("status") != "passed" and NOT_DONE.search(t.get("output", ""))
+                                for t in tests)
 
 
 def cell_totals(result: dict) -> dict[str, dict]:
@@ -131,14 +159,23 @@ def headline(cohort: Cohort) -> str:
     weak = cohort.weakest()
     if weak is None:
         return f"No gradable submissions of {cohort.assignment} yet."
-    sentence = (f"This class struggled most with {weak['cell']}: submissions earned "
-                f"{100 * weak['mean']:.0f}% of its points on average, and {weak['full']} of "
-                f"{weak['n']} got it fully right.")
+    sentence = (f"This class struggled most with {weak['cell']}: the {weak['n']} submissions "
+                f"that attempted it earned {100 * weak['mean']:.0f}% of its points on average, "
+                f"and {weak['full']} of {weak['n']} got it fully right.")
     top = next((m for m in cohort.mistakes(limit=1000) if m["cell"] == weak["cell"]), None)
     if top:
-        first = top["example"].splitlines()[0] if top["example"] else "(no message)"
-        sentence += f" Most common mistake there ({len(top['students'])}×): {first}"
+        sentence += (f" Most common mistake there ({len(top['students'])}×): "
+                     f"{gist(top['hint'] or top['example'])}")
     return sentence
+
+
+def gist(message: str, limit: int = 220) -> str:
+    """A message on one line, cut at a sentence end near ``limit`` characters."""
+    text = " ".join(message.split()) or "(no message)"
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(". ", 0, limit)
+    return text[: cut + 1] if cut > limit // 3 else text[: limit - 1] + "…"
 
 
 def plot_all(cohort: Cohort, out: Path) -> dict[str, str]:
@@ -160,7 +197,7 @@ def plot_all(cohort: Cohort, out: Path) -> dict[str, str]:
     ax.set_title(f"{cohort.assignment}: scores of {len(cohort.results)} submissions")
     files["histogram"] = _save(fig, out / "score_histogram.png", plt)
 
-    qs = cohort.questions()
+    qs = [q for q in cohort.questions() if q["n"]]
     if qs:
         fig, ax = plt.subplots(figsize=(7, 0.5 * len(qs) + 1.4), dpi=110)
         names = [q["cell"] for q in qs][::-1]
@@ -223,7 +260,7 @@ def write_report(autograded: Path, out: Path, assignment: str,
         assignment=assignment, headline=headline(cohort), plots=plots,
         n=len(scores), counted=len(cohort.counted), kinds=kinds,
         mean=sum(scores) / len(scores) if scores else 0.0, max_score=cohort.max_score,
-        questions=sorted(cohort.questions(), key=lambda q: q["mean"]),
+        questions=sorted(cohort.questions(), key=lambda q: (q["mean"] is None, q["mean"] or 0)),
         tests=cohort.tests(), mistakes=cohort.mistakes(), flagged=cohort.flagged(),
         identical=cohort.identical(),
         students=students)

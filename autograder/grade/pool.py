@@ -39,7 +39,7 @@ class WorkerPool:
 
         key = (assignment.name, str(assignment.source_path), device)
         cached = self._references.get(key)
-        if cached is not None and cached[0] is assignment:
+        if cached is not None and cached[0].cells == assignment.cells:
             return cached[1]
         if cached is not None:       # the source notebook changed since: reload
             cached[1].close()

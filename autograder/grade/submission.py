@@ -65,7 +65,10 @@ class Session:
         self.student_reply = self.student_worker.load(self.submission.cells)
         if self.pool is None:
             self.reference_worker.load(reference_cells(self.assignment) + self.extra_reference_cells())
-        self.student = StudentProxy(self.student_worker)
+        problems = {fn: cell_problem_reason(gid, problem)
+                    for gid, fn in self.assignment.solution_functions.items()
+                    if (problem := self.submission.cell_problems.get(gid))}
+        self.student = StudentProxy(self.student_worker, problems=problems)
         self.reference = StudentProxy(self.reference_worker)
         self.hints = self.hints_factory(self.reference, self.assignment)
         return self
@@ -134,6 +137,14 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
         return _result(every_cell_fails(points, "This question could not be graded because of an "
                                         "error in the grader; your course staff will regrade it."),
                        extra, started, "Grader error: your course staff have been notified.")
+
+
+def cell_problem_reason(gid: str, problem: str) -> str:
+    """Why a function is missing, from the reading problem of its answer cell."""
+    problem = problem.rstrip(".")
+    if problem[:1].isupper() and not problem.startswith("SyntaxError"):
+        return problem[0].lower() + problem[1:]
+    return f"your answer cell {gid} could not be read: {problem}"
 
 
 def every_cell_fails(points: dict[str, float], message: str) -> list[TestResult]:

@@ -13,7 +13,7 @@ probabilities with the arm means it drew from the hidden seed.
 """
 from __future__ import annotations
 
-from autograder.harness import (HarnessStop, as_scalar_loss, call_loss, kit_namespace,
+from autograder.harness import (Adam, HarnessStop, as_scalar_loss, call_loss, kit_namespace,
                                 student_function)
 
 
@@ -31,7 +31,7 @@ def run(namespace: dict, *, kit_source: str, arm_means, episodes: int = 500, lr:
     policy = kit["BanditPolicy"](arms)
     start = policy.logits.detach().reshape(arms, 1)
     policy.logits = torch.nn.Parameter(start.repeat(1, runs).contiguous())   # (K, R)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+    optimizer = Adam(policy.parameters(), lr=lr)
     cols = torch.arange(runs)
     try:
         for _ in range(episodes):

@@ -14,7 +14,7 @@ fixed set of states.
 """
 from __future__ import annotations
 
-from autograder.harness import (HarnessStop, as_scalar_loss, call_loss, kit_namespace,
+from autograder.harness import (Adam, HarnessStop, as_scalar_loss, call_loss, kit_namespace,
                                 student_function)
 
 
@@ -35,7 +35,7 @@ def run(namespace: dict, *, kit_source: str, weights, iterations: int = 200,
     env = kit["ContextualBandit"](n_actions=n_actions, state_dim=state_dim)
     env.weights = w.clone()
     policy = kit["PPOPolicy"](state_dim, n_actions)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+    optimizer = Adam(policy.parameters(), lr=lr)
 
     try:
         for _ in range(iterations):

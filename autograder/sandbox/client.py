@@ -52,9 +52,11 @@ class WorkerError(Exception):
 class WorkerDied(WorkerError):
     """The worker exited, was killed, or closed its reply pipe. ``str()`` says why."""
 
-    def __init__(self, reason: str, *, signal_name: str | None = None, code: int | None = None):
+    def __init__(self, reason: str, *, signal_name: str | None = None, code: int | None = None,
+                 zygote_lost: bool = False):
         super().__init__(reason)
         self.signal_name, self.code = signal_name, code
+        self.zygote_lost = zygote_lost     # it died with the zygote it was forked from
 
 
 class WorkerTimeout(WorkerError):
@@ -302,6 +304,7 @@ class _Direct:
 
     def __init__(self, popen: subprocess.Popen, scratch: str, backend: str):
         self.popen, self.scratch, self.backend, self.pid = popen, scratch, backend, popen.pid
+        self.cpu_seconds: float | None = None
 
     def kill(self) -> None:
         if self.popen.poll() is None:
@@ -311,14 +314,27 @@ class _Direct:
         except subprocess.TimeoutExpired:
             pass
 
-    def status(self, wait: float) -> tuple[int | None, int | None] | None:
-        """(exit code, signal number) once it has ended, None while it runs."""
-        try:
-            rc = self.popen.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            return None
+    def status(self, wait: float) -> tuple[int | None, int | None, float | None] | None:
+        """(exit code, signal number, CPU seconds used) once it has ended, None while it runs.
+        Reaped with wait4 for the CPU time: a SIGKILL at the hard RLIMIT_CPU is then told
+        apart from other kills."""
+        deadline = time.monotonic() + wait
+        while self.popen.returncode is None:
+            try:
+                pid, st, usage = os.wait4(self.popen.pid, os.WNOHANG)
+            except ChildProcessError:          # reaped elsewhere
+                self.popen.poll()
+                break
+            if pid:
+                self.popen.returncode = os.waitstatus_to_exitcode(st)
+                self.cpu_seconds = usage.ru_utime + usage.ru_stime
+                break
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+        rc = self.popen.returncode
         sig = backends.termination_signal(self.backend, rc)
-        return (None, sig) if sig is not None else (rc, None)
+        return (None, sig, self.cpu_seconds) if sig is not None else (rc, None, self.cpu_seconds)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
@@ -329,6 +345,7 @@ class _Forked:
 
     def __init__(self, zygote: "Zygote", pid: int):
         self.zygote, self.pid = zygote, pid
+        self.generation = zygote.generation
 
     def kill(self) -> None:
         self.zygote._kill_child(self.pid)
@@ -344,12 +361,14 @@ def _describe_end(status, limits: Limits) -> tuple[str, str, str | None, int | N
     """(flag code, reason, signal name, exit code) for how a worker ended."""
     if status is None:
         return "worker_died", "it closed its reply channel", None, None
-    code, sig = status
+    code, sig, cpu = (tuple(status) + (None,))[:3]
     if sig is not None:
         try:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
+        if name == "SIGKILL" and cpu is not None and cpu >= limits.cpu_seconds:
+            name = "SIGXCPU"     # killed at the hard CPU limit (SIGXCPU was caught or ignored)
         reason = {"SIGXCPU": f"it used up its CPU time limit ({limits.cpu_seconds} s)",
                   "SIGKILL": "it was killed (SIGKILL), most often for using too much memory",
                   "SIGXFSZ": f"it wrote a file over the size limit ({limits.max_file_mb} MB)",
@@ -370,6 +389,10 @@ def _defined_names(source: str) -> list[str]:
     import re
 
     return re.findall(r"^\s*(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", source, re.M)
+
+
+class _Reload(Exception):
+    """The worker died with its zygote while loading: load again from the start."""
 
 
 class _CellStopped(Exception):
@@ -427,6 +450,11 @@ class Worker:
     @property
     def alive(self) -> bool:
         return self._proc is not None
+
+    @property
+    def out_of_wall_time(self) -> bool:
+        """True once the wall-clock budget (``Limits.wall_seconds``) is used up."""
+        return self._wall_deadline is not None and time.monotonic() >= self._wall_deadline
 
     @property
     def pid(self) -> int | None:
@@ -526,6 +554,13 @@ class Worker:
                     raise WorkerDied(f"the worker could not load the notebook: "
                                      f"{protocol.decode_error(reply.get('error')).get('message')}")
                 break
+            except _Reload:          # the zygote died: load again, on a worker of its own
+                try:
+                    self._stop()
+                    self.start()
+                    continue
+                except WorkerError as exc:
+                    failure = exc
             except _CellStopped as stop:
                 self._left_out.append(stop.error)
                 cells = self._cells = [c for c in cells if c["id"] != stop.error["cell"]]
@@ -568,6 +603,8 @@ class Worker:
                 current = str(reply["progress"])
                 reply = self._exchange(None, rid, cell_timeout + LOAD_GRACE, continued=True)
         except WorkerError as exc:
+            if getattr(exc, "zygote_lost", False):
+                raise _Reload() from None
             known = current is not None and any(c["id"] == current for c in cells)
             if not known or (self._wall_deadline is not None
                              and time.monotonic() >= self._wall_deadline):
@@ -583,7 +620,11 @@ class Worker:
 
     def _note_limit(self, error: dict) -> None:
         """A limit the student's code ran into and reported as an exception: a flag."""
-        if _is_memory_error(error):
+        if error.get("type") == "CellTimeout":
+            self.events.append({"code": "call_timeout", "message":
+                                f"a cell ran past {self.limits.call_timeout_seconds} s while the "
+                                "notebook was loaded and was stopped"})
+        elif _is_memory_error(error):
             self.events.append({"code": "limit_memory", "message":
                                 f"the code ran out of memory (limit {self.limits.memory_mb} MB)"})
         elif _is_file_limit_error(error):
@@ -611,7 +652,12 @@ class Worker:
                 raise type(self._load_failure)(str(self._load_failure))
         try:
             return self._request(msg, timeout)
-        except WorkerDied:
+        except WorkerDied as exc:
+            if exc.zygote_lost and not self._closed:   # not this request's fault: once more,
+                self.restart()                         # on a worker of its own
+                if self._load_failure is not None:
+                    raise type(self._load_failure)(str(self._load_failure)) from None
+                return self._request(msg, timeout)
             if not self.trusted or self._closed:
                 raise
         # The trusted reference is long-lived (rlimits still apply): a death is retried once.
@@ -654,8 +700,17 @@ class Worker:
                 proc.kill()
             flag, reason, sig, code = _describe_end(status, self.limits)
             self.events.append({"code": flag, "message": f"the worker stopped: {reason}"})
+            lost = isinstance(proc, _Forked) and proc.zygote.generation != proc.generation
+            if lost:
+                # The zygote died while this child lived (a child can signal it: same uid).
+                # From now on this worker is started on its own, where that is not possible.
+                self._zygote = None
+                self.events.append({"code": "zygote_killed", "message": "the process the "
+                                    "worker was forked from died while the student's code ran "
+                                    "(it was killed from inside); the worker was restarted on "
+                                    "its own"})
             self._stop()
-            raise WorkerDied(reason, signal_name=sig, code=code) from None
+            raise WorkerDied(reason, signal_name=sig, code=code, zygote_lost=lost) from None
         finally:
             if chan.junk > chan.junk_reported:
                 self.events.append({"code": "protocol_junk", "message":
@@ -671,7 +726,10 @@ class Worker:
         return self._tail.text()
 
     def flags(self) -> list[dict]:
-        """The events that are integrity or limit findings, one per code: ``{"code", "message"}``."""
+        """The events that are integrity or limit findings, one per code: ``{"code", "message"}``
+        (``limit_output`` when the captured output went over ``max_output_kb``)."""
+        if self._chan is not None:
+            self._chan.drain()
         out: dict[str, dict] = {}
         for e in self.events:
             if e["code"] in ("restart",):
@@ -719,6 +777,7 @@ class Zygote:
         self._current: Worker | None = None
         self._child_pid: int | None = None
         self._finalizer = None
+        self.generation = 0          # bumped whenever the zygote process is replaced
 
     def start(self) -> None:
         if self._proc is not None:
@@ -816,6 +875,7 @@ class Zygote:
         proc, chan = self._proc, self._chan
         self._proc = self._chan = None
         self._child_pid = None
+        self.generation += 1
         if proc is not None:
             _finalize(proc, chan)
         if self._current is not None:  # its process died with the zygote
@@ -853,4 +913,4 @@ class Zygote:
             return None
         if reply.get("running"):
             return None
-        return reply.get("code"), reply.get("signal")
+        return reply.get("code"), reply.get("signal"), reply.get("cpu_seconds")

@@ -604,6 +604,7 @@ class Zygote:
         self.child_dir = os.path.join(self.scratch, "child")
         self.child_pid = 0
         self.statuses: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}      # CPU seconds each reaped child used
         self.wipe_uid_files = wipe_uid_files
         self.seccomp = None
         if child_seccomp:  # the filter the launcher would have installed (no new processes)
@@ -651,7 +652,8 @@ class Zygote:
                 self.reap()
             if pid not in self.statuses:
                 return {"ok": True, "running": True}
-            return {"ok": True, "running": False, **describe_status(self.statuses[pid])}
+            return {"ok": True, "running": False, **describe_status(self.statuses[pid]),
+                    "cpu_seconds": self.cpu.get(pid)}
         if op == "fork":
             if len(fds) != 3:
                 raise BadRequest("fork needs three descriptors: request, reply, output")
@@ -711,12 +713,13 @@ class Zygote:
     def reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             self.statuses[pid] = status
+            self.cpu[pid] = usage.ru_utime + usage.ru_stime
 
     def kill_children(self) -> None:
         """SIGKILL every descendant (children and the orphans handed back to us), reap them."""

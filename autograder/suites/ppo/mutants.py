@@ -138,7 +138,7 @@ MUTANTS = [
     {GAE_LOOP}
         delta = rewards[t]""",
            "Your function changes its input: the rewards tensor you were given is overwritten "
-           "(an in-place operation such as +=, or writing into it). Work on new tensors."),
+           "(an in-place operation, or writing into it). Work on new tensors."),
     Mutant("gae_aliases_rewards", "compute_gae", GAE_ALLOC,
            "advantages = rewards  # reuse the rewards tensor for the output",
            "Your output is the rewards tensor you were given, overwritten with the advantages: "
@@ -197,7 +197,7 @@ MUTANTS = [
            "No gradient reaches log_probs_new: it is detached (or turned into numbers) inside "
            "your loss, so the policy cannot learn. Keep it in the graph."),
     Mutant("clip_item", "ppo_combined_loss", PPO_CALL, PPO_CALL + ".item()",
-           "Your policy loss is a plain Python number (.item()), so no gradient reaches "
+           "Your policy loss was turned into a plain Python number, so no gradient reaches "
            "log_probs_new and the returned policy loss is not a tensor."),
     Mutant("clip_default_epsilon", "ppo_combined_loss", PPO_CALL,
            "policy_loss = ppo_loss(log_probs_new, log_probs_old, advantages)",
@@ -234,7 +234,8 @@ MUTANTS = [
            "total loss can be back-propagated."),
     Mutant("combined_wrong_order", "ppo_combined_loss", RETURN_LINE,
            "return policy_loss, value_loss, total_loss",
-           "Your outputs are in the wrong order: return (total_loss, policy_loss, value_loss)."),
+           "Your outputs are in the wrong order: they must come as total_loss, policy_loss, "
+           "value_loss."),
 ]
 
 
