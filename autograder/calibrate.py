@@ -115,7 +115,36 @@ def summary(values: list[float]) -> dict:
             "mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else 0.0}
 
 
+def suite_calibration(argv: list[str] | None):
+    """The ``calibration`` module of the ``--assignment``'s own suite, when it has one (an
+    assignment whose training tests calibrate themselves, e.g. ``ppo_lm``), else None."""
+    import importlib
+    import re
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--assignment", default="ppo")
+    name = pre.parse_known_args(argv)[0].assignment
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or \
+            not (REPO_ROOT / "autograder" / "suites" / name / "calibration.py").is_file():
+        return None
+    return importlib.import_module(f"autograder.suites.{name}.calibration")
+
+
+def write_keeping_sections(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, keeping the sections other assignments' calibrations wrote
+    there (``<!-- calibration:<assignment>:begin ... -->`` to ``...:end -->``)."""
+    import re
+
+    old = path.read_text() if path.exists() else ""
+    kept = re.findall(r"<!-- calibration:[a-z0-9_]+:begin.*?<!-- calibration:[a-z0-9_]+:end -->",
+                      old, flags=re.S)
+    path.write_text(text.rstrip() + "\n" + "".join(f"\n{k}\n" for k in kept))
+
+
 def main(argv: list[str] | None = None) -> int:
+    suite = suite_calibration(argv)
+    if suite is not None:
+        return suite.main(argv)
     ap = argparse.ArgumentParser(prog="python -m autograder.calibrate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--assignment", default="ppo")
@@ -201,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         T.THRESHOLDS_FILE.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         docs = Path(args.course_dir) / "docs"
-        (docs / "calibration.md").write_text(text)
+        write_keeping_sections(docs / "calibration.md", text)
         update_grading_doc(docs / "grading.md", record)
         print(f"wrote {T.THRESHOLDS_FILE.relative_to(REPO_ROOT)}, docs/calibration.md and the "
               "thresholds section of docs/grading.md")

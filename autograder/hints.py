@@ -192,10 +192,9 @@ def aspects_equal(a, b, aspect: str, atol: float) -> bool:
 class Hints:
     """Bound to the reference worker (answer key + mutants loaded) and the mutant list."""
 
-    def __init__(self, reference_proxy, mutants: list[Mutant], device: str = "cpu"):
+    def __init__(self, reference_proxy, mutants: list[Mutant]):
         self.reference = reference_proxy
         self.mutants = list(mutants)
-        self.device = device
 
     @classmethod
     def for_assignment(cls, reference_proxy, assignment) -> "Hints":

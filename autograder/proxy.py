@@ -207,6 +207,10 @@ class StudentProxy:
         if seed is not None:
             msg["seed"] = int(seed)
         reply = self._worker.request(msg, timeout or self._worker.limits.harness_timeout_seconds)
+        if reply.get("harness_replaced"):
+            self._worker.events.append({"code": "harness_replaced", "message": "the submission "
+                                        f"replaced the kit's training harness {name!r} in its "
+                                        "worker; the kit's own was run"})
         if not reply.get("ok"):
             raise self._error(reply, name)
         try:

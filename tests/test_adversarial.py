@@ -700,6 +700,220 @@ def test_the_grading_parent_survives(corpus):
     assert all(g.exit_code == 0 for g in corpus.graded.values() if g.case.via == "cli")
 
 
+def test_no_escape_marker_anywhere_in_the_kit(corpus):
+    """The hostile cases name every file they try to create outside the scratch adv-escape*."""
+    assert not list(REPO.glob("**/adv-escape*")), list(REPO.glob("**/adv-escape*"))
+
+
+# --- the probes can fail: the same reads and connection, unconfined ---------------------------
+
+PROBE = """
+import socket
+
+def compute_gae(rewards, values, gamma=0.99, lam=0.95):
+    found = []
+    for path in ("@@COURSE@@/solutions/ppo/ppo.ipynb", "@@COURSE@@/gradebook.db",
+                 "@@COURSE@@/source/ppo/ppo.ipynb"):
+        try:
+            data = open(path, "rb").read()
+            if b"SOLUTIONS-SECRET" in data or b"GRADEBOOK-SECRET" in data \\
+                    or b"### BEGIN SOLUTION" in data:
+                found.append(path)
+        except OSError:
+            pass
+    try:
+        socket.create_connection(("127.0.0.1", @@PORT@@), timeout=2).close()
+        found.append("listener")
+    except OSError:
+        pass
+    raise RuntimeError("FOUND " + " ".join(found))
+"""
+
+
+def test_the_reading_and_network_probes_detect_an_unconfined_worker(tmp_path):
+    """Control for the "outside" cases (reads_secrets, network): without the sandbox
+    (``--unsafe-no-sandbox``) the same kind of probe does find the course's secrets and the
+    grader's listener, so finding nothing in the corpus means the sandbox held."""
+    from autograder.config import load_settings
+    from autograder.grade import submission as submission_module
+
+    course = make_course(tmp_path)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    case = Case("probe", "probe", "outside", [{"op": "replace", "cell": "compute_gae_answer",
+                                               "source": PROBE}], {})
+    ctx = Context(course=course, canary=tmp_path, port=listener.getsockname()[1],
+                  out_dir=tmp_path, solutions=solution_sources(course))
+    path = build(case, ctx, tmp_path)
+    trimmed = functions_only(load_assignment(ASSIGNMENT, course), tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(submission_module, "load_assignment", lambda name, d: trimmed)
+        result = submission_module.grade_submission(
+            path, ASSIGNMENT, student="probe", settings=load_settings(course),
+            backend="unsafe").to_json()
+    listener.close()
+    message = cell_outputs(result)["compute_gae"]
+    assert "FOUND" in message
+    for secret in ("solutions/ppo/ppo.ipynb", "gradebook.db", "source/ppo/ppo.ipynb",
+                   "listener"):
+        assert secret in message, (secret, message[:500])
+
+
+# --- crash safety ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_course(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crash")
+    course = make_course(root)
+    ctx = Context(course=course, canary=root, port=0, out_dir=root,
+                  solutions=solution_sources(course))
+    path = build(Case("answer_key", "the answer key", "notebook", [], {}), ctx, root)
+    return course, path
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    from autograder.__main__ import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_a_fault_in_the_kit_is_recorded_and_reported(small_course, tmp_path, monkeypatch, capsys):
+    """An unexpected exception inside grading (injected into the session start) still records
+    exactly one result, a grader error with every question at 0, and the CLI says so, exit 0."""
+    from autograder.grade import submission as submission_module
+
+    course, path = small_course
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("injected fault in the kit")
+
+    monkeypatch.setattr(submission_module, "Session", Broken)
+    out = tmp_path / "r.json"
+    code, printed = run_cli(["grade", str(path), "--assignment", ASSIGNMENT, "--out", str(out),
+                             "--course-dir", str(course)], capsys)
+    assert code == 0
+    result = json.loads(out.read_text())
+    flags = {f["code"]: f["message"] for f in result["extra_data"]["flags"]}
+    assert "injected fault in the kit" in flags["grader_error"]
+    assert result["score"] == 0 and set(result["extra_data"]["grade_cells"]) == {
+        "reinforce_loss", "reinforce_training", "compute_gae", "ppo_combined_loss", "ppo_training"}
+    assert all("error in the grader" in t["output"] for t in result["tests"])
+    assert "grader_error" in printed and "injected fault in the kit" in printed
+    assert list(tmp_path.iterdir()) == [out]             # no temporary file left behind
+
+
+def test_a_fault_while_reading_is_recorded(small_course, tmp_path, monkeypatch, capsys):
+    from autograder.load import notebook
+
+    course, path = small_course
+
+    def broken(*args, **kwargs):
+        raise KeyError("injected fault while reading")
+
+    monkeypatch.setattr(notebook, "build", broken)
+    out = tmp_path / "r.json"
+    code, printed = run_cli(["grade", str(path), "--assignment", ASSIGNMENT, "--out", str(out),
+                             "--course-dir", str(course)], capsys)
+    assert code == 0
+    result = json.loads(out.read_text())
+    codes = [f["code"] for f in result["extra_data"]["flags"]]
+    assert "grader_error" in codes and "unreadable_notebook" in codes
+    assert "injected fault while reading" in json.dumps(result["extra_data"]["flags"])
+    assert result["score"] == 0 and "grader_error" in printed
+
+
+def test_a_fault_in_one_hidden_check_costs_only_that_check(small_course, monkeypatch):
+    """A kit bug inside one helper of the hidden suites (injected) fails the tests that use it
+    with a generic message and a grader_error flag; the other questions are graded as usual."""
+    from autograder.config import load_settings
+    from autograder.grade.submission import grade_submission
+    from autograder.suites.ppo import checks
+
+    course, path = small_course
+
+    def broken(*args, **kwargs):
+        raise KeyError("injected fault in a hidden check")
+
+    monkeypatch.setattr(checks, "tuple_of", broken)
+    trimmed = functions_only(load_assignment(ASSIGNMENT, course), path.parent)
+    from autograder.grade import submission as submission_module
+    monkeypatch.setattr(submission_module, "load_assignment", lambda name, d: trimmed)
+    result = grade_submission(path, ASSIGNMENT, student="fault", settings=load_settings(course))
+    data = result.to_json()
+    cells = data["extra_data"]["grade_cells"]
+    flags = {f["code"]: f["message"] for f in data["extra_data"]["flags"]}
+    assert "injected fault in a hidden check" in flags["grader_error"]
+    assert cells["reinforce_loss"]["score"] == cells["reinforce_loss"]["max_score"]
+    assert cells["compute_gae"]["score"] == cells["compute_gae"]["max_score"]
+    assert 0 <= cells["ppo_combined_loss"]["score"] < cells["ppo_combined_loss"]["max_score"]
+    failed = [t for t in data["tests"] if t["status"] == "failed"]
+    assert failed and all("error in the grader" in t["output"] for t in failed)
+    assert all("injected" not in t["output"] for t in data["tests"])   # never shown to students
+
+
+def test_results_are_written_atomically(tmp_path, monkeypatch):
+    """GradingResult.write goes through write_atomic: a write that fails midway leaves the old
+    file whole and no temporary file behind."""
+    from autograder import results
+    from autograder.results import GradingResult, TestResult
+
+    calls = []
+    real = results.write_atomic
+    monkeypatch.setattr(results, "write_atomic", lambda p, t: (calls.append(p), real(p, t)))
+    r = GradingResult(1.0, 0.1, "ok", [TestResult("t", 1.0, 1.0, "passed", "", ["c"])],
+                      {"flags": []})
+    target = tmp_path / "results.json"
+    r.write(target)
+    assert calls == [target] and json.loads(target.read_text())["score"] == 1.0
+    before = target.read_bytes()
+
+    def fail(fd):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    r.score = 0.0
+    with pytest.raises(OSError):
+        r.write(target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+# --- grade-course: renamed notebooks, two notebooks in one folder ----------------------------
+
+def test_grade_course_renamed_and_doubled_notebooks(tmp_path):
+    """Through ``python -m autograder grade-course``: a renamed notebook is graded and flagged;
+    a folder with ppo.ipynb and a copy grades ppo.ipynb and flags the extra; a folder with two
+    notebooks, neither named ppo.ipynb, records a zero result that says why. Exit 0."""
+    course = make_course(tmp_path)
+    release = (REPO / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes()
+    layout = {"alice": ["my final PPO (1).ipynb"], "bob": ["ppo.ipynb", "ppo-Copy1.ipynb"],
+              "carol": ["draft.ipynb", "final.ipynb"]}
+    for student, names in layout.items():
+        folder = course / "submitted" / student / ASSIGNMENT
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_bytes(release)
+    proc = subprocess.run([sys.executable, "-m", "autograder", "grade-course", ASSIGNMENT,
+                           "--course-dir", str(course), "--jobs", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {s: json.loads((course / "autograded" / s / ASSIGNMENT / "results.json")
+                             .read_text()) for s in layout}
+    codes = {s: [f["code"] for f in r["extra_data"]["flags"]] for s, r in results.items()}
+    assert "renamed_notebook" in codes["alice"] and "grader_error" not in codes["alice"]
+    assert "extra_notebooks" in codes["bob"] and "grader_error" not in codes["bob"]
+    assert "ambiguous_submission" in codes["carol"] and results["carol"]["score"] == 0
+    assert all("draft.ipynb" in t["output"] and "final.ipynb" in t["output"]
+               for t in results["carol"]["tests"])
+    for r in (results["alice"], results["bob"]):     # graded: every answer is still a stub
+        outputs = " ".join(t["output"] for t in r["tests"])
+        assert r["score"] == 0 and "NotImplementedError" in outputs
+
+
 if __name__ == "__main__":
     wanted = sys.argv[1:]
     chosen = [c for c in CASES if not wanted or c.name in wanted]

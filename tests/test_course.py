@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from autograder import REPO_ROOT
-from autograder.course.batch import choose_notebook, grade_course, run_slots
+from autograder.course.batch import choose_notebook, coordinator_lock, grade_course, run_slots
 from autograder.course.demo import (applicable_mutants, copy_course, mutated, nbgrader_export,
                                     solutions, submission, write_cohort)
 from autograder.course.gradebook import open_gradebook
@@ -86,6 +86,8 @@ def test_small_cohort_results_and_summary(graded):
         assert (paths.feedback / student / ASSIGNMENT / "feedback.html").exists()
     assert (paths.reports / ASSIGNMENT / "index.html").exists()
 
+    # the progress bar: count, failures so far, ETA
+    assert re.search(r"5/5 +0 grader errors +1 failed to read .*ETA", done.stderr), done.stderr
     out = done.stdout
     assert "5 graded now, 0 up to date" in out
     header = ["graded", "failed to read", "flagged", "grader errors", "mean score"]
@@ -155,6 +157,13 @@ def test_choosing_the_notebook(tmp_path):
     job = choose_notebook(folder, ASSIGNMENT)
     assert job.notebook.name == f"{ASSIGNMENT}.ipynb" and job.student == "zed"
     assert job.flags[0]["code"] == "extra_notebooks" and "draft.ipynb" in job.flags[0]["message"]
+
+
+def test_one_coordinator_at_a_time(tmp_path):
+    paths = copy_course(tmp_path / "course")
+    with coordinator_lock(paths, ASSIGNMENT):
+        done = cli(paths.root)
+    assert done.returncode == 2 and "another grade-course ppo is running" in done.stderr
 
 
 # --- a grader that crashes or hangs, injected into the slots ------------------------------------

@@ -109,7 +109,8 @@ def test_harness_ignores_the_submissions_classes(reference, bandit_kit):
 
 def test_bandit_reports_an_unusable_loss(reference, bandit_kit):
     as_float = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"
-                                        "    return float(-(log_probs * rewards).mean().detach())\n")
+                                        "    loss = -(log_probs * rewards).mean()\n"
+                                        "    return float(loss.detach())\n")
     out = bandit.run(as_float, **T.bandit_params(SEED, bandit_kit))
     assert "not a tensor" in out["error"]
     raises = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"

@@ -8,6 +8,7 @@ same notebook sha256 are skipped, the rest are graded.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -274,43 +275,63 @@ def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = 
         points = grade_cell_points(paths.source_notebook(assignment))
     except (ConfigError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
-    n = max(1, jobs or settings.jobs)
-    found = discover(paths, assignment)
-    todo = [j for j in found if force or not is_up_to_date(j, paths.results(j.student, assignment))]
-    run = CourseRun(assignment, [], [j.student for j in found if j not in todo], 0.0, {}, paths)
+    with coordinator_lock(paths, assignment):
+        for stale in paths.autograded.glob(f"*/{assignment}/.results.json.*.tmp"):
+            stale.unlink()                   # half-written by a run that was killed
+        found = discover(paths, assignment)
+        todo = [j for j in found
+                if force or not is_up_to_date(j, paths.results(j.student, assignment))]
+        run = CourseRun(assignment, [], [j.student for j in found if j not in todo], 0.0, {},
+                        paths)
 
-    for job in [j for j in todo if j.problem]:
-        code = job.flags[-1]["code"]
-        zero_result(job, assignment, points, code=code, message=job.problem,
-                    student_message=f"Nothing was graded: {job.problem}.").write(
-            paths.results(job.student, assignment))
-        run.graded_now.append(job.student)
-    to_slots = [j for j in todo if not j.problem]
-    if to_slots and backend is None and grader == DEFAULT_GRADER:
-        backend = sandbox_backend(settings.sandbox)
-    if to_slots:
-        with progress_bar(console, len(to_slots)) as bar:
-            def on_result(job: Job, result: GradingResult | None, error: str) -> None:
-                if result is None:
-                    result = zero_result(job, assignment, points, code="grader_error",
-                                         message=error, student_message=GRADER_ERROR_TEXT)
-                result = finish(result, job)
-                result.write(paths.results(job.student, assignment))
-                run.graded_now.append(job.student)
-                bar.record(kind(result.to_json()))
+        def record(job: Job, result: GradingResult) -> None:
+            result.write(paths.results(job.student, assignment))
+            run.graded_now.append(job.student)
 
-            timeout = 2 * settings.limits.wall_seconds + 60
-            run_slots(to_slots, course_dir=paths.root, assignment=assignment, n=n, grader=grader,
-                      request_extra={"device": device, "backend": backend}, timeout=timeout,
-                      on_result=on_result)
-    for job in found:
-        data = read_result(paths.results(job.student, assignment))
-        if data is not None:
-            run.results[job.student] = data
-    if outputs:
-        write_outputs(run, settings.db_url)
+        for job in (j for j in todo if j.problem):
+            record(job, zero_result(job, assignment, points, code=job.flags[-1]["code"],
+                                    message=job.problem,
+                                    student_message=f"Nothing was graded: {job.problem}."))
+        to_slots = [j for j in todo if not j.problem]
+        if to_slots:
+            if backend is None and grader == DEFAULT_GRADER:
+                backend = sandbox_backend(settings.sandbox)
+            with progress_bar(console, len(to_slots)) as bar:
+                def on_result(job: Job, result: GradingResult | None, error: str) -> None:
+                    if result is None:
+                        result = zero_result(job, assignment, points, code="grader_error",
+                                             message=error, student_message=GRADER_ERROR_TEXT)
+                    record(job, finish(result, job))
+                    bar.record(kind(result.to_json()))
+
+                run_slots(to_slots, course_dir=paths.root, assignment=assignment,
+                          n=max(1, jobs or settings.jobs), grader=grader,
+                          request_extra={"device": device, "backend": backend},
+                          timeout=2 * settings.limits.wall_seconds + 60, on_result=on_result)
+        for job in found:
+            data = read_result(paths.results(job.student, assignment))
+            if data is not None:
+                run.results[job.student] = data
+        if outputs:
+            write_outputs(run, settings.db_url)
     run.seconds = time.monotonic() - started
     return run
+
+
+@contextlib.contextmanager
+def coordinator_lock(paths: CoursePaths, assignment: str):
+    """An exclusive lock on this assignment's batch (the kernel drops it when the process dies,
+    even by SIGKILL): two coordinators must never write the same results or the gradebook."""
+    import fcntl
+
+    paths.autograded.mkdir(parents=True, exist_ok=True)
+    with open(paths.autograded / f".grade-course-{assignment}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another grade-course {assignment} is running on "
+                             f"{paths.root}") from None
+        yield
 
 
 def write_outputs(run: CourseRun, db_url: str) -> None:

@@ -79,7 +79,7 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
 
 
-def call_loss(fn, name: str, *args, **kwargs):
+def call_student(fn, name: str, *args, **kwargs):
     """Call a student function; an exception becomes a HarnessStop with a plain message."""
     try:
         out = fn(*args, **kwargs)

@@ -13,8 +13,8 @@ probabilities with the arm means it drew from the hidden seed.
 """
 from __future__ import annotations
 
-from autograder.harness import (Adam, HarnessStop, as_scalar_loss, call_loss, kit_namespace,
-                                student_function)
+from autograder.harness import (Adam, HarnessStop, as_scalar_loss, call_student,
+                                kit_namespace, student_function)
 
 
 def run(namespace: dict, *, kit_source: str, arm_means, episodes: int = 500, lr: float = 0.05,
@@ -39,7 +39,7 @@ def run(namespace: dict, *, kit_source: str, arm_means, episodes: int = 500, lr:
             actions = torch.multinomial(probs.detach().T, 1, generator=gen).squeeze(1)
             rewards = means[cols, actions] + noise * torch.randn(runs, generator=gen)
             log_probs = torch.log(probs[actions, cols])                    # (R,)
-            loss = as_scalar_loss(call_loss(loss_fn, "reinforce_loss", log_probs, rewards),
+            loss = as_scalar_loss(call_student(loss_fn, "reinforce_loss", log_probs, rewards),
                                   "reinforce_loss")
             optimizer.zero_grad()
             loss.backward()

@@ -14,8 +14,8 @@ fixed set of states.
 """
 from __future__ import annotations
 
-from autograder.harness import (Adam, HarnessStop, as_scalar_loss, call_loss, kit_namespace,
-                                student_function)
+from autograder.harness import (Adam, HarnessStop, as_scalar_loss, call_student,
+                                kit_namespace, student_function)
 
 
 def run(namespace: dict, *, kit_source: str, weights, iterations: int = 200,
@@ -47,7 +47,7 @@ def run(namespace: dict, *, kit_source: str, weights, iterations: int = 200,
 
             # --- advantages with the student's GAE: one-step episodes, bootstrap value 0 ---
             advantages = torch.tensor([
-                _first_number(call_loss(gae_fn, "compute_gae", [r], [v, 0.0], gamma=gamma,
+                _first_number(call_student(gae_fn, "compute_gae", [r], [v, 0.0], gamma=gamma,
                                         lam=lam))
                 for r, v in zip(rewards.tolist(), values.tolist())], dtype=torch.float32)
             returns = advantages + values
@@ -58,7 +58,7 @@ def run(namespace: dict, *, kit_source: str, weights, iterations: int = 200,
                 logits, new_values = policy(states)
                 log_probs_all = F.log_softmax(logits, dim=-1)
                 log_probs_new = log_probs_all.gather(1, actions.unsqueeze(1)).squeeze(1)
-                out = call_loss(loss_fn, "ppo_combined_loss", log_probs_new, log_probs_old,
+                out = call_student(loss_fn, "ppo_combined_loss", log_probs_new, log_probs_old,
                                 advantages, new_values, returns, epsilon=epsilon,
                                 vf_coeff=vf_coeff)
                 if not isinstance(out, (tuple, list)) or len(out) != 3:

@@ -47,6 +47,7 @@ SANDBOX_UID_MIN = 1_000_000_000   # the sandbox uids start above this (see backe
 
 torch = None  # imported in main(), after the descriptors are cleaned up
 np = None
+T = None      # Pristine: torch's and numpy's own functions, taken before any student code runs
 
 
 class BadRequest(Exception):
@@ -119,6 +120,48 @@ class LineReader:
 
 # --- values: worker side ---------------------------------------------------------------------
 
+class Pristine:
+    """The functions the worker reads tensors and arrays with, taken in ``main()`` before any
+    student code runs: C-level accessors of ``torch._C.TensorBase`` (called with subclass
+    ``__torch_function__`` disabled), numpy's and binascii's encoders, ``math.isfinite``. A
+    submission that patches ``torch.Tensor`` (``numpy``, ``tolist``, ``dtype``, ``grad``, ...),
+    numpy or the builtins changes what its own code computes, never what the worker reports
+    about the values it returned.
+    """
+
+    GETTERS = ("dtype", "shape", "device", "layout", "is_quantized", "requires_grad", "grad_fn",
+               "grad")
+    METHODS = ("detach", "resolve_conj", "resolve_neg", "cpu", "contiguous", "numpy", "view",
+               "numel", "as_subclass")
+
+    def __init__(self, torch_module, numpy_module):
+        import binascii
+        import builtins as b
+
+        base = torch_module._C.TensorBase.__dict__
+        self.get = {name: base[name].__get__ for name in self.GETTERS}
+        for name in self.METHODS:
+            setattr(self, name, base[name])
+        self.no_subclass = torch_module._C.DisableTorchFunctionSubclass
+        self.Tensor, self.strided = torch_module.Tensor, torch_module.strided
+        self.bfloat16, self.int16 = torch_module.bfloat16, torch_module.int16
+        self.ndarray, self.generic = numpy_module.ndarray, numpy_module.generic
+        self.asarray, self.ascontiguous = numpy_module.asarray, numpy_module.ascontiguousarray
+        self.np_dtype, self.uint16 = numpy_module.dtype, numpy_module.uint16
+        self.b64 = binascii.b2a_base64
+        self.isfinite = math.isfinite
+        self.isinstance, self.type, self.repr, self.str = b.isinstance, b.type, b.repr, b.str
+        self.len, self.abs, self.all, self.list = b.len, b.abs, b.all, b.list
+
+    def payload(self, arr, dtype_name: str | None = None) -> dict:
+        """``protocol.array_payload`` with the functions taken at start-up."""
+        name = dtype_name or arr.dtype.name
+        if name not in protocol.WIRE_DTYPES:
+            raise ProtocolError(f"arrays of dtype {arr.dtype} cannot be sent")
+        data = self.ascontiguous(arr, dtype=self.np_dtype(protocol.WIRE_DTYPES[name])).tobytes()
+        return {"dtype": name, "shape": [int(n) for n in arr.shape],
+                "data": self.b64(data, newline=False).decode("ascii")}
+
 def encode_value(value, _depth: int = 0):
     """A returned value as JSON (tensors with their meta). Never raises."""
     try:
@@ -129,89 +172,101 @@ def encode_value(value, _depth: int = 0):
 
 def _other(value, note: str | None = None) -> dict:
     try:
-        text = note or repr(value)
+        text = note or T.repr(value)
     except BaseException:
         text = "<repr failed>"
-    return {"$other": {"type": type(value).__name__[:200], "repr": str(text)[:200]}}
+    return {"$other": {"type": T.str(T.type(value).__name__)[:200], "repr": T.str(text)[:200]}}
 
 
 def _encode(v, depth: int):
     if depth > protocol.MAX_DEPTH:
         return _other(v, note="<nested too deeply>")
-    t = type(v)
+    t = T.type(v)
     if v is None or t is bool:
         return v
     if t is int:
-        return v if abs(v) < 1 << 1000 else _other(v, note="<int too large>")
+        return v if T.abs(v) < 1 << 1000 else _other(v, note="<int too large>")
     if t is float:
-        return v if math.isfinite(v) else {"$float": repr(v)}
+        return v if T.isfinite(v) else {"$float": float.__repr__(v)}
     if t is str:
-        return v if len(v) <= protocol.MAX_STR_CHARS else \
-            {"$toolarge": {"type": "str", "shape": [len(v)]}}
-    if isinstance(v, torch.Tensor):
+        return v if T.len(v) <= protocol.MAX_STR_CHARS else \
+            {"$toolarge": {"type": "str", "shape": [T.len(v)]}}
+    if T.isinstance(v, T.Tensor):
         return encode_tensor(v)
-    if isinstance(v, np.ndarray) or isinstance(v, np.generic):
-        arr = np.asarray(v)
+    if T.isinstance(v, T.ndarray) or T.isinstance(v, T.generic):
+        arr = T.asarray(v)
         if arr.dtype.name not in protocol.WIRE_DTYPES or arr.dtype.name == "bfloat16":
             return _other(v)
         if arr.size > protocol.MAX_ELEMENTS:
-            return {"$toolarge": {"type": "ndarray", "shape": list(arr.shape)}}
-        return {"$ndarray": protocol.array_payload(arr)}
+            return {"$toolarge": {"type": "ndarray", "shape": T.list(arr.shape)}}
+        return {"$ndarray": T.payload(arr)}
     if t is list:
         return [_encode(x, depth + 1) for x in v]
     if t is tuple:
         return {"$tuple": [_encode(x, depth + 1) for x in v]}
-    if t is dict and all(type(k) is str for k in v):
+    if t is dict and T.all(T.type(k) is str for k in v):
         return {"$dict": {k: _encode(x, depth + 1) for k, x in v.items()}}
-    if isinstance(v, int):  # subclasses (IntEnum, ...) travel as their base type
+    if T.isinstance(v, int):  # subclasses (IntEnum, ...) travel as their base type
         return _encode(int.__int__(v), depth)
-    if isinstance(v, float):
+    if T.isinstance(v, float):
         return _encode(float.__float__(v), depth)
-    if isinstance(v, str):
+    if T.isinstance(v, str):
         return _encode(str.__str__(v), depth)
     return _other(v)
 
 
 def encode_tensor(t) -> dict:
-    """``$tensor`` (values copied to the CPU, detached) or ``$toolarge``/``$other``."""
-    if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
-        return _other(t, note=f"<{t.layout} {t.dtype} tensor on {t.device}>")
-    name = str(t.dtype).removeprefix("torch.")
-    if name not in protocol.WIRE_DTYPES:
-        return _other(t, note=f"<tensor of dtype {name}>")
-    if t.numel() > protocol.MAX_ELEMENTS:
-        return {"$toolarge": {"type": "Tensor", "shape": list(t.shape)}}
-    body = protocol.array_payload(tensor_numpy(t), dtype_name=name)
-    body.update(device=str(t.device), requires_grad=bool(t.requires_grad),
-                grad_fn=t.grad_fn is not None, is_exact_tensor=type(t) is torch.Tensor)
+    """``$tensor`` (values copied to the CPU, detached) or ``$toolarge``/``$other``; read with
+    torch's own accessors (``Pristine``), whatever the tensor's class or torch.Tensor overrides."""
+    with T.no_subclass():
+        layout, dtype, device = T.get["layout"](t), T.get["dtype"](t), T.get["device"](t)
+        if layout != T.strided or T.get["is_quantized"](t) or device.type == "meta":
+            return _other(t, note=f"<{layout} {dtype} tensor on {device}>")
+        name = T.str(dtype).removeprefix("torch.")
+        if name not in protocol.WIRE_DTYPES:
+            return _other(t, note=f"<tensor of dtype {name}>")
+        if T.numel(t) > protocol.MAX_ELEMENTS:
+            return {"$toolarge": {"type": "Tensor", "shape": [int(n) for n in T.get["shape"](t)]}}
+        body = T.payload(tensor_numpy(t), dtype_name=name)
+        body.update(device=T.str(device), requires_grad=bool(T.get["requires_grad"](t)),
+                    grad_fn=T.get["grad_fn"](t) is not None, is_exact_tensor=T.type(t) is T.Tensor)
     return {"$tensor": body}
 
 
 def tensor_numpy(t) -> "np.ndarray":
     """The values of a strided tensor as a CPU numpy array (bfloat16 as its uint16 bits)."""
-    d = torch.Tensor.detach(t).resolve_conj().resolve_neg().cpu().contiguous()
-    if type(d) is not torch.Tensor:
-        d = d.as_subclass(torch.Tensor)
-    if d.dtype == torch.bfloat16:
-        return d.view(torch.int16).numpy().view(np.uint16)
-    return d.numpy()
+    with T.no_subclass():
+        d = T.contiguous(T.cpu(T.resolve_neg(T.resolve_conj(T.detach(t)))))
+        if T.type(d) is not T.Tensor:
+            d = T.as_subclass(d, T.Tensor)
+        if T.get["dtype"](d) == T.bfloat16:
+            return T.numpy(T.view(d, T.int16)).view(T.uint16)
+        return T.numpy(d)
+
+
+def tensor_grad(t):
+    """The ``.grad`` of a leaf tensor, read with torch's own accessor."""
+    with T.no_subclass():
+        return T.get["grad"](t)
 
 
 def fingerprint(v, depth: int = 0):
     """A comparable snapshot of an argument's contents (to detect in-place changes)."""
     if depth > protocol.MAX_DEPTH:
         return ("deep", id(v))
-    if isinstance(v, torch.Tensor):
-        return ("t", str(v.dtype), tuple(v.shape), tensor_numpy(v).tobytes())
-    if isinstance(v, np.ndarray):
+    if T.isinstance(v, T.Tensor):
+        with T.no_subclass():
+            return ("t", T.str(T.get["dtype"](v)), tuple(T.get["shape"](v)),
+                    tensor_numpy(v).tobytes())
+    if T.isinstance(v, T.ndarray):
         return ("a", v.dtype.str, v.shape, v.tobytes())
-    if type(v) is float:
+    if T.type(v) is float:
         return ("f", v.hex())
-    if type(v) in (list, tuple):
-        return (type(v).__name__, tuple(fingerprint(x, depth + 1) for x in v))
-    if type(v) is dict:
-        return ("d", tuple((repr(k), fingerprint(x, depth + 1)) for k, x in v.items()))
-    if v is None or type(v) in (bool, int, str):
+    if T.type(v) in (list, tuple):
+        return (T.type(v).__name__, tuple(fingerprint(x, depth + 1) for x in v))
+    if T.type(v) is dict:
+        return ("d", tuple((T.repr(k), fingerprint(x, depth + 1)) for k, x in v.items()))
+    if v is None or T.type(v) in (bool, int, str):
         return ("s", v)
     return ("o", id(v))
 
@@ -492,15 +547,15 @@ class Server:
                 out.backward()
             except BaseException as exc:
                 return error_reply(exc, "backward")
-            reply["grads"] = {w: None if leaves[w].grad is None else encode_value(leaves[w].grad)
-                              for w in wrt}
+            grads = {w: tensor_grad(leaves[w]) for w in wrt}
+            reply["grads"] = {w: None if g is None else encode_value(g) for w, g in grads.items()}
         return reply
 
     def op_harness(self, msg: dict) -> dict:
         name = msg.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise BadRequest(f"bad harness name {name!r}")
-        module = importlib.import_module(f"autograder.harness.{name}")
+        module, replaced = fresh_harness(name)
         params = {k: Builder(self.device, {}).value(v) for k, v in (msg.get("params") or {}).items()}
         namespace = self.ns
         unavailable = msg.get("unavailable") or {}
@@ -515,7 +570,46 @@ class Server:
         except BaseException as exc:
             return error_reply(exc, "harness")
         sys.setrecursionlimit(RECURSION_LIMIT)
-        return {"ok": True, "value": encode_value(value), "seconds": time.perf_counter() - started}
+        return {"ok": True, "value": encode_value(value), "seconds": time.perf_counter() - started,
+                "harness_replaced": replaced}
+
+
+HARNESS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness")
+
+
+def fresh_harness(name: str):
+    """(module, replaced): the kit's harness ``autograder/harness/<name>.py`` executed afresh
+    from its file, with a fresh ``autograder.harness`` package for its imports, so that what a
+    submission did to the imported modules (``autograder.harness.bandit.run = ...``) does not
+    run. ``replaced`` says whether the imported module's ``run`` is no longer the kit's."""
+    import types
+
+    path = os.path.join(HARNESS_DIR, f"{name}.py")
+    if not os.path.isfile(path):
+        raise ModuleNotFoundError(f"No module named 'autograder.harness.{name}'")
+    package_name, module_name = "autograder.harness", f"autograder.harness.{name}"
+    imported = sys.modules.get(module_name)
+    run = getattr(imported, "run", None) if imported is not None else None
+    replaced = imported is not None and getattr(getattr(run, "__code__", None), "co_filename",
+                                                None) != path
+    package = types.ModuleType(package_name)
+    package.__path__, package.__file__ = [HARNESS_DIR], os.path.join(HARNESS_DIR, "__init__.py")
+    module = types.ModuleType(module_name)
+    module.__file__ = path
+    saved = {k: sys.modules.get(k) for k in (package_name, module_name)}
+    try:
+        sys.modules[package_name] = package
+        with open(package.__file__, encoding="utf-8") as f:
+            exec(compile(f.read(), package.__file__, "exec"), package.__dict__)
+        with open(path, encoding="utf-8") as f:
+            exec(compile(f.read(), path, "exec"), module.__dict__)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return module, bool(replaced)
 
 
 class EarlierCallFailed(Exception):
@@ -537,7 +631,7 @@ def pick_output(value, index):
         if not -len(value) <= int(index) < len(value):
             raise IndexError(f"expected at least {int(index) + 1} outputs, got {len(value)}")
         out = value[int(index)]
-    if not isinstance(out, torch.Tensor):
+    if not T.isinstance(out, T.Tensor):
         which = "the output" if index is None else f"output {index}"
         raise TypeError(f"{which} is a {type(out).__name__}, not a tensor, so no gradient can "
                         "flow through it")
@@ -835,9 +929,22 @@ def start_plain_worker() -> None:
     Server().serve()
 
 
+ZYGOTE_PRELOAD = ("matplotlib.pyplot",)   # what nearly every notebook imports: ~2.5 s per child
+
+
+def preload() -> None:
+    """Import ``ZYGOTE_PRELOAD`` in the zygote (kit code only, no student code), so each child
+    starts with it; a module that cannot be imported is left to the child."""
+    for name in ZYGOTE_PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+
+
 def main(argv: list[str]) -> None:
     """``--fds R,W`` (required); ``--zygote`` with ``--child-seccomp``, ``--wipe-uid-files``."""
-    global torch, np
+    global torch, np, T
     zygote = "--zygote" in argv
     rfd, wfd = (int(x) for x in argv[argv.index("--fds") + 1].split(","))
     setup_fds(rfd, wfd)
@@ -849,7 +956,9 @@ def main(argv: list[str]) -> None:
     import numpy
     import torch as _torch
     np, torch = numpy, _torch
+    T = Pristine(torch, np)
     if zygote:
+        preload()
         zygote = Zygote(child_seccomp="--child-seccomp" in argv,
                         wipe_uid_files="--wipe-uid-files" in argv)
         hello("zygote")

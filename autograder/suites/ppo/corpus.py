@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder import REPO_ROOT
-from autograder.hints import (CorrectVariant, Mutant, apply_mutant, load_correct_variants,
-                              load_mutants, solution_cell)
+from autograder.hints import (Mutant, apply_mutant, load_correct_variants, load_mutants,
+                              solution_cell)
 
 ASSIGNMENT = "ppo"
 OWN_CELL = {"reinforce_loss": "reinforce_loss", "compute_gae": "compute_gae",
@@ -219,46 +219,48 @@ def grade_corpus(directory: Path, *, mutants=None, variants=None, via_cli: set[s
 # --- the report --------------------------------------------------------------------------------
 
 def table(graded: list[Graded]) -> str:
-    lines = [f"{'mistake':34} {'question':18} {'lost here':>9} {'lost elsewhere':22} shown",
-             "-" * 118]
-    for g in graded:
-        if g.kind != "mutant":
-            continue
-        elsewhere = ", ".join(f"{c} {p:g}" for c, p in g.lost.items()
-                              if p > 1e-9 and c != g.own_cell) or "-"
-        if not g.applicable:
-            shown = f"(needs {g.needs}: equivalent on {g.device})"
-        elif g.hint_shown:
-            shown = "hint: " + g.hint[:60] + ("..." if len(g.hint) > 60 else "")
-        elif g.numeric_shown:
-            shown = "numeric difference"
-        else:
-            shown = "NOTHING SPECIFIC"
-        lines.append(f"{g.name:34} {g.own_cell:18} {g.lost.get(g.own_cell, 0.0):9.2f} "
-                     f"{elsewhere:22} {shown}")
-    lines.append("")
-    lines.append(f"{'correct variant':34} {'question':18} {'lost':>9}")
-    for g in graded:
-        if g.kind == "variant":
+    mutants = [g for g in graded if g.kind == "mutant"]
+    variants = [g for g in graded if g.kind == "variant"]
+    lines = []
+    if mutants:
+        lines += [f"{'mistake':34} {'question':18} {'lost here':>9} {'lost elsewhere':22} shown",
+                  "-" * 118]
+        for g in mutants:
+            elsewhere = ", ".join(f"{c} {p:g}" for c, p in g.lost.items()
+                                  if p > 1e-9 and c != g.own_cell) or "-"
+            if not g.applicable:
+                shown = f"(needs {g.needs}: equivalent on {g.device})"
+            elif g.hint_shown:
+                shown = "hint: " + g.hint[:60] + ("..." if len(g.hint) > 60 else "")
+            elif g.numeric_shown:
+                shown = "numeric difference"
+            else:
+                shown = "NOTHING SPECIFIC"
+            lines.append(f"{g.name:34} {g.own_cell:18} {g.lost.get(g.own_cell, 0.0):9.2f} "
+                         f"{elsewhere:22} {shown}")
+        applicable = [g for g in mutants if g.applicable]
+        killed = sum(g.killed for g in applicable)
+        skipped = [g.name for g in mutants if not g.applicable]
+        lines += [
+            "",
+            f"kill rate: {killed}/{len(applicable)} applicable mutants lose points on their own "
+            f"question ({killed / max(len(applicable), 1):.0%})"
+            + (f"; not applicable on this device: {', '.join(skipped)}" if skipped else ""),
+            f"collateral: {sum(bool(g.collateral) for g in applicable)} mutants lose points on "
+            "an unrelated question",
+            f"hints: {sum(g.hint_shown for g in applicable)}/{len(applicable)} show their own "
+            f"hint, {sum((not g.hint_shown) and g.numeric_shown for g in applicable)} only the "
+            "numeric difference"]
+    if variants:
+        lines += ["", f"{'correct variant':34} {'question':18} {'lost':>9}"]
+        for g in variants:
             total = sum(g.lost.values())
             lines.append(f"{g.name:34} {g.own_cell:18} {total:9.2f}"
                          + ("" if total < 1e-9 else "   FALSE FAIL: "
                             + ", ".join(f"{c} {p:g}" for c, p in g.lost.items() if p > 1e-9)))
-    mutants = [g for g in graded if g.kind == "mutant" and g.applicable]
-    variants = [g for g in graded if g.kind == "variant"]
-    killed = sum(g.killed for g in mutants)
-    false_fails = sum(sum(g.lost.values()) > 1e-9 for g in variants)
-    skipped = [g.name for g in graded if g.kind == "mutant" and not g.applicable]
-    lines.append("")
-    lines.append(f"kill rate: {killed}/{len(mutants)} applicable mutants lose points on their own "
-                 f"question ({killed / max(len(mutants), 1):.0%})"
-                 + (f"; not applicable on this device: {', '.join(skipped)}" if skipped else ""))
-    lines.append(f"collateral: {sum(bool(g.collateral) for g in mutants)} mutants lose points "
-                 "on an unrelated question")
-    lines.append(f"hints: {sum(g.hint_shown for g in mutants)}/{len(mutants)} show their own "
-                 f"hint, {sum((not g.hint_shown) and g.numeric_shown for g in mutants)} only the "
-                 "numeric difference")
-    lines.append(f"false fails: {false_fails} of {len(variants)} correct variants lose points")
+        false_fails = sum(sum(g.lost.values()) > 1e-9 for g in variants)
+        lines += ["", f"false fails: {false_fails} of {len(variants)} correct variants lose "
+                      "points"]
     return "\n".join(lines)
 
 

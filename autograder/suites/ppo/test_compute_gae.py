@@ -102,7 +102,7 @@ def test_single_step(student, reference, hints, rng):
           ([1.0], [0.5, 2.0]), fixed=[2.48])
     r, v0, v1 = (float(x) for x in rng.normal(0.0, 1.0, size=3))
     check(student, reference, hints, "compute_gae on a one-step episode (tensors)",
-          (f32([r]), f32([v0, v1])), fixed=[r + 0.99 * v1 - v0], )
+          (f32([r]), f32([v0, v1])), fixed=[r + 0.99 * v1 - v0])
 
 
 @pytest.mark.weight(2)
