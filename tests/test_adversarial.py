@@ -10,7 +10,7 @@ How it runs (one fixture grades everything once, ``corpus``):
 
 - A temporary course directory: ``source/``, ``release/``, a fake ``solutions/`` and
   ``gradebook.db``, and ``nbgrader_config.py`` with tighter limits for the corpus
-  (``CORPUS_LIMITS``: call timeout 5 s, wall clock 60 s, ...), so hostile cases end quickly.
+  (``CORPUS_LIMITS``: call timeout 3 s, wall clock 60 s, ...), so hostile cases end quickly.
   Submissions and results live outside it, so nothing in it may change.
 - Most cases are graded in this process by ``grade_submission`` with one ``WorkerPool`` (one
   shared reference worker, a fresh sandboxed worker forked per case); the cases marked
@@ -56,7 +56,7 @@ from autograder.sandbox.backends import SANDBOX_UID_BASE  # noqa: E402
 CASES_DIR = Path(__file__).parent / "adversarial" / "cases"
 FILES_DIR = Path(__file__).parent / "adversarial" / "files"
 ASSIGNMENT = "ppo"
-CORPUS_LIMITS = dict(cpu_seconds=30, wall_seconds=60, call_timeout_seconds=5,
+CORPUS_LIMITS = dict(cpu_seconds=30, wall_seconds=60, call_timeout_seconds=3,
                      harness_timeout_seconds=30, memory_mb=3072, max_processes=64,
                      max_open_files=256, max_file_mb=64, max_output_kb=64)
 MEMORY_FLOOR = 8 << 30               # MemAvailable must stay above this during memory bombs
@@ -66,6 +66,31 @@ MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
 MAX_RESULT_BYTES = 200_000           # a result stays small whatever the submission printed
 GROUPS = ("loops-exits", "resources", "outside", "tampering", "return-values", "notebook")
 SCORE_WORDS = ("full", "partial", "lost")
+
+
+# A probe for the controls: the reads and the connection of the "outside" cases, reporting what
+# it found. In the sandbox it finds nothing; unconfined (--unsafe-no-sandbox) it must find all.
+PROBE = """
+import socket
+
+def compute_gae(rewards, values, gamma=0.99, lam=0.95):
+    found = []
+    for path in ("@@COURSE@@/solutions/ppo/ppo.ipynb", "@@COURSE@@/gradebook.db",
+                 "@@COURSE@@/source/ppo/ppo.ipynb"):
+        try:
+            data = open(path, "rb").read()
+            if b"SOLUTIONS-SECRET" in data or b"GRADEBOOK-SECRET" in data \\
+                    or b"### BEGIN SOLUTION" in data:
+                found.append(path)
+        except OSError:
+            pass
+    try:
+        socket.create_connection(("127.0.0.1", @@PORT@@), timeout=2).close()
+        found.append("listener")
+    except OSError:
+        pass
+    raise RuntimeError("FOUND " + " ".join(found))
+"""
 
 
 # --- the corpus as data --------------------------------------------------------------------------
@@ -445,11 +470,13 @@ class Corpus:
     listener_connections: int
     leftover: list[str]
     seconds: float
+    controls: dict[str, dict]                   # name -> result of a control grading
 
 
-def make_course(root: Path) -> Path:
+def make_course(root: Path, *, gradebook: bool = True) -> Path:
     """A course directory for the corpus: the real source/ and release/, a fake solutions/ and
-    gradebook.db, and nbgrader_config.py with the corpus's limits."""
+    (unless ``gradebook`` is false) a fake gradebook.db, and nbgrader_config.py with the
+    corpus's limits."""
     course = root / "course"
     course.mkdir()
     for d in ("source", "release"):
@@ -458,11 +485,12 @@ def make_course(root: Path) -> Path:
     (course / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").write_text(
         json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
                     "note": "SOLUTIONS-SECRET"}))
-    db = sqlite3.connect(course / "gradebook.db")
-    db.execute("create table grade (student text, score real)")
-    db.execute("insert into grade values ('GRADEBOOK-SECRET', 16)")
-    db.commit()
-    db.close()
+    if gradebook:
+        db = sqlite3.connect(course / "gradebook.db")
+        db.execute("create table secrets (student text, score real)")
+        db.execute("insert into secrets values ('GRADEBOOK-SECRET', 16)")
+        db.commit()
+        db.close()
     config = (REPO / "nbgrader_config.py").read_text()
     config += "\n# The adversarial corpus: tighter limits so hostile cases end quickly.\n"
     config += f"c.PPOKit.limits = {CORPUS_LIMITS!r}\n"
@@ -580,6 +608,7 @@ def grade_corpus(root: Path, cases: list[Case]) -> Corpus:
                         uid = uid_of(pid)
                         if uid is not None and uid >= SANDBOX_UID_BASE:
                             uids.add(uid)
+        controls = grade_controls(pool, settings, ctx, trimmed, asg, root)
     finally:
         pool.close()
     time.sleep(0.2)
@@ -605,9 +634,47 @@ def grade_corpus(root: Path, cases: list[Case]) -> Corpus:
                     tmp_changes=changes, canary_before=canary_before,
                     canary_after=snapshot(canary), memory=memory, sandbox_uids=uids,
                     listener_connections=connections, leftover=leftover,
-                    seconds=time.monotonic() - started)
+                    seconds=time.monotonic() - started, controls=controls)
     shutil.rmtree(canary, ignore_errors=True)
     return corpus
+
+
+def grade_controls(pool, settings, ctx: Context, trimmed, asg, root: Path) -> dict[str, dict]:
+    """Gradings that check the checks, with the corpus's pool:
+
+    - ``unconfined_probe``: ``PROBE`` with ``--unsafe-no-sandbox``'s backend: it must find the
+      course's secrets and the listener (so finding nothing in the corpus means the sandbox held).
+    - ``kit_fault``: the answer key with a fault injected into the kit (every training-harness
+      call raises): those tests fail with the generic message, a grader_error flag is recorded,
+      the other questions keep their points.
+    """
+    from autograder.grade import submission as submission_module
+    from autograder.proxy import StudentProxy
+
+    probe_case = Case("control-probe", "probe", "outside",
+                      [{"op": "replace", "cell": "compute_gae_answer", "source": PROBE}], {})
+    key_case = Case("control-answer-key", "the answer key", "notebook", [], {})
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    probe = build(probe_case, dataclasses.replace(ctx, port=listener.getsockname()[1]), root)
+    key = build(key_case, ctx, root)
+
+    def injected(self, name, **params):
+        raise KeyError("injected fault in the kit's harness call")
+
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(submission_module, "load_assignment", lambda name, d: trimmed)
+        out["unconfined_probe"] = submission_module.grade_submission(
+            probe, ASSIGNMENT, student="probe", settings=settings, backend="unsafe",
+            pool=pool).to_json()
+        mp.setattr(submission_module, "load_assignment", lambda name, d: asg)
+        mp.setattr(StudentProxy, "harness", injected)
+        out["kit_fault"] = submission_module.grade_submission(
+            key, ASSIGNMENT, student="fault", settings=settings, pool=pool).to_json()
+    listener.close()
+    return out
 
 
 def table(corpus: Corpus) -> str:
@@ -705,59 +772,32 @@ def test_no_escape_marker_anywhere_in_the_kit(corpus):
     assert not list(REPO.glob("**/adv-escape*")), list(REPO.glob("**/adv-escape*"))
 
 
-# --- the probes can fail: the same reads and connection, unconfined ---------------------------
-
-PROBE = """
-import socket
-
-def compute_gae(rewards, values, gamma=0.99, lam=0.95):
-    found = []
-    for path in ("@@COURSE@@/solutions/ppo/ppo.ipynb", "@@COURSE@@/gradebook.db",
-                 "@@COURSE@@/source/ppo/ppo.ipynb"):
-        try:
-            data = open(path, "rb").read()
-            if b"SOLUTIONS-SECRET" in data or b"GRADEBOOK-SECRET" in data \\
-                    or b"### BEGIN SOLUTION" in data:
-                found.append(path)
-        except OSError:
-            pass
-    try:
-        socket.create_connection(("127.0.0.1", @@PORT@@), timeout=2).close()
-        found.append("listener")
-    except OSError:
-        pass
-    raise RuntimeError("FOUND " + " ".join(found))
-"""
-
-
-def test_the_reading_and_network_probes_detect_an_unconfined_worker(tmp_path):
-    """Control for the "outside" cases (reads_secrets, network): without the sandbox
-    (``--unsafe-no-sandbox``) the same kind of probe does find the course's secrets and the
-    grader's listener, so finding nothing in the corpus means the sandbox held."""
-    from autograder.config import load_settings
-    from autograder.grade import submission as submission_module
-
-    course = make_course(tmp_path)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    case = Case("probe", "probe", "outside", [{"op": "replace", "cell": "compute_gae_answer",
-                                               "source": PROBE}], {})
-    ctx = Context(course=course, canary=tmp_path, port=listener.getsockname()[1],
-                  out_dir=tmp_path, solutions=solution_sources(course))
-    path = build(case, ctx, tmp_path)
-    trimmed = functions_only(load_assignment(ASSIGNMENT, course), tmp_path)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(submission_module, "load_assignment", lambda name, d: trimmed)
-        result = submission_module.grade_submission(
-            path, ASSIGNMENT, student="probe", settings=load_settings(course),
-            backend="unsafe").to_json()
-    listener.close()
+def test_the_probes_find_secrets_and_the_listener_when_unconfined(corpus):
+    """Control for the "outside" cases (reads_secrets, network): the same kind of probe,
+    graded without the sandbox, finds the course's secrets and the grader's listener."""
+    result = corpus.controls["unconfined_probe"]
+    assert result["extra_data"]["sandbox"] == "unsafe"
     message = cell_outputs(result)["compute_gae"]
-    assert "FOUND" in message
     for secret in ("solutions/ppo/ppo.ipynb", "gradebook.db", "source/ppo/ppo.ipynb",
                    "listener"):
         assert secret in message, (secret, message[:500])
+
+
+def test_a_fault_in_the_suite_costs_only_the_tests_it_hits(corpus):
+    """A kit bug during the hidden tests (injected: every training-harness call raises) fails
+    the tests it hits with the generic message and a grader_error flag for the staff; the other
+    questions are graded as usual and the fault's text never reaches the student."""
+    result = corpus.controls["kit_fault"]
+    cells = result["extra_data"]["grade_cells"]
+    flags = {f["code"]: f["message"] for f in result["extra_data"]["flags"]}
+    assert "injected fault in the kit's harness call" in flags["grader_error"]
+    for cell in ("reinforce_loss", "compute_gae", "ppo_combined_loss"):
+        assert cells[cell]["score"] == cells[cell]["max_score"], cell
+    for cell in ("reinforce_training", "ppo_training"):
+        assert cells[cell]["score"] == 0, cell
+    failed = [t for t in result["tests"] if t["status"] == "failed"]
+    assert len(failed) == 2 and all("error in the grader" in t["output"] for t in failed)
+    assert "injected" not in json.dumps(result["tests"])
 
 
 # --- crash safety ------------------------------------------------------------------------------
@@ -826,35 +866,6 @@ def test_a_fault_while_reading_is_recorded(small_course, tmp_path, monkeypatch, 
     assert result["score"] == 0 and "grader_error" in printed
 
 
-def test_a_fault_in_one_hidden_check_costs_only_that_check(small_course, monkeypatch):
-    """A kit bug inside one helper of the hidden suites (injected) fails the tests that use it
-    with a generic message and a grader_error flag; the other questions are graded as usual."""
-    from autograder.config import load_settings
-    from autograder.grade.submission import grade_submission
-    from autograder.suites.ppo import checks
-
-    course, path = small_course
-
-    def broken(*args, **kwargs):
-        raise KeyError("injected fault in a hidden check")
-
-    monkeypatch.setattr(checks, "tuple_of", broken)
-    trimmed = functions_only(load_assignment(ASSIGNMENT, course), path.parent)
-    from autograder.grade import submission as submission_module
-    monkeypatch.setattr(submission_module, "load_assignment", lambda name, d: trimmed)
-    result = grade_submission(path, ASSIGNMENT, student="fault", settings=load_settings(course))
-    data = result.to_json()
-    cells = data["extra_data"]["grade_cells"]
-    flags = {f["code"]: f["message"] for f in data["extra_data"]["flags"]}
-    assert "injected fault in a hidden check" in flags["grader_error"]
-    assert cells["reinforce_loss"]["score"] == cells["reinforce_loss"]["max_score"]
-    assert cells["compute_gae"]["score"] == cells["compute_gae"]["max_score"]
-    assert 0 <= cells["ppo_combined_loss"]["score"] < cells["ppo_combined_loss"]["max_score"]
-    failed = [t for t in data["tests"] if t["status"] == "failed"]
-    assert failed and all("error in the grader" in t["output"] for t in failed)
-    assert all("injected" not in t["output"] for t in data["tests"])   # never shown to students
-
-
 def test_results_are_written_atomically(tmp_path, monkeypatch):
     """GradingResult.write goes through write_atomic: a write that fails midway leaves the old
     file whole and no temporary file behind."""
@@ -888,7 +899,7 @@ def test_grade_course_renamed_and_doubled_notebooks(tmp_path):
     """Through ``python -m autograder grade-course``: a renamed notebook is graded and flagged;
     a folder with ppo.ipynb and a copy grades ppo.ipynb and flags the extra; a folder with two
     notebooks, neither named ppo.ipynb, records a zero result that says why. Exit 0."""
-    course = make_course(tmp_path)
+    course = make_course(tmp_path, gradebook=False)        # grade-course makes its own
     release = (REPO / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes()
     layout = {"alice": ["my final PPO (1).ipynb"], "bob": ["ppo.ipynb", "ppo-Copy1.ipynb"],
               "carol": ["draft.ipynb", "final.ipynb"]}

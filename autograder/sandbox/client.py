@@ -38,7 +38,7 @@ from autograder.sandbox.limits import Limits
 from autograder.sandbox.protocol import ProtocolError
 
 START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hello
-LOAD_GRACE = 5.0          # seconds past a cell's own time limit before the parent stops it
+LOAD_GRACE = 3.0          # seconds past a cell's own time limit before the parent stops it
 MAX_CELLS_LEFT_OUT = 5    # cells that hang or end the worker at load, left out one by one
 CONTROL_TIMEOUT = 15.0    # seconds for a zygote to answer fork/kill/status
 READ_CHUNK = 4 << 20
