@@ -98,15 +98,19 @@ bench: setup
 	nice $(PY) bench/run_bench.py --n 100 --jobs 2 --readme README.md
 
 # --- The grader's own checks (hidden suites) ------------------------------------------------
-# Every mutant of autograder/suites/ppo/mutants.py graded: the table of points lost and hints
+# Every mutant of autograder/suites/<assignment>/mutants.py graded: the table of points lost and hints
 # shown, the kill rate and the false-fail count of the correct variants.
 mutants: setup
 	nice $(PY) -m autograder.suites.ppo.corpus
+	nice $(PY) -m autograder.suites.ppo_lm.corpus
 
 # The training tests' pass marks, from the answer key over 200 hidden seeds; writes
-# autograder/suites/ppo/thresholds.json and docs/calibration.md (about 15 minutes).
+# autograder/suites/ppo/thresholds.json and docs/calibration.md (about 15 minutes). Then Part 2's
+# (ppo_lm: 100 seeds of RLHF training, about an hour on two busy cores; --resume reuses the runs
+# logged in build/ that match the current code, so an interrupted run continues).
 calibrate: setup
 	nice $(PY) -m autograder.calibrate --seeds 200
+	nice $(PY) -m autograder.calibrate --assignment ppo_lm --seeds 100 --resume
 
 clean:
 	rm -rf build

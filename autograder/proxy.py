@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autograder.sandbox import protocol
-from autograder.sandbox.client import Worker, WorkerDied, WorkerError, WorkerTimeout
+from autograder.sandbox.client import (Worker, WorkerDied, WorkerError, WorkerTimeout, limit_note,
+                                      limit_of)
 from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLarge
 
 __all__ = ["StudentProxy", "Tensor", "LogSoftmaxGather", "Backward", "Returned", "TensorMeta",
@@ -251,7 +252,11 @@ class StudentProxy:
         if err["stage"] == "worker":  # the worker rejected the request: a kit bug, not the student's
             return RuntimeError(f"the worker rejected the request: {err['type']}: "
                                 f"{err['message']}\n{err['trace']}")
-        return StudentError(err["type"], err["message"], trace=err["trace"], stage=err["stage"],
+        message = err["message"]
+        limit = limit_of(err)
+        if limit is not None and limit != "call_timeout":   # say which limit it ran into
+            message = f"{message} ({limit_note(limit, self._worker.limits)})"
+        return StudentError(err["type"], message, trace=err["trace"], stage=err["stage"],
                             function=fn)
 
     def _malformed(self, fn: str, exc: Exception) -> StudentError:

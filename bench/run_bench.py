@@ -73,7 +73,8 @@ def prepare(root: Path, n: int) -> object:
 def performance_section(r: dict, command: str) -> str:
     return f"""## Performance
 
-Measured by `{command}` on {r['machine']} ({r['cpus']} CPUs), {r['date']}, in one run:
+Measured by `{command}` on {r['machine']} ({r['cpus']} CPUs, load average {r['load']:.1f}
+at the end of the run), {r['date']}, in one run:
 a synthetic cohort of {r['n']} submissions (correct, blank, and the hidden suite's mutants),
 graded by the kit and by `nbgrader autograde` (which executes each notebook), same machine.
 
@@ -126,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     r = {"n": args.n, "jobs": args.jobs, "kit_s": kit_s, "nbg_s": nbg_s, "kit_one_s": kit_one,
          "nbg_one_s": nbg_one, "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
          "machine": f"{platform.system()} {platform.machine()}"}
+    python = Path(PY).relative_to(REPO) if Path(PY).is_relative_to(REPO) else PY
     command = "make bench" if os.environ.get("MAKELEVEL") else \
-        f"{Path(PY).relative_to(REPO) if Path(PY).is_relative_to(REPO) else PY} bench/run_bench.py"
+        f"{python} bench/run_bench.py --n {args.n} --jobs {args.jobs}"
+    r["load"] = os.getloadavg()[0]
     section = performance_section(r, command)
     print(section)
     if args.readme:

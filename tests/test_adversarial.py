@@ -247,11 +247,7 @@ def build(case: Case, ctx: Context, directory: Path) -> Path:
             raise ValueError(f"{case.name}: an edit after the file stopped being a notebook")
         doc = apply_edit(doc, edit, ctx, case)
     path = directory / f"{case.name}.ipynb"
-    if isinstance(doc, bytes):
-        path.write_bytes(doc)
-    else:
-        with open(path, "w") as f:
-            json.dump(doc, f, indent=1)
+    path.write_bytes(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
     return path
 
 

@@ -277,8 +277,7 @@ def isolated_call(namespace: dict, *, function: str, args: list, names: list,
         try:
             value = fn(*built, **(kwargs or {}))
         except Exception as exc:
-            return {"error": {"type": type(exc).__name__, "message": str(exc)[:500],
-                              "stage": "call"}}
+            return {"error": _student_error(exc, "call")}
         mutated = {n: _snapshot(a) != b for n, a, b in zip(names, built, before)}
         reply = {"value": _plain(value), "meta": _meta(value), "mutated": mutated, "grads": {}}
         if backward_output is not None:
@@ -289,8 +288,7 @@ def isolated_call(namespace: dict, *, function: str, args: list, names: list,
                                     "no gradient can flow through it")
                 out.backward()
             except Exception as exc:
-                return {"error": {"type": type(exc).__name__, "message": str(exc)[:500],
-                                  "stage": "backward"}}
+                return {"error": _student_error(exc, "backward")}
             reply["grads"] = {n: (None if a.grad is None else a.grad.detach().cpu().numpy())
                               for n, a, g in zip(names, built, grad) if g}
         return reply
@@ -300,6 +298,28 @@ def isolated_call(namespace: dict, *, function: str, args: list, names: list,
                 scope.pop("masked_mean", None)
             else:
                 scope["masked_mean"] = saved
+
+
+def _student_error(exc: BaseException, stage: str) -> dict:
+    """The exception as the worker reports one: type, message, the student's frames only."""
+    import linecache
+    import traceback
+
+    lines = []
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        name = frame.f_code.co_filename
+        if not name.startswith("<cell "):
+            continue
+        lines.append(f'  File "{name}", line {lineno}, in {frame.f_code.co_name}')
+        source = linecache.getline(name, lineno).strip()
+        if source:
+            lines.append(f"    {source[:200]}")
+    try:
+        message = str(exc)[:2000]
+    except Exception:
+        message = ""
+    return {"type": type(exc).__name__[:200], "message": message, "stage": stage,
+            "trace": "\n".join(lines[-16:])}
 
 
 def _snapshot(v):

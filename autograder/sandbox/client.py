@@ -34,7 +34,7 @@ import time
 import weakref
 
 from autograder.sandbox import backends, protocol
-from autograder.sandbox.limits import Limits
+from autograder.sandbox.limits import Limits, scratch_bytes
 from autograder.sandbox.protocol import ProtocolError
 
 START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hello
@@ -377,6 +377,43 @@ def _describe_end(status, limits: Limits) -> tuple[str, str, str | None, int | N
     return "worker_died", f"it exited with code {code} (exit() or os._exit() was called)", None, code
 
 
+def limit_of(error: dict) -> str | None:
+    """The flag for an exception the worker reported that comes from one of its limits:
+    ``limit_memory`` (RLIMIT_AS), ``limit_file`` (RLIMIT_FSIZE, the scratch size),
+    ``limit_open_files`` (RLIMIT_NOFILE), ``limit_processes`` (RLIMIT_NPROC, the seccomp ban on
+    new processes), ``call_timeout`` (a cell's alarm at load); None for any other error."""
+    msg = str(error.get("message", ""))
+    if error.get("type") == "CellTimeout":
+        return "call_timeout"
+    if _is_memory_error(error):
+        return "limit_memory"
+    if _is_file_limit_error(error):
+        return "limit_file"
+    if "[Errno 24]" in msg or "Too many open files" in msg:
+        return "limit_open_files"
+    if "can't start new thread" in msg or "[Errno 11]" in msg:
+        return "limit_processes"
+    trace = str(error.get("trace", ""))
+    if "[Errno 1]" in msg and any(word in trace for word in _PROCESS_CALLS):
+        return "limit_processes"    # refused by the seccomp filter (EPERM)
+    return None
+
+
+_PROCESS_CALLS = ("fork", "Popen", "spawn", "subprocess", "multiprocessing", "system(", "exec")
+
+
+def limit_note(code: str, limits: Limits) -> str:
+    """What a limit is, in words for the student and the staff."""
+    return {
+        "limit_memory": f"the memory limit for your code is {limits.memory_mb} MB",
+        "limit_file": f"files your code writes may be at most {limits.max_file_mb} MB, and its "
+                      f"scratch space holds {scratch_bytes(limits) // (1 << 20)} MB",
+        "limit_open_files": f"your code may have at most {limits.max_open_files} files open",
+        "limit_processes": "your code may not start new processes, and at most "
+                           f"{limits.max_processes} threads",
+    }.get(code, code)
+
+
 def _is_file_limit_error(error: dict) -> bool:
     """EFBIG (RLIMIT_FSIZE) or ENOSPC (the size-capped scratch), as the worker reports them."""
     msg = str(error.get("message", ""))
@@ -620,17 +657,13 @@ class Worker:
 
     def _note_limit(self, error: dict) -> None:
         """A limit the student's code ran into and reported as an exception: a flag."""
-        if error.get("type") == "CellTimeout":
-            self.events.append({"code": "call_timeout", "message":
+        code = limit_of(error)
+        if code == "call_timeout":
+            self.events.append({"code": code, "message":
                                 f"a cell ran past {self.limits.call_timeout_seconds} s while the "
                                 "notebook was loaded and was stopped"})
-        elif _is_memory_error(error):
-            self.events.append({"code": "limit_memory", "message":
-                                f"the code ran out of memory (limit {self.limits.memory_mb} MB)"})
-        elif _is_file_limit_error(error):
-            self.events.append({"code": "limit_file", "message":
-                                f"a file write went over the file size limit "
-                                f"({self.limits.max_file_mb} MB) or filled the scratch space"})
+        elif code is not None:
+            self.events.append({"code": code, "message": limit_note(code, self.limits)})
 
     def request(self, msg: dict, timeout: float) -> dict:
         """Send one request and return its reply (``ok`` true or false). A dead worker is

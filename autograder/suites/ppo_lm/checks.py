@@ -231,7 +231,8 @@ def call_with_kit_masked_mean(student, function: str, args: list, names: list[st
     if "error" in out:
         err = out["error"]
         raise StudentError(str(err.get("type", "Exception")), str(err.get("message", "")),
-                           stage=str(err.get("stage", "call")), function=function)
+                           trace=str(err.get("trace", "")), stage=str(err.get("stage", "call")),
+                           function=function)
     return Returned(value=out.get("value"), meta=_metas(out.get("meta")),
                     grads=dict(out.get("grads") or {}),
                     mutated={k: bool(v) for k, v in (out.get("mutated") or {}).items()},

@@ -34,7 +34,7 @@ from autograder.hints import CorrectVariant, Mutant, apply_mutant, solution_cell
 
 ASSIGNMENT = "ppo_lm"
 TRAINING_CELL = "lm_ppo_training"
-SHORT_ITERATIONS = 2
+SHORT_ITERATIONS = 1
 NUMERIC_MESSAGE = re.compile(r"The first wrong number is at position|The shape is \(")
 MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
 

@@ -25,8 +25,7 @@ GRADE_CELL = "lm_ppo_training"
 
 
 def test_rlhf_raises_reward_within_kl(student, assignment, hidden_seed, device):
-    """RLHF with your four functions makes the model more positive and stays close to the
-    pretrained model"""
+    """RLHF with your functions raises the reward and stays close to the pretrained model"""
     thresholds = T.load_thresholds()["thresholds"]
     rise_min, kl_max = thresholds["reward_rise_min"], thresholds["kl_max"]
     params = T.lm_params(hidden_seed, assignment, device)
