@@ -444,15 +444,17 @@ def bwrap_argv(*, python: str, python_args: list[str], limits: Limits, device: s
         binds += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
     # bubblewrap 0.8 makes missing parents of a mount point 0700 (unreachable for the sandbox
     # uid), so every parent is made first, 0755.
+    # The scratch tmpfs is mounted first: a kit or venv that lives under /tmp (a clone in /tmp,
+    # as CI may make) is then bound on top of it instead of being hidden by it.
+    a += ["--perms", "1777", "--size", str(scratch_bytes(limits)), "--tmpfs", SCRATCH_VIEW]
     parents = {str(p) for i in range(0, len(binds), 3) for p in Path(binds[i + 2]).parents}
-    for d in sorted(parents - {"/"}, key=lambda p: (p.count("/"), p)):
+    for d in sorted(parents - {"/", SCRATCH_VIEW}, key=lambda p: (p.count("/"), p)):
         a += ["--dir", d]
     a += binds + ["--proc", "/proc", "--dev", "/dev"]
     if device == "cuda":
         for node in gpu_device_paths():
             a += ["--dev-bind", node, node]
-    a += ["--perms", "1777", "--size", str(scratch_bytes(limits)), "--tmpfs", SCRATCH_VIEW,
-          "--remount-ro", "/dev", "--remount-ro", "/",
+    a += ["--remount-ro", "/dev", "--remount-ro", "/",
           "--seccomp", "@SECCOMP_FD@", "--chdir", SCRATCH_VIEW, "--"]
     stub = {"nproc": limits.max_processes, "uid": "@UID@" if rootful else None,
             "argv": [python, *python_args]}
