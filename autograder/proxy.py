@@ -29,7 +29,7 @@ from autograder.sandbox.client import (Worker, WorkerDied, WorkerError, WorkerTi
 from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLarge
 
 __all__ = ["StudentProxy", "Tensor", "LogSoftmaxGather", "Backward", "Returned", "TensorMeta",
-           "Other", "TooLarge", "StudentError", "NotDefined", "WorkerDied", "WorkerTimeout",
+           "Other", "TooLarge", "StudentError", "ReferenceFailed", "NotDefined", "WorkerDied", "WorkerTimeout",
            "WorkerError"]
 
 
@@ -49,6 +49,12 @@ class StudentError(Exception):
             self.stage, f"{self.function}" if self.function else "Your code")
         text = f"{where} raised {self.type}: {self.message}"
         return f"{text}\n{self.trace}" if self.trace else text
+
+
+class ReferenceFailed(StudentError):
+    """A call on the trusted reference worker (the answer key) failed: a kit problem, never the
+    student's. A StudentError, so that code tolerating failing mutants keeps doing so; the plugin
+    reports it as a grader error."""
 
 
 class NotDefined(Exception):
@@ -181,6 +187,8 @@ class StudentProxy:
         try:
             reply = self._worker.request(msg, timeout or self._worker.limits.call_timeout_seconds)
         except WorkerError as exc:
+            if self._worker.trusted:
+                raise ReferenceFailed(type(exc).__name__, str(exc), function=fn) from None
             if not self._worker.out_of_wall_time:   # the function's own fault, not the budget's
                 self._failed[fn] = exc
             raise
@@ -252,6 +260,9 @@ class StudentProxy:
         if err["stage"] == "worker":  # the worker rejected the request: a kit bug, not the student's
             return RuntimeError(f"the worker rejected the request: {err['type']}: "
                                 f"{err['message']}\n{err['trace']}")
+        if self._worker.trusted:
+            return ReferenceFailed(err["type"], err["message"], trace=err["trace"],
+                                   stage=err["stage"], function=fn)
         message = err["message"]
         limit = limit_of(err)
         if limit is not None and limit != "call_timeout":   # say which limit it ran into

@@ -45,6 +45,9 @@ def student_message(exc: BaseException, grade_cell: str) -> tuple[str, str]:
     """(student-facing message, kit error text). Only the kit's own exception types speak."""
     from autograder import proxy
 
+    if isinstance(exc, proxy.ReferenceFailed):   # the answer key failed: never the student's
+        return ("This check could not be completed because of an error in the grader itself; "
+                "your course staff have been notified."), f"the reference failed: {exc}"
     if isinstance(exc, Mistake):
         return str(exc), ""
     if isinstance(exc, proxy.NotDefined):

@@ -33,7 +33,7 @@ class WorkerPool:
 
     def reference(self, assignment, *, device: str = "cpu"):
         """The started, loaded reference Worker for ``assignment`` on ``device``."""
-        from autograder.grade.submission import reference_cells
+        from autograder.grade.submission import check_reference, reference_cells
         from autograder.hints import mutant_cells
         from autograder.sandbox.client import Worker
 
@@ -46,7 +46,7 @@ class WorkerPool:
         worker = Worker(self.settings, backend="trusted", device=device, trusted=True)
         try:
             worker.start()
-            worker.load(reference_cells(assignment) + mutant_cells(assignment))
+            check_reference(worker.load(reference_cells(assignment) + mutant_cells(assignment)))
         except BaseException:
             worker.close()
             raise

@@ -35,6 +35,16 @@ def reference_cells(assignment: Assignment) -> list[dict]:
     return [{"id": cell.id, "source": e.code} for cell, e in zip(kept, extracted)]
 
 
+def check_reference(reply: dict) -> dict:
+    """The reference's load reply; RuntimeError (a grader error) when any cell of the answer key
+    failed to load: every check would otherwise compare the student with a broken key."""
+    errors = reply.get("cell_errors") or []
+    if errors:
+        raise RuntimeError("the answer key did not load in the reference worker: " + "; ".join(
+            f"{e.get('cell')}: {e.get('type')}: {e.get('message')}" for e in errors)[:2000])
+    return reply
+
+
 class Session:
     """The two workers one submission needs: the student's (sandboxed) and the reference."""
 
@@ -64,7 +74,8 @@ class Session:
             self.reference_worker.start()
         self.student_reply = self.student_worker.load(self.submission.cells)
         if self.pool is None:
-            self.reference_worker.load(reference_cells(self.assignment) + self.extra_reference_cells())
+            check_reference(self.reference_worker.load(
+                reference_cells(self.assignment) + self.extra_reference_cells()))
         problems = {fn: cell_problem_reason(gid, problem)
                     for gid, fn in self.assignment.solution_functions.items()
                     if (problem := self.submission.cell_problems.get(gid))}

@@ -929,13 +929,14 @@ def start_plain_worker() -> None:
     Server().serve()
 
 
-ZYGOTE_PRELOAD = ("matplotlib.pyplot",)   # what nearly every notebook imports: ~2.5 s per child
+PRELOAD = ("matplotlib.pyplot",)   # what nearly every notebook imports: ~2.5 s, more when busy
 
 
 def preload() -> None:
-    """Import ``ZYGOTE_PRELOAD`` in the zygote (kit code only, no student code), so each child
-    starts with it; a module that cannot be imported is left to the child."""
-    for name in ZYGOTE_PRELOAD:
+    """Import ``PRELOAD`` before the hello (kit code only, no student code): a zygote's children
+    start with it, and a notebook's import of it is not counted against its cell's time limit.
+    A module that cannot be imported is left to the notebook."""
+    for name in PRELOAD:
         try:
             importlib.import_module(name)
         except Exception:
@@ -957,8 +958,8 @@ def main(argv: list[str]) -> None:
     import torch as _torch
     np, torch = numpy, _torch
     T = Pristine(torch, np)
+    preload()
     if zygote:
-        preload()
         zygote = Zygote(child_seccomp="--child-seccomp" in argv,
                         wipe_uid_files="--wipe-uid-files" in argv)
         hello("zygote")
