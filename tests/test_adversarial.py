@@ -361,16 +361,17 @@ def diff(before: dict, after: dict) -> list[str]:
     return out
 
 
-def sandbox_could_have(change: str, before: dict, after: dict) -> bool:
-    """Whether an unprivileged uid (a sandboxed worker) could have made this change to a shared
-    temporary directory; changes only root could make come from other processes on the machine
-    (the grading parent writes nothing there but the kit's scratch, which is skipped)."""
+def sandbox_could_have(change: str, before: dict, after: dict, uids: set[int]) -> bool:
+    """Whether one of the corpus's sandboxed workers (running as one of ``uids``) could have made
+    this change to a shared temporary directory. Other changes come from other processes on a
+    shared machine: root's (the grading parent writes nothing there but the kit's scratch, which
+    is skipped) and other test runs' sandboxes (other uids)."""
     kind, path = change.split(" ", 1)
     path = path.split(": ", 1)[0]
     old, new = before.get(path), after.get(path)
-    if new is not None and new[3] != 0:                 # created or changed by a non-root uid
+    if new is not None and new[3] in uids:              # created or changed by our workers
         return True
-    if old is not None and old[3] != 0:                 # a non-root entry went away or changed
+    if old is not None and old[3] in uids:
         return True
     if old is not None and old[4] & stat.S_IWOTH:       # a world-writable entry was touched
         return True
@@ -382,9 +383,12 @@ def sandbox_could_have(change: str, before: dict, after: dict) -> bool:
 
 
 def tmp_skip(path: Path) -> bool:
+    """The kit's own scratch, pytest's temporary trees and the canary directories (each run
+    compares its own canary on its own) are not part of the /tmp snapshot."""
     name = path.name
-    return (path.parent in (Path("/tmp"), Path("/var/tmp")) and name.startswith(KIT_SCRATCH)) \
-        or str(path).startswith("/tmp/pytest-of-") or name.startswith(("bash_jobs", "bash_tool"))
+    return (path.parent in (Path("/tmp"), Path("/var/tmp"))
+            and name.startswith(KIT_SCRATCH + ("adv-canary-",))) \
+        or str(path).startswith("/tmp/pytest-of-")
 
 
 class MemorySampler:
@@ -625,7 +629,7 @@ def grade_corpus(root: Path, cases: list[Case]) -> Corpus:
     changes = []
     for d in SHARED_TMP:
         changes += [c for c in diff(tmp_before[d], tmp_after[d])
-                    if sandbox_could_have(c, tmp_before[d], tmp_after[d])]
+                    if sandbox_could_have(c, tmp_before[d], tmp_after[d], uids)]
     corpus = Corpus(graded=graded, course_before=course_before, course_after=snapshot(course),
                     tmp_changes=changes, canary_before=canary_before,
                     canary_after=snapshot(canary), memory=memory, sandbox_uids=uids,
@@ -643,6 +647,8 @@ def grade_controls(pool, settings, ctx: Context, trimmed, asg, root: Path) -> di
     - ``kit_fault``: the answer key with a fault injected into the kit (every training-harness
       call raises): those tests fail with the generic message, a grader_error flag is recorded,
       the other questions keep their points.
+    - ``broken_reference``: the answer key graded against a broken reference (its set-up cell
+      left out, so every reference call raises NameError): a grader error, never the student's.
     """
     from autograder.grade import submission as submission_module
     from autograder.proxy import StudentProxy
@@ -669,6 +675,13 @@ def grade_controls(pool, settings, ctx: Context, trimmed, asg, root: Path) -> di
         mp.setattr(StudentProxy, "harness", injected)
         out["kit_fault"] = submission_module.grade_submission(
             key, ASSIGNMENT, student="fault", settings=settings, pool=pool).to_json()
+    with pytest.MonkeyPatch.context() as mp:   # last: it replaces the pool's reference worker
+        real = submission_module.reference_cells
+        mp.setattr(submission_module, "load_assignment", lambda name, d: trimmed)
+        mp.setattr(submission_module, "reference_cells",
+                   lambda a: [c for c in real(a) if c["id"] != "setup"])
+        out["broken_reference"] = submission_module.grade_submission(
+            key, ASSIGNMENT, student="broken-reference", settings=settings, pool=pool).to_json()
     listener.close()
     return out
 
@@ -794,6 +807,17 @@ def test_a_fault_in_the_suite_costs_only_the_tests_it_hits(corpus):
     failed = [t for t in result["tests"] if t["status"] == "failed"]
     assert len(failed) == 2 and all("error in the grader" in t["output"] for t in failed)
     assert "injected" not in json.dumps(result["tests"])
+
+
+def test_a_broken_reference_is_a_grader_error_not_the_students(corpus):
+    """When the answer key itself fails (here: its imports left out), no check blames the
+    student: each failed check says the grader failed, and the staff get a grader_error."""
+    result = corpus.controls["broken_reference"]
+    flags = {f["code"]: f["message"] for f in result["extra_data"]["flags"]}
+    assert "the reference failed" in flags["grader_error"]
+    failed = [t for t in result["tests"] if t["status"] == "failed"]
+    assert failed and all("error in the grader" in t["output"] for t in failed)
+    assert "NameError" not in json.dumps(result["tests"])
 
 
 # --- crash safety ------------------------------------------------------------------------------

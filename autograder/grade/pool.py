@@ -28,7 +28,7 @@ def _kernel_limits(limits: Limits) -> tuple:
 class WorkerPool:
     def __init__(self, settings):
         self.settings = settings
-        self._references: dict[tuple, tuple[object, object]] = {}   # key -> (assignment, Worker)
+        self._references: dict[tuple, tuple[list, object]] = {}   # key -> (cells, Worker)
         self._zygotes: dict[tuple, object] = {}
 
     def reference(self, assignment, *, device: str = "cpu"):
@@ -38,19 +38,21 @@ class WorkerPool:
         from autograder.sandbox.client import Worker
 
         key = (assignment.name, str(assignment.source_path), device)
+        cells = reference_cells(assignment) + mutant_cells(assignment)
         cached = self._references.get(key)
-        if cached is not None and cached[0].cells == assignment.cells:
+        if cached is not None and cached[0] == cells:
             return cached[1]
-        if cached is not None:       # the source notebook changed since: reload
+        if cached is not None:       # the answer key or its mutants changed since: reload
             cached[1].close()
+            del self._references[key]
         worker = Worker(self.settings, backend="trusted", device=device, trusted=True)
         try:
             worker.start()
-            check_reference(worker.load(reference_cells(assignment) + mutant_cells(assignment)))
+            check_reference(worker.load(cells))
         except BaseException:
             worker.close()
             raise
-        self._references[key] = (assignment, worker)
+        self._references[key] = (cells, worker)
         return worker
 
     def student_worker(self, *, backend: str | None = None, device: str = "cpu",

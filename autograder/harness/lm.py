@@ -35,7 +35,10 @@ from __future__ import annotations
 import time
 import types
 
-from autograder.harness import Adam, HarnessStop, describe_error, kit_namespace, student_function
+# Imported here, once: the worker executes a harness afresh with its own copy of this package,
+# so a later ``from autograder.harness import ...`` inside a function would bind other classes.
+from autograder.harness import (Adam, HarnessStop, as_scalar_loss, describe_error, kit_namespace,
+                                student_function)
 
 FUNCTIONS = ("per_token_rewards", "compute_token_gae", "token_ppo_loss", "masked_mean")
 
@@ -177,8 +180,6 @@ def _read_mean(out, args):
 
 def _read_losses(out, args):
     import torch
-
-    from autograder.harness import as_scalar_loss
 
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         raise HarnessStop("`token_ppo_loss` did not return the three losses (total, policy, "

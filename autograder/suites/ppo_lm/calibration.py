@@ -271,16 +271,21 @@ def replace_section(path: Path, body: str) -> None:
 
 def grading_block(r: dict) -> str:
     th, ref = r["thresholds"], r["reference"]
-    ctl = "; ".join(
-        f"{name}: rise max {s['rise']['max']:+.3f}, KL min {s['kl']['min']:.2f}"
-        if s["rise"] else f"{name}: no run finished" for name, s in r["negative_controls"].items())
+    controls = "\n".join(
+        f"- {name}: rise at most {s['rise']['max']:+.3f}, KL at least {s['kl']['min']:.2f} nats"
+        if s["rise"] else f"- {name}: no run finished"
+        for name, s in r["negative_controls"].items())
     return f"""| criterion | pass mark | answer key over {r['seeds']} seeds: min / median / max |
 |---|---|---|
 | rise of the mean score over the pretrained model | at least **{th['reward_rise_min']:.2f}** | {ref['rise']['min']:.3f} / {ref['rise']['p50']:.3f} / {ref['rise']['max']:.3f} |
 | KL to the pretrained model (nats per completion) | at most **{th['kl_max']:.1f}** | {ref['kl']['min']:.2f} / {ref['kl']['p50']:.2f} / {ref['kl']['max']:.2f} |
 
-Negative controls ({r['control_seeds']} seeds each): {ctl}. Reference false fails at these marks:
-{r['false_fails_at_threshold']} of {r['seeds']}; `{r['command']}` of {r['date']}."""
+Negative controls ({r['control_seeds']} seeds each; none passes both criteria on any seed):
+
+{controls}
+
+Reference false fails at these marks: {r['false_fails_at_threshold']} of {r['seeds']};
+`{r['command']}` of {r['date']}."""
 
 
 def render_markdown(r: dict) -> str:
