@@ -814,7 +814,7 @@ def test_a_broken_reference_is_a_grader_error_not_the_students(corpus):
     student: each failed check says the grader failed, and the staff get a grader_error."""
     result = corpus.controls["broken_reference"]
     flags = {f["code"]: f["message"] for f in result["extra_data"]["flags"]}
-    assert "the reference failed" in flags["grader_error"]
+    assert "the answer key did not load in the reference worker" in flags["grader_error"]
     failed = [t for t in result["tests"] if t["status"] == "failed"]
     assert failed and all("error in the grader" in t["output"] for t in failed)
     assert "NameError" not in json.dumps(result["tests"])
