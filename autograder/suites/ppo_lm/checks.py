@@ -105,7 +105,8 @@ def mask_of(lengths: np.ndarray, steps: int) -> np.ndarray:
     return (np.arange(steps)[None, :] < np.asarray(lengths)[:, None]).astype(np.float64)
 
 
-def with_junk(rng: np.random.Generator, x: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray:
+def with_junk(rng: np.random.Generator, x: np.ndarray, mask: np.ndarray,
+              scale: float) -> np.ndarray:
     """``x`` with the padding replaced by junk of magnitude up to ``scale`` (finite)."""
     junk = rng.choice([-1.0, 1.0], size=x.shape) * rng.uniform(0.5 * scale, scale, size=x.shape)
     return np.where(mask != 0, x, junk)

@@ -179,7 +179,8 @@ def sandbox_arguments() -> list[str]:
         return ["--unsafe-no-sandbox"]
 
 
-def grade_cli(record: Graded, path: Path, out_dir: Path) -> tuple[Graded, subprocess.CompletedProcess]:
+def grade_cli(record: Graded, path: Path,
+              out_dir: Path) -> tuple[Graded, subprocess.CompletedProcess]:
     """Grade through the real command line, as a TA would (always full-length training)."""
     out = out_dir / f"{path.stem}.results.json"
     started = time.monotonic()
@@ -236,7 +237,7 @@ def grade_api(records: list[tuple], out_dir: Path, pool=None) -> list[Graded]:
     return graded
 
 
-# --- the report ------------------------------------------------------------------------------------
+# --- the report --------------------------------------------------------------------------------
 
 def table(graded: list[Graded]) -> str:
     lines = [f"{'mistake':38} {'question':18} {'lost there':>10}  {'training':>8}  "
@@ -271,8 +272,9 @@ def table(graded: list[Graded]) -> str:
                  "an unrelated question")
     full = [g for g in mutants if not g.short_training and g.question != TRAINING_CELL]
     if full:
-        lines.append(f"training also lost by {sum(g.lost.get(TRAINING_CELL, 0) > 1e-9 for g in full)}"
-                     f" of the {len(full)} unit mutants trained at full length")
+        caught = sum(g.lost.get(TRAINING_CELL, 0) > 1e-9 for g in full)
+        lines.append(f"training also lost by {caught} of the {len(full)} unit mutants trained at "
+                     "full length")
     lines.append(f"false fails: {sum(sum(g.lost.values()) > 1e-9 for g in variants)} of "
                  f"{len(variants)} correct-variant notebooks lose points "
                  f"({sum(len(g.functions) for g in variants)} variants)")
