@@ -84,7 +84,7 @@ pretrain: $(STAMP)
 	nice $(PY) tools/pretrain_lm.py
 
 test: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
 
 # --- The cohort tools ---------------------------------------------------------------------------
 # A demo cohort (correct, blank, common mistakes, a broken file) graded end to end in

@@ -17,6 +17,10 @@ How it runs (one fixture grades everything once, ``corpus``):
   ``via = "cli"`` go through the real command line. Cases marked ``suite = "functions"`` run the
   hidden tests of the three function questions only (the training questions cost about 10 s
   of CPU per submission); the other cases run the whole suite, training included.
+- The whole corpus once more as one cohort, through ``grade_course`` on two slots (``batch``;
+  the function questions only, ``tests/adversarial/batch_grader.py``): one result, one gradebook
+  row and one feedback page per submission, nothing else in the course changed, and the same
+  scores as one by one.
 - Around the grading: a snapshot of the course copy and of the shared temporary directories,
   canary files a sandbox escape could change, a TCP listener nothing may reach, a memory
   sampler for the memory bombs, and a check that no sandboxed process outlives the pool.
@@ -52,6 +56,10 @@ if str(REPO) not in sys.path:
 
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.sandbox.backends import SANDBOX_UID_BASE  # noqa: E402
+
+BATCH_GRADER_DIR = Path(__file__).parent / "adversarial"
+sys.path.insert(0, str(BATCH_GRADER_DIR))
+from batch_grader import SUITE_ENV, functions_only  # noqa: E402
 
 CASES_DIR = Path(__file__).parent / "adversarial" / "cases"
 FILES_DIR = Path(__file__).parent / "adversarial" / "files"
@@ -392,7 +400,8 @@ def tmp_skip(path: Path) -> bool:
 
 
 class MemorySampler:
-    """MemAvailable from /proc/meminfo every ~50 ms, in a thread, while active."""
+    """MemAvailable from /proc/meminfo every ~10 ms, in a thread, while active (a memory bomb
+    that the address-space limit stops at once lasts about half a second: ~50 samples)."""
 
     def __init__(self):
         self.minimum = None
@@ -413,7 +422,7 @@ class MemorySampler:
             value = self.available()
             self.minimum = value if self.minimum is None else min(self.minimum, value)
             self.samples += 1
-            self._stop.wait(0.05)
+            self._stop.wait(0.01)
 
     def __enter__(self):
         self._stop.clear()
@@ -473,10 +482,10 @@ class Corpus:
     controls: dict[str, dict]                   # name -> result of a control grading
 
 
-def make_course(root: Path, *, gradebook: bool = True) -> Path:
+def make_course(root: Path, *, gradebook: bool = True, limits: dict = CORPUS_LIMITS) -> Path:
     """A course directory for the corpus: the real source/ and release/, a fake solutions/ and
     (unless ``gradebook`` is false) a fake gradebook.db, and nbgrader_config.py with the
-    corpus's limits."""
+    corpus's ``limits``."""
     course = root / "course"
     course.mkdir()
     for d in ("source", "release"):
@@ -493,7 +502,7 @@ def make_course(root: Path, *, gradebook: bool = True) -> Path:
         db.close()
     config = (REPO / "nbgrader_config.py").read_text()
     config += "\n# The adversarial corpus: tighter limits so hostile cases end quickly.\n"
-    config += f"c.PPOKit.limits = {CORPUS_LIMITS!r}\n"
+    config += f"c.PPOKit.limits = {limits!r}\n"
     (course / "nbgrader_config.py").write_text(config)
     return course
 
@@ -510,22 +519,6 @@ def make_canary(root: Path) -> Path:
     (canary / "sub").mkdir()
     os.chmod(canary / "sub", 0o777)
     return canary
-
-
-def functions_only(asg, directory: Path):
-    """The assignment with the hidden tests of the function questions only (no training runs):
-    a copy of each suite file that does not call a training harness."""
-    suite = directory / "suite-functions"
-    suite.mkdir(exist_ok=True)
-    kept = set()
-    for f in sorted(Path(asg.suite_dir).glob("test_*.py")):
-        text = f.read_text()
-        if ".harness(" in text:
-            continue
-        shutil.copyfile(f, suite / f.name)
-        kept.update(re.findall(r'^GRADE_CELL = "([\w]+)"', text, re.M))
-    return dataclasses.replace(asg, suite_dir=suite,
-                               grade_cells=tuple(g for g in asg.grade_cells if g.id in kept))
 
 
 def grade_cli(case: Case, path: Path, course: Path, out: Path) -> Graded:
@@ -566,7 +559,7 @@ def grade_corpus(root: Path, cases: list[Case]) -> Corpus:
     settings = load_settings(course)
     asg = load_assignment(ASSIGNMENT, course)
     points = {g.id: g.points for g in asg.grade_cells}
-    trimmed = functions_only(asg, root)
+    trimmed = functions_only(asg, root / "suite-functions")
     course_before = snapshot(course)
     tmp_before = {d: snapshot(Path(d), tmp_skip) for d in SHARED_TMP}
     canary_before = snapshot(canary)
@@ -818,6 +811,144 @@ def test_a_broken_reference_is_a_grader_error_not_the_students(corpus):
     failed = [t for t in result["tests"] if t["status"] == "failed"]
     assert failed and all("error in the grader" in t["output"] for t in failed)
     assert "NameError" not in json.dumps(result["tests"])
+
+
+# --- the whole corpus as one grade-course batch ---------------------------------------------------
+
+BATCH_LIMITS = dict(CORPUS_LIMITS, wall_seconds=15)     # every case ends within its wall clock
+BATCH_GRADER = "batch_grader:grade"                    # grade_submission, function questions only
+CELLS = ("reinforce_loss", "reinforce_training", "compute_gae", "ppo_combined_loss",
+         "ppo_training")
+
+
+@dataclass
+class Batch:
+    run: object                                  # grade_course's CourseRun
+    course: Path
+    folders: dict[str, list[str]]                # student -> files in autograded/<student>/ppo/
+    kept_before: dict                            # snapshot of what the batch must not change
+    kept_after: dict
+    memory: tuple[int, int]                      # (lowest MemAvailable, samples)
+    gradebook: dict[str, dict[str, float]]       # student -> {grade cell: auto score}
+    seconds: float
+
+
+def kept_snapshot(course: Path) -> dict:
+    """Everything in the course directory but the batch's outputs (autograded/, feedback/,
+    reports/, gradebook.db): the submissions included, so none is lost or changed."""
+    outputs = ("autograded", "feedback", "reports", "gradebook.db")
+    return snapshot(course, lambda p: p.parent == course and p.name.startswith(outputs))
+
+
+def grade_batch(root: Path, cases: list[Case]) -> Batch:
+    """Every case as one student's ``submitted/<case>/ppo/ppo.ipynb``, graded by one
+    ``grade_course`` run on two slots, with MemAvailable sampled throughout."""
+    from autograder.assignments import load_assignment
+    from autograder.config import load_settings
+    from autograder.course.batch import grade_course
+    from autograder.course.gradebook import open_gradebook
+    from autograder.course.paths import course_paths
+
+    course = make_course(root, gradebook=False, limits=BATCH_LIMITS)
+    canary = make_canary(root)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    ctx = Context(course=course, canary=canary, port=listener.getsockname()[1], out_dir=root,
+                  solutions=solution_sources(course))
+    for case in cases:
+        folder = course / "submitted" / case.name / ASSIGNMENT
+        folder.mkdir(parents=True)
+        build(case, ctx, root).rename(folder / f"{ASSIGNMENT}.ipynb")
+    suite = root / "suite-functions"
+    functions_only(load_assignment(ASSIGNMENT, course), suite)
+    kept_before = kept_snapshot(course)
+    with pytest.MonkeyPatch.context() as mp, MemorySampler() as sampler:
+        mp.setenv("PYTHONPATH", str(BATCH_GRADER_DIR))
+        mp.setenv(SUITE_ENV, str(suite))
+        started = time.monotonic()
+        run = grade_course(course, ASSIGNMENT, jobs=2, grader=BATCH_GRADER)
+        seconds = time.monotonic() - started
+    listener.close()
+    shutil.rmtree(canary, ignore_errors=True)
+    autograded = course / "autograded"
+    folders = {d.name: sorted(f.name for f in (d / ASSIGNMENT).iterdir())
+               for d in autograded.iterdir() if d.is_dir()}
+    settings = load_settings(course)
+    book = {}
+    with open_gradebook(settings.db_url, course_paths(course).course_id) as gb:
+        for sub in gb.assignment_submissions(ASSIGNMENT):
+            book[sub.student.id] = {g.name: g.auto_score for nb in sub.notebooks
+                                    for g in nb.grades}
+    return Batch(run, course, folders, kept_before, kept_snapshot(course),
+                 (sampler.minimum, sampler.samples), book, seconds)
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> Batch:
+    result = grade_batch(tmp_path_factory.mktemp("batch"), CASES)
+    print(f"\ngrade-course: {len(result.run.results)} submissions in {result.seconds:.0f} s, "
+          f"MemAvailable >= {result.memory[0] / 2**30:.1f} GiB")
+    return result
+
+
+def test_the_batch_grades_every_submission_once(batch):
+    """``grade-course`` over the whole corpus completes: each student folder holds exactly one
+    results.json (no temporary file left), each result is that student's, none is a grader
+    error, and each has its feedback page."""
+    names = sorted(c.name for c in CASES)
+    assert sorted(batch.run.graded_now) == names and batch.run.skipped == []
+    assert sorted(batch.run.results) == names
+    assert batch.folders == {n: ["results.json"] for n in names}
+    for name, data in batch.run.results.items():
+        flags = [f["code"] for f in data["extra_data"]["flags"]]
+        assert data["extra_data"]["student"] == name
+        assert "grader_error" not in flags, (name, data["extra_data"]["flags"])
+        assert (batch.course / "feedback" / name / ASSIGNMENT / "feedback.html").is_file(), name
+
+
+def test_the_batch_records_each_submission_in_the_gradebook(batch):
+    """One nbgrader submission per student, each grade cell holding the result's score (the
+    training questions, not run by this batch's grader, hold 0)."""
+    assert sorted(batch.gradebook) == sorted(c.name for c in CASES)
+    for name, grades in batch.gradebook.items():
+        cells = batch.run.results[name]["extra_data"]["grade_cells"]
+        assert set(grades) == set(CELLS), name
+        for cell in CELLS:
+            want = cells[cell]["score"] if cell in cells else 0.0
+            assert grades[cell] == pytest.approx(want), (name, cell)
+
+
+def test_the_batch_changes_nothing_but_its_outputs(batch):
+    """source/, release/, solutions/, the configuration and every submission are byte-identical
+    after the batch."""
+    assert diff(batch.kept_before, batch.kept_after) == []
+
+
+def test_the_batch_keeps_the_machine_available(batch):
+    lowest, samples = batch.memory
+    assert samples >= 100, samples
+    assert lowest > MEMORY_FLOOR, f"MemAvailable fell to {lowest / 2**30:.1f} GiB"
+
+
+def test_the_batch_time_is_bounded_by_the_limits(batch):
+    """No submission's grading took longer than the wall clock limit plus 5 s."""
+    slowest = max(batch.run.results.items(), key=lambda kv: kv[1]["execution_time"])
+    assert slowest[1]["execution_time"] <= BATCH_LIMITS["wall_seconds"] + 5, \
+        (slowest[0], slowest[1]["execution_time"])
+
+
+def test_the_batch_agrees_with_one_by_one_grading(corpus, batch):
+    """Graded in a batch (slot processes, a shared pool) or on its own, a case scores the same
+    on every question, wherever both graded it the same way (function questions, the corpus's
+    own limits)."""
+    same = [c for c in CASES if c.suite == "functions" and c.via == "api" and not c.limits]
+    assert len(same) >= 30
+    for case in same:
+        alone = corpus.graded[case.name].result["extra_data"]["grade_cells"]
+        batched = batch.run.results[case.name]["extra_data"]["grade_cells"]
+        assert {k: v["score"] for k, v in batched.items()} == \
+            {k: v["score"] for k, v in alone.items()}, case.name
 
 
 # --- crash safety ------------------------------------------------------------------------------

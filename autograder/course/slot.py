@@ -37,8 +37,9 @@ def die_with_parent() -> None:
 
 def make_pool(settings, grade):
     """``(keyword, pool)``: the grader's reusable worker pool and the keyword ``grade`` takes it
-    by, when the kit offers one; else ``(None, None)``. A slot grades many submissions, so
-    keeping the reference worker alive saves its start-up on every one after the first."""
+    by, when the kit offers one and ``grade`` has a ``pool`` (or ``workers``) parameter; else
+    ``(None, None)``. A slot grades many submissions, so keeping the reference worker alive
+    saves its start-up on every one after the first."""
     import inspect
 
     params = inspect.signature(grade).parameters
@@ -57,7 +58,7 @@ def serve(conn_in: Connection, conn_out: Connection, course_dir: Path, grader_sp
 
     settings = load_settings(course_dir)
     grade = load_grader(grader_spec)
-    keyword, pool = make_pool(settings, grade) if grader_spec == DEFAULT_GRADER else (None, None)
+    keyword, pool = make_pool(settings, grade)
     try:
         while True:
             try:
