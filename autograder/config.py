@@ -54,5 +54,5 @@ def load_settings(course_dir: str | Path) -> Settings:
     if settings.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"c.PPOKit.device must be auto, cpu or cuda, not {settings.device!r}")
     if settings.sandbox not in ("auto", "bwrap", "fallback", "unsafe"):
-        raise ConfigError(f"c.PPOKit.sandbox must be auto, bwrap, fallback or unsafe")
+        raise ConfigError("c.PPOKit.sandbox must be auto, bwrap, fallback or unsafe")
     return settings

@@ -540,7 +540,6 @@ def grade_corpus(root: Path, cases: list[Case]) -> Corpus:
     from autograder.config import load_settings
     from autograder.grade import submission as submission_module
     from autograder.grade.pool import WorkerPool
-    from autograder.sandbox.limits import Limits
 
     started = time.monotonic()
     course = make_course(root)

@@ -134,11 +134,11 @@ def test_mutant_loses_points_on_its_own_question_only(graded, name):
     if not g.applicable:
         # e.g. a wrong-device output cannot differ when everything runs on the CPU: it is
         # reported as not applicable here, and must then really be equivalent.
-        assert g.lost.get(g.own_cell, 0.0) == 0.0
+        assert g.lost.get(g.question, 0.0) == 0.0
         return
-    assert g.killed, f"{name} keeps full marks on {g.own_cell}"
+    assert g.killed, f"{name} keeps full marks on {g.question}"
     assert not g.collateral, f"{name} loses points on unrelated cells {g.collateral}"
-    assert g.hint_shown or g.numeric_shown, g.outputs.get(g.own_cell)
+    assert g.hint_shown or g.numeric_shown, g.outputs.get(g.question)
 
 
 def test_the_cli_sample_went_through_the_cli(graded):

@@ -19,7 +19,8 @@ from autograder.config import load_settings
 from autograder.grade.pool import WorkerPool
 from autograder.grade.submission import grade_submission
 from autograder.seeding import derive_seed
-from autograder.suites.ppo.corpus import mutant_source, sandbox_arguments, submission_notebook
+from autograder.suites.mutant_corpus import sandbox_arguments
+from autograder.suites.ppo.corpus import mutant_source, submission_notebook
 from autograder.suites.ppo.mutants import MUTANTS
 
 

@@ -131,6 +131,32 @@ def reinforce_check(student) -> None:
     np.testing.assert_allclose(got.grads["logits"], REINFORCE_GRAD, atol=1e-6)
 
 
+def test_spawn_does_not_wait_and_the_first_request_does():
+    """``spawn`` only starts the process (so two workers import torch at once); the first
+    request waits for it to be ready; a worker closed before it was ever ready leaves no
+    process behind."""
+    w = Worker(settings(), backend="unsafe", device="cpu")
+    idle = Worker(settings(), backend="unsafe", device="cpu")
+    try:
+        w.spawn()
+        idle.spawn()
+        pid, idle_pid = w.pid, idle.pid
+        assert pid is not None and idle_pid is not None and w.spawn_seconds is None
+        w.spawn()                                   # no-op while it runs
+        assert w.pid == pid
+        w.load(cells())
+        assert w.pid == pid and w.spawn_seconds is not None
+        reinforce_check(StudentProxy(w))
+        idle.close()
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{idle_pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{idle_pid}")
+    finally:
+        w.close()
+        idle.close()
+
+
 # --- loading -----------------------------------------------------------------------------------
 
 def test_load_reports_definitions_and_cell_errors(worker, student):

@@ -67,11 +67,20 @@ class Session:
         self.student_reply: dict = {}
 
     def __enter__(self) -> "Session":
+        try:
+            return self._open()
+        except BaseException:
+            self.__exit__(None, None, None)     # no worker outlives a failed start
+            raise
+
+    def _open(self) -> "Session":
         from autograder.proxy import StudentProxy
 
-        self.student_worker.start()
-        if self.pool is None:
+        if self.pool is None:       # both import torch at once (two processes, two cores)
+            self.student_worker.spawn()
+            self.reference_worker.spawn()
             self.reference_worker.start()
+        self.student_worker.start()
         self.student_reply = self.student_worker.load(self.submission.cells)
         if self.pool is None:
             check_reference(self.reference_worker.load(

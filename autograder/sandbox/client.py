@@ -475,6 +475,8 @@ class Worker:
         self._cells: list[dict] | None = None
         self._seed = 0
         self._proc = None
+        self._ready = False                 # the running process said hello
+        self._spawned_at = 0.0
         self._chan: Channel | None = None
         self._tail = OutputTail(self.limits.max_output_kb * 1024)
         self._wall_deadline: float | None = None
@@ -498,26 +500,36 @@ class Worker:
         """The worker's pid (for a forked worker: as its zygote sees it); None when stopped."""
         return self._proc.pid if self._proc is not None else None
 
-    def start(self) -> None:
-        """Spawn the worker and wait for its hello (no-op when it is running)."""
+    def spawn(self) -> None:
+        """Spawn the worker process without waiting for it to be ready (``start`` waits), so
+        that two workers can import torch at the same time. No-op when it is running."""
         if self._closed:
             raise WorkerDied("this worker was closed")
         if self._proc is not None:
             return
-        started = time.monotonic()
+        self._spawned_at = time.monotonic()
         if self._zygote is not None:
             self._proc, self._chan = self._zygote._fork_worker(self._tail)
         else:
             self._proc, self._chan = self._spawn_direct()
+        self._ready = False
         if self._wall_deadline is None and not self.trusted:  # from the first spawn on
             self._wall_deadline = time.monotonic() + self.limits.wall_seconds
         self._finalizer = weakref.finalize(self, _finalize, self._proc, self._chan)
+
+    def start(self) -> None:
+        """Spawn the worker (unless ``spawn`` did) and wait for its hello (no-op when it is
+        running and ready)."""
+        self.spawn()
+        if self._ready:
+            return
         try:
             self._exchange(None, "hello", START_TIMEOUT)
         except WorkerError as exc:
             raise WorkerDied(f"the worker did not start: {exc}\n{self.captured_output()[-2000:]}",
                              signal_name=getattr(exc, "signal_name", None)) from None
-        self.spawn_seconds = time.monotonic() - started
+        self._ready = True
+        self.spawn_seconds = time.monotonic() - self._spawned_at
 
     def _spawn_direct(self):
         req_r, req_w = os.pipe()
@@ -556,7 +568,7 @@ class Worker:
             self._finalizer = None
         if self._proc is not None:
             _finalize(self._proc, self._chan)
-        self._proc, self._chan = None, None
+        self._proc, self._chan, self._ready = None, None, False
 
     def __enter__(self) -> "Worker":
         self.start()
@@ -676,6 +688,8 @@ class Worker:
             self._stop()
             raise WorkerTimeout(f"the time limit for all of your code together "
                                 f"({self.limits.wall_seconds} s) was used up")
+        if self._proc is not None and not self._ready:   # spawned, not yet waited for
+            self.start()
         if self._proc is None:
             if self.spawn_seconds is None:
                 self.start()

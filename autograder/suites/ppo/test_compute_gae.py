@@ -13,8 +13,8 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.proxy import Tensor
-from autograder.suites.ppo.checks import (backed_by, describe, expect_values, is_tensor, numbers,
-                                          random_episode)
+from autograder.suites.checks import against_reference, describe, is_tensor, numbers
+from autograder.suites.ppo.checks import random_episode
 
 GRADE_CELL = "compute_gae"
 FN = "compute_gae"
@@ -38,14 +38,7 @@ def f64(x):
 
 def check(student, reference, hints, what, args, kwargs=None, fixed=None):
     """The student's output on ``args`` must match the reference's (backed by ``fixed``)."""
-    kwargs = kwargs or {}
-    ref = reference.call(FN, *args, **kwargs)
-    if fixed is not None:
-        backed_by(ref.value, fixed, what)
-    got = student.call(FN, *args, **kwargs)
-    expect_values(got.value, ref.value, what,
-                  lambda: hints.explain(FN, args, kwargs, got, expected=ref.value))
-    return got
+    return against_reference(student, reference, hints, FN, what, args, kwargs, fixed=fixed)[0]
 
 
 def discounted_return_minus_value(rewards, values, gamma):

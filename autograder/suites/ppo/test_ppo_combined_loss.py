@@ -11,8 +11,9 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.proxy import Backward, StudentError, Tensor
-from autograder.suites.ppo.checks import (backed_by, describe, expect_values, is_tensor, numbers,
-                                          random_ppo_batch, tuple_of)
+from autograder.suites.checks import (backed_by, describe, expect_values, is_tensor, numbers,
+                                      tuple_of)
+from autograder.suites.ppo.checks import random_ppo_batch
 
 GRADE_CELL = "ppo_combined_loss"
 FN = "ppo_combined_loss"

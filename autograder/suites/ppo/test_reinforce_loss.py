@@ -10,7 +10,7 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.proxy import Backward, LogSoftmaxGather, Tensor
-from autograder.suites.ppo.checks import backed_by, describe, expect_values, is_tensor
+from autograder.suites.checks import backed_by, describe, expect_values, is_tensor
 
 GRADE_CELL = "reinforce_loss"
 FN = "reinforce_loss"

@@ -1,4 +1,5 @@
-"""Shared checks for the ``ppo_lm`` suites (trusted parent; numpy only).
+"""Hidden padded batches and checks for the ``ppo_lm`` suites (trusted parent; numpy only); the
+checks every suite shares live in ``autograder/suites/checks.py``.
 
 Expected values always come from the reference worker (the source notebook's solution cells)
 called on the very same inputs. Fixed values (the notebook's examples) and independent numpy
@@ -15,80 +16,18 @@ import weakref
 
 import numpy as np
 
-from autograder.feedback import Mistake
 from autograder.proxy import (NotDefined, Returned, StudentError, Tensor, TensorMeta, WorkerDied,
                               WorkerTimeout)
+from autograder.suites import checks
+from autograder.suites.checks import ATOL
 
-ATOL = 1e-4
 RTOL = 1e-5
 
 
-class GraderError(RuntimeError):
-    """The reference does not reproduce a documented value: a bug in the kit, not the student."""
-
-
-def backed_by(reference_value, fixed, what: str, atol: float = ATOL) -> None:
-    got = np.asarray(reference_value, dtype=np.float64)
-    want = np.asarray(fixed, dtype=np.float64)
-    if got.shape != want.shape or not np.allclose(got, want, atol=atol, rtol=0):
-        raise GraderError(f"the answer key gives {got.tolist()} for {what}, the documented value "
-                          f"is {want.tolist()}")
-
-
-def describe(value) -> str:
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {tuple(value.shape)}"
-    if isinstance(value, tuple):
-        return f"a tuple of {len(value)}"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    if value is None:
-        return "None"
-    return f"a {type(value).__name__}"
-
-
-def is_tensor(returned, index=None) -> bool:
-    meta = returned.meta
-    if index is not None:
-        meta = meta[index] if isinstance(meta, (tuple, list)) and -len(meta) <= index < len(meta) \
-            else None
-    return isinstance(meta, TensorMeta)
-
-
-def numbers(value, what: str) -> np.ndarray:
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise Mistake(f"{what} returned {describe(value)}, which cannot be read as numbers") \
-            from None
-
-
-def tuple_of(returned, n: int, function: str) -> tuple:
-    value = returned.value
-    if not isinstance(value, (tuple, list)) or len(value) != n:
-        raise Mistake(f"{function} must return a tuple of {n} values; it returned "
-                      f"{describe(value)}")
-    return tuple(value)
-
-
 def expect_values(got, want, what: str, explain=lambda: "", atol: float = ATOL) -> None:
-    """``got`` (the student's, any numeric form) must match ``want`` (the reference's)."""
-    a = numbers(got, what)
-    e = np.asarray(want, dtype=np.float64)
-    if a.shape != e.shape:
-        if a.size == e.size == 1:
-            a = a.reshape(e.shape)
-        else:
-            detail = explain()
-            raise Mistake(f"{what}: expected shape {e.shape}, got shape {a.shape}."
-                          + (f" {detail}" if detail else ""))
-    if not np.all(np.isfinite(a)) and np.all(np.isfinite(e)):
-        detail = explain()
-        raise Mistake(f"{what}: the result contains NaN or infinite values."
-                      + (f" {detail}" if detail else ""))
-    if not np.allclose(a, e, atol=atol, rtol=RTOL):
-        detail = explain()
-        raise Mistake(f"{what}: the numbers are wrong." + (f" {detail}" if detail else ""))
+    """``got`` (the student's, any numeric form) must match ``want`` (the reference's) within
+    ``atol + RTOL * |want|``."""
+    checks.expect_values(got, want, what, explain, atol=atol, rtol=RTOL)
 
 
 # --- hidden padded batches -----------------------------------------------------------------------

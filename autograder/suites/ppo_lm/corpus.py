@@ -21,89 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.hints import CorrectVariant, Mutant, apply_mutant, solution_cell
+from autograder.suites import mutant_corpus
+from autograder.suites.mutant_corpus import Graded, submission_notebook
 
 ASSIGNMENT = "ppo_lm"
 TRAINING_CELL = "lm_ppo_training"
 SHORT_ITERATIONS = 1
-NUMERIC_MESSAGE = re.compile(r"The first wrong number is at position|The shape is \(")
-MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
-
-
-@dataclass
-class Graded:
-    """One graded corpus notebook (a mutant, or one or more correct variants)."""
-    name: str
-    kind: str                       # "mutant" | "variant" | "answer_key" | "release"
-    functions: tuple[str, ...] = ()
-    question: str = ""              # the grade cell a mutant must lose points on
-    hint: str = ""
-    needs: str = ""
-    short_training: bool = False
-    lost: dict[str, float] = field(default_factory=dict)     # grade cell -> points lost
-    outputs: dict[str, str] = field(default_factory=dict)    # grade cell -> failed tests' text
-    failed: dict[str, list] = field(default_factory=dict)    # grade cell -> failed test names
-    score: float = 0.0
-    max_score: float = 0.0
-    flags: list[dict] = field(default_factory=list)
-    device: str = ""
-    via: str = ""                   # "cli" | "api"
-    seconds: float = 0.0
-    result: dict = field(default_factory=dict)
-
-    @property
-    def killed(self) -> bool:
-        return self.lost.get(self.question, 0.0) > 1e-9
-
-    @property
-    def collateral(self) -> dict[str, float]:
-        """Points lost on cells the mistake has no business touching."""
-        allowed = {self.question, TRAINING_CELL}
-        return {c: p for c, p in self.lost.items() if p > 1e-9 and c not in allowed}
-
-    @property
-    def hint_shown(self) -> bool:
-        return bool(self.hint) and self.hint in self.outputs.get(self.question, "")
-
-    @property
-    def numeric_shown(self) -> bool:
-        return bool(NUMERIC_MESSAGE.search(self.outputs.get(self.question, "")))
-
-    @property
-    def applicable(self) -> bool:
-        return self.needs != "cuda" or self.device.startswith("cuda")
-
-    @property
-    def grader_errors(self) -> list[dict]:
-        return [f for f in self.flags if f.get("code") == "grader_error"]
-
-
-# --- building submissions ------------------------------------------------------------------------
-
-def submission_notebook(assignment, replacements: dict[str, str]) -> dict:
-    """The source notebook as JSON with each function's solution cell replaced by the given
-    source (nbgrader's solution markers removed, as a student's copy has none)."""
-    nb = json.loads(Path(assignment.source_path).read_text())
-    for function, source in replacements.items():
-        cell_id = solution_cell(assignment, function).id
-        hits = 0
-        for cell in nb["cells"]:
-            if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == cell_id:
-                cell["source"] = MARKERS.sub("", source)
-                cell["outputs"], cell["execution_count"] = [], None
-                hits += 1
-        if hits != 1:
-            raise LookupError(f"the source notebook has {hits} cells with grade_id {cell_id}")
-    return nb
 
 
 def question_of(mutant: Mutant) -> str:
@@ -111,6 +41,8 @@ def question_of(mutant: Mutant) -> str:
 
     return QUESTION.get(mutant.name, mutant.function)
 
+
+# --- building submissions ------------------------------------------------------------------------
 
 def write_corpus(assignment, directory: Path, mutants=(), variant_groups=(),
                  short_training: bool = False) -> list[tuple]:
@@ -122,8 +54,9 @@ def write_corpus(assignment, directory: Path, mutants=(), variant_groups=(),
         changed = apply_mutant(solution_cell(assignment, m.function).source, m)
         path.write_text(json.dumps(submission_notebook(assignment, {m.function: changed})))
         question = question_of(m)
-        out.append((Graded(m.name, "mutant", (m.function,), question, m.hint, m.needs,
-                           short_training=short_training and question != TRAINING_CELL), path))
+        out.append((Graded(m.name, "mutant", (m.function,), question, (TRAINING_CELL,), m.hint,
+                           m.needs, short_training=short_training and question != TRAINING_CELL),
+                    path))
     for group in variant_groups:
         group = list(group)
         functions = [v.function for v in group]
@@ -152,46 +85,10 @@ def variant_groups(variants: list[CorrectVariant]) -> list[list[CorrectVariant]]
 
 # --- grading -------------------------------------------------------------------------------------
 
-def fill(record: Graded, result: dict, via: str, seconds: float) -> Graded:
-    for t in result["tests"]:
-        cell = t["tags"][0] if t.get("tags") else ""
-        lost = float(t["max_score"]) - float(t["score"])
-        record.lost[cell] = round(record.lost.get(cell, 0.0) + lost, 6)
-        if t["status"] != "passed":
-            record.outputs[cell] = record.outputs.get(cell, "") + t.get("output", "") + "\n"
-            record.failed.setdefault(cell, []).append(t["name"])
-    extra = result.get("extra_data", {})
-    record.flags = list(extra.get("flags", []))
-    record.device = extra.get("device", "")
-    record.score, record.max_score = float(result["score"]), float(extra.get("max_score", 0))
-    record.via, record.seconds, record.result = via, round(seconds, 2), result
-    return record
-
-
-def sandbox_arguments() -> list[str]:
-    from autograder.config import load_settings
-    from autograder.sandbox.backends import BackendUnavailable, resolve_backend
-
-    try:
-        resolve_backend(load_settings(REPO_ROOT).sandbox)
-        return []
-    except BackendUnavailable:
-        return ["--unsafe-no-sandbox"]
-
-
-def grade_cli(record: Graded, path: Path,
-              out_dir: Path) -> tuple[Graded, subprocess.CompletedProcess]:
-    """Grade through the real command line, as a TA would (always full-length training)."""
-    out = out_dir / f"{path.stem}.results.json"
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "autograder", "grade", str(path), "--assignment", ASSIGNMENT,
-         "--student", path.stem, "--out", str(out), *sandbox_arguments()],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"grading {path.name} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    record.short_training = False
-    return fill(record, json.loads(out.read_text()), "cli", time.monotonic() - started), proc
+def grade_cli(record: Graded, path: Path, out_dir: Path):
+    """Grade through the real command line, as a TA would (always full-length training);
+    ``(record, completed process)``."""
+    return mutant_corpus.grade_cli(record, path, out_dir, ASSIGNMENT)
 
 
 @contextlib.contextmanager
@@ -209,32 +106,11 @@ def training_iterations(n: int | None):
 
 
 def grade_api(records: list[tuple], out_dir: Path, pool=None) -> list[Graded]:
-    """Grade many notebooks in this process with one shared worker pool."""
-    from autograder.config import load_settings
-    from autograder.grade.pool import WorkerPool
-    from autograder.grade.submission import grade_submission
-    from autograder.sandbox.backends import BackendUnavailable, resolve_backend
-
-    settings = load_settings(REPO_ROOT)
-    try:
-        backend = resolve_backend(settings.sandbox)
-    except BackendUnavailable:
-        backend = "unsafe"
-    own = pool is None
-    pool = WorkerPool(settings) if own else pool
-    graded = []
-    try:
-        for record, path in records:
-            started = time.monotonic()
-            with training_iterations(SHORT_ITERATIONS if record.short_training else None):
-                result = grade_submission(path, ASSIGNMENT, student=path.stem,
-                                          settings=settings, backend=backend, pool=pool)
-            result.write(out_dir / f"{path.stem}.results.json")
-            graded.append(fill(record, result.to_json(), "api", time.monotonic() - started))
-    finally:
-        if own:
-            pool.close()
-    return graded
+    """Grade many notebooks in this process with one shared worker pool; a record marked
+    ``short_training`` trains for ``SHORT_ITERATIONS`` iterations."""
+    return mutant_corpus.grade_api(
+        records, ASSIGNMENT, out_dir, pool,
+        around=lambda r: training_iterations(SHORT_ITERATIONS if r.short_training else None))
 
 
 # --- the report --------------------------------------------------------------------------------

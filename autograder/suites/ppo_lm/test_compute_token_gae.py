@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from autograder.feedback import Mistake
-from autograder.suites.ppo_lm.checks import (backed_by, bool_mask, describe, expect_values,
-                                             is_tensor, np_token_gae, numbers,
-                                             rlhf_batch, tensor)
+from autograder.suites.checks import against_reference, describe, is_tensor, numbers
+from autograder.suites.ppo_lm.checks import RTOL, bool_mask, np_token_gae, rlhf_batch, tensor
 
 GRADE_CELL = "compute_token_gae"
 FN = "compute_token_gae"
@@ -31,14 +30,8 @@ F64_ADV = [[0.6671375, 0.70225, 1.055, 0.9], [0.25, 0.0, 0.0, 0.0]]
 
 
 def check(student, reference, hints, what, args, kwargs=None, fixed=None):
-    kwargs = kwargs or {}
-    ref = reference.call(FN, *args, **kwargs)
-    if fixed is not None:
-        backed_by(ref.value, fixed, what)
-    got = student.call(FN, *args, **kwargs)
-    expect_values(got.value, ref.value, what,
-                  lambda: hints.explain(FN, args, kwargs, got, expected=ref.value))
-    return got, ref
+    return against_reference(student, reference, hints, FN, what, args, kwargs, fixed=fixed,
+                             rtol=RTOL)
 
 
 def batch_args(batch, dtype=np.float32, mask="float"):

@@ -9,9 +9,9 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.proxy import Backward, StudentError
-from autograder.suites.ppo_lm.checks import (backed_by, bool_mask, describe, expect_values,
-                                             is_tensor, mask_of, np_masked_mean, numbers,
-                                             row_lengths, tensor, with_junk)
+from autograder.suites.checks import against_reference, backed_by, describe, is_tensor, numbers
+from autograder.suites.ppo_lm.checks import (RTOL, bool_mask, expect_values, mask_of,
+                                             np_masked_mean, row_lengths, tensor, with_junk)
 
 GRADE_CELL = "masked_mean"
 FN = "masked_mean"
@@ -22,14 +22,8 @@ HUGE_X = [[0.5, -1.5, 1e30], [2.0, 1e30, 1e30]]
 
 
 def check(student, reference, hints, what, args, fixed=None, backward=None):
-    ref = reference.call(FN, *args, backward=backward) if backward else reference.call(FN, *args)
-    if fixed is not None:
-        backed_by(ref.value, fixed, what)
-    got = student.call(FN, *args, backward=backward) if backward else student.call(FN, *args)
-    expect_values(got.value, ref.value, what,
-                  lambda: hints.explain(FN, args, {}, got, backward=backward,
-                                        expected=ref.value))
-    return got, ref
+    return against_reference(student, reference, hints, FN, what, args, fixed=fixed,
+                             backward=backward, rtol=RTOL)
 
 
 def random_x(rng, rows, steps, scale=30.0):

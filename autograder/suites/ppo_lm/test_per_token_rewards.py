@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from autograder.feedback import Mistake
-from autograder.suites.ppo_lm.checks import (backed_by, bool_mask, describe, expect_values,
-                                             is_tensor, mask_of, np_per_token_rewards,
-                                             numbers, rlhf_batch, tensor, with_junk)
+from autograder.suites.checks import against_reference, describe, is_tensor, numbers
+from autograder.suites.ppo_lm.checks import (RTOL, bool_mask, mask_of, np_per_token_rewards,
+                                             rlhf_batch, tensor, with_junk)
 
 GRADE_CELL = "per_token_rewards"
 FN = "per_token_rewards"
@@ -26,14 +26,8 @@ SEED_REWARDS_05 = [[-0.1, 0.0, 1.5], [-0.05, -0.4, 0.0]]
 
 
 def check(student, reference, hints, what, args, kwargs=None, fixed=None):
-    kwargs = kwargs or {}
-    ref = reference.call(FN, *args, **kwargs)
-    if fixed is not None:
-        backed_by(ref.value, fixed, what)
-    got = student.call(FN, *args, **kwargs)
-    expect_values(got.value, ref.value, what,
-                  lambda: hints.explain(FN, args, kwargs, got, expected=ref.value))
-    return got
+    return against_reference(student, reference, hints, FN, what, args, kwargs, fixed=fixed,
+                             rtol=RTOL)[0]
 
 
 def batch_args(batch, dtype=np.float32, mask="float", scores="tensor"):

@@ -14,9 +14,9 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.proxy import Backward, StudentError, Tensor
-from autograder.suites.ppo_lm.checks import (backed_by, bool_mask, call_with_kit_masked_mean,
-                                             describe, expect_values, is_tensor, np_ppo_losses,
-                                             numbers, ppo_batch, tuple_of)
+from autograder.suites.checks import backed_by, describe, is_tensor, numbers, tuple_of
+from autograder.suites.ppo_lm.checks import (bool_mask, call_with_kit_masked_mean, expect_values,
+                                             np_ppo_losses, ppo_batch)
 
 GRADE_CELL = "token_ppo_loss"
 FN = "token_ppo_loss"
