@@ -103,3 +103,17 @@ def against_reference(student, reference, hints, function: str, what: str, args,
                   lambda: hints.explain(function, args, kwargs, got, backward=backward,
                                         expected=ref.value), rtol=rtol)
     return got, ref
+
+
+def expect_tensor(got, hints, function: str, args, *, contract: str, shape: tuple, on: str,
+                  why: str = "") -> None:
+    """The student's reply ``got`` must be a tensor (``contract`` says which, in words) of
+    ``shape``; ``on`` describes the inputs and ``why`` what the shape means."""
+    if not is_tensor(got):
+        hint = hints.explain(function, args, {}, got, aspect="type")
+        raise Mistake(f"{function} returned {describe(got.value)}; the contract asks for "
+                      f"{contract}." + (f" {hint}" if hint else ""))
+    if tuple(got.meta.shape) != tuple(shape):
+        hint = hints.explain(function, args, {}, got, aspect="shape")
+        raise Mistake(f"{function} on {on} returned shape {tuple(got.meta.shape)}; expected "
+                      f"{tuple(shape)}{why}." + (f" {hint}" if hint else ""))

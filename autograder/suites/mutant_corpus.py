@@ -178,3 +178,11 @@ def grade_api(records: list[tuple], assignment: str, out_dir: Path, pool=None,
         if own:
             pool.close()
     return graded
+
+
+def as_expected(graded: list[Graded]) -> bool:
+    """Every applicable mutant loses points on its own question and nowhere it may not; every
+    correct variant keeps full marks (``make mutants`` exits 1 otherwise)."""
+    mutants = [g for g in graded if g.kind == "mutant" and g.applicable]
+    return all(g.killed and not g.collateral for g in mutants) and \
+        all(sum(g.lost.values()) < 1e-9 for g in graded if g.kind == "variant")

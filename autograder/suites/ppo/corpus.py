@@ -139,10 +139,7 @@ def main() -> int:
         graded = grade_corpus(Path(tmp))
         print(table(graded))
         print(f"({len(graded)} notebooks graded in {time.monotonic() - started:.0f} s)")
-    mutants = [g for g in graded if g.kind == "mutant" and g.applicable]
-    ok = all(g.killed and not g.collateral for g in mutants) and \
-        all(sum(g.lost.values()) < 1e-9 for g in graded if g.kind == "variant")
-    return 0 if ok else 1
+    return 0 if mutant_corpus.as_expected(graded) else 1
 
 
 if __name__ == "__main__":

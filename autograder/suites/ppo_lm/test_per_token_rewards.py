@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from autograder.feedback import Mistake
-from autograder.suites.checks import against_reference, describe, is_tensor, numbers
+from autograder.suites.checks import against_reference, expect_tensor, is_tensor, numbers
 from autograder.suites.ppo_lm.checks import (RTOL, bool_mask, mask_of, np_per_token_rewards,
                                              rlhf_batch, tensor, with_junk)
 
@@ -118,15 +118,8 @@ def test_returns_a_tensor_of_shape_b_t(student, hints, rng):
     """The result is a (B, T) torch tensor"""
     batch = rlhf_batch(rng, 3, 5)
     args = batch_args(batch)
-    got = student.call(FN, *args)
-    if not is_tensor(got):
-        hint = hints.explain(FN, args, {}, got, aspect="type")
-        raise Mistake(f"per_token_rewards returned {describe(got.value)}; the contract asks for "
-                      "a (B, T) torch tensor." + (f" {hint}" if hint else ""))
-    if tuple(got.meta.shape) != (3, 5):
-        hint = hints.explain(FN, args, {}, got, aspect="shape")
-        raise Mistake(f"per_token_rewards on a batch of 3 rows and 5 tokens returned shape "
-                      f"{tuple(got.meta.shape)}; expected (3, 5)." + (f" {hint}" if hint else ""))
+    expect_tensor(student.call(FN, *args), hints, FN, args, contract="a (B, T) torch tensor",
+                  shape=(3, 5), on="a batch of 3 rows and 5 tokens", why=", one reward per token")
 
 
 def test_device_follows_logprobs(student, hints, rng, device):
