@@ -22,11 +22,12 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder.assignments import load_assignment
-from autograder.hints import apply_mutant, mutant_cells, solution_cell
-from autograder.load.extract import extract_definitions
 from autograder.suites.ppo_lm import corpus as C
 from autograder.suites.ppo_lm import training as T
 from autograder.suites.ppo_lm.mutants import CORRECT_VARIANTS, MUTANTS, QUESTION
+from mutant_catalogue import (check_every_mutant_applies_exactly_once,
+                              check_hints_are_plain_words,
+                              check_mutant_cells_define_only_the_renamed_function)
 
 ASSIGNMENT = "ppo_lm"
 POINTS = {"per_token_rewards": 3, "masked_mean": 2, "compute_token_gae": 4,
@@ -50,7 +51,6 @@ CATALOGUE = {
     "no clipping": ["ppo_no_clipping"],
     "sum instead of mean": ["mean_sum_not_mean", "ppo_sum_not_mean"],
 }
-CODE_WORDS = re.compile(r"torch\.|\(\)|\bdef\b|\[t\b|\bnp\.|==|\*\*|\+=|\.item|\.detach")
 
 
 @pytest.fixture(scope="module")
@@ -99,29 +99,15 @@ def test_catalogue_is_covered():
 
 
 def test_hints_are_plain_words():
-    for m in MUTANTS:
-        assert len(m.hint) > 40 and not CODE_WORDS.search(m.hint), m.name
+    check_hints_are_plain_words(MUTANTS)
 
 
 def test_every_mutant_applies_exactly_once(assignment):
-    for m in MUTANTS:
-        original = solution_cell(assignment, m.function).source
-        assert m.find is None or original.count(m.find) == 1, m.name
-        changed = apply_mutant(original, m)
-        assert changed != original
-        extracted = extract_definitions(changed)
-        assert extracted.error is None and m.function in extracted.functions, m.name
+    check_every_mutant_applies_exactly_once(assignment, MUTANTS, whole_cell_allowed=True)
 
 
 def test_mutant_cells_define_only_the_renamed_function(assignment):
-    cells = mutant_cells(assignment)
-    assert len(cells) == len(MUTANTS)
-    for m, cell in zip(MUTANTS, cells):
-        ns: dict = {}
-        exec(compile("import torch\n", "<kit>", "exec"), ns)
-        before = set(ns)
-        exec(compile(cell["source"], cell["id"], "exec"), ns)
-        assert set(ns) - before == {f"_mutant_{m.name}"}, m.name
+    check_mutant_cells_define_only_the_renamed_function(assignment, MUTANTS, "import torch\n")
 
 
 def test_there_are_enough_correct_variants():
