@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: setup system-packages release solutions test demo mutants calibrate bench clean
+.PHONY: setup system-packages release solutions test test-all demo mutants calibrate bench clean
 
 setup: $(STAMP) system-packages
 
@@ -83,8 +83,13 @@ export RUN_SOLUTIONS
 pretrain: $(STAMP)
 	nice $(PY) tools/pretrain_lm.py
 
+# `make test`: every test but the slow end-to-end ones (cluster, browser, whole nbgrader loop).
+# `make test-all`: those too (CI runs it).
 test: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15 -m "not slow"
+
+test-all: test
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15 -m slow
 
 # --- The cohort tools ---------------------------------------------------------------------------
 # A demo cohort (correct, blank, common mistakes, a broken file) graded end to end in

@@ -23,7 +23,20 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--jobs", "-j", type=int, default=None,
                    help="submissions graded at once (default: c.PPOKit.jobs)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where student code computes (default: c.PPOKit.device)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="grade on a Dask cluster: tls://HOST:PORT (Dask's TLS settings apply)")
+    p.add_argument("--insecure-scheduler", action="store_true",
+                   help="allow a plain tcp:// scheduler, on a network where every host is trusted")
     p.set_defaults(func=_grade_course)
+
+    c = subparsers.add_parser(
+        "cluster-certs", help="make a CA and TLS certificates for a small Dask cluster")
+    c.add_argument("out", type=Path, help="the folder to write them into (created 0700)")
+    c.add_argument("--host", action="append", default=[],
+                   help="a host name or address the certificates are valid for (repeatable)")
+    c.set_defaults(func=_cluster_certs)
 
     g = subparsers.add_parser(
         "gradescope-bundle", help="build the Gradescope autograder zip for an assignment")
@@ -38,6 +51,12 @@ def _grade_course(args) -> int:
     from autograder.course.batch import cmd_grade_course
 
     return cmd_grade_course(args)
+
+
+def _cluster_certs(args) -> int:
+    from autograder.course.certs import cmd_cluster_certs
+
+    return cmd_cluster_certs(args)
 
 
 def _gradescope_bundle(args) -> int:

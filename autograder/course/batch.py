@@ -263,9 +263,13 @@ class CourseRun:
 
 def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = None,
                  force: bool = False, grader: str = DEFAULT_GRADER, device: str = "auto",
-                 backend: str | None = None, console=None, outputs: bool = True) -> CourseRun:
+                 backend: str | None = None, console=None, outputs: bool = True,
+                 scheduler: str | None = None, insecure_scheduler: bool = False) -> CourseRun:
     """Grade every submission of ``assignment`` that needs it, then (``outputs``) write the
-    gradebook, the feedback pages and the cohort report from all results."""
+    gradebook, the feedback pages and the cohort report from all results.
+
+    ``scheduler``: a Dask scheduler address; each submission is then one task on the cluster
+    (``autograder/course/cluster.py``) instead of a local slot. Everything else is the same."""
     from autograder.config import ConfigError, load_settings
 
     started = time.monotonic()
@@ -293,7 +297,22 @@ def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = 
                                     message=job.problem,
                                     student_message=f"Nothing was graded: {job.problem}."))
         to_slots = [j for j in todo if not j.problem]
-        if to_slots:
+        if to_slots and scheduler:
+            with progress_bar(console, len(to_slots)) as bar:
+                def on_task(job: Job, result: GradingResult | None, error: str) -> None:
+                    code = "grader_error"
+                    if result is None and error.startswith("worker_lost:"):
+                        code = "worker_lost"
+                    if result is None:
+                        result = zero_result(job, assignment, points, code=code,
+                                             message=error, student_message=GRADER_ERROR_TEXT)
+                    record(job, finish(result, job))
+                    bar.record(kind(result.to_json()))
+
+                grade_on_cluster(to_slots, scheduler=scheduler, insecure=insecure_scheduler,
+                                 settings=settings, course_dir=paths.root, assignment=assignment,
+                                 grader=grader, device=device, on_result=on_task)
+        elif to_slots:
             if backend is None and grader == DEFAULT_GRADER:
                 backend = sandbox_backend(settings.sandbox)
             with progress_bar(console, len(to_slots)) as bar:
@@ -316,6 +335,35 @@ def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = 
             write_outputs(run, settings.db_url)
     run.seconds = time.monotonic() - started
     return run
+
+
+def grade_on_cluster(jobs: list[Job], *, scheduler: str, insecure: bool, settings,
+                     course_dir: Path, assignment: str, grader: str, device: str,
+                     on_result) -> None:
+    """Connect, check every worker (same kit, a real sandbox, GPUs for cuda), then grade."""
+    from autograder.course.cluster import (ClusterRefused, check_cluster, connect,
+                                           run_on_cluster)
+
+    try:
+        client = connect(scheduler, insecure=insecure)
+    except ClusterRefused as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
+    with client:
+        try:
+            check_cluster(client, course_dir, assignment, device)
+        except ClusterRefused as exc:
+            raise UsageError(f"the cluster at {scheduler} was refused: {exc}") from None
+        run_on_cluster(jobs, client=client, settings=settings, assignment=assignment,
+                       grader=grader, device=device, read_notebook=read_notebook,
+                       on_result=on_result)
+
+
+def read_notebook(job: Job) -> bytes:
+    """The chosen notebook's bytes, for a task that runs on another machine."""
+    assert job.notebook is not None
+    return job.notebook.read_bytes()
 
 
 @contextlib.contextmanager
@@ -404,7 +452,9 @@ def cmd_grade_course(args) -> int:
 
     out = Console()
     try:
-        run = grade_course(args.course_dir, args.assignment, jobs=args.jobs, force=args.force)
+        run = grade_course(args.course_dir, args.assignment, jobs=args.jobs, force=args.force,
+                           device=args.device, scheduler=args.scheduler,
+                           insecure_scheduler=args.insecure_scheduler)
     except UsageError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}")
         return 2
