@@ -97,10 +97,11 @@ test-all: test
 demo: setup
 	$(PY) -m autograder.course.demo
 
-# grade-course --jobs 2 against nbgrader autograde on 100 synthetic submissions, and one cold
+# grade-course --jobs 2 against nbgrader autograde on a mixed cohort of 100 and a realistic one of
+# 200 (nbgrader on its first 40), and one cold
 # submission each; writes the numbers into README.md's "## Performance" section.
 bench: setup
-	nice $(PY) bench/run_bench.py --n 100 --jobs 2 --readme README.md
+	nice $(PY) bench/run_bench.py --n 100 --realistic 200 --nbgrader-sample 40 --jobs 2 --readme README.md
 
 # --- The grader's own checks (hidden suites) ------------------------------------------------
 # Every mutant of autograder/suites/<assignment>/mutants.py graded: the table of points lost and hints

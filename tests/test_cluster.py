@@ -18,10 +18,21 @@ import pytest
 
 from autograder.course.batch import UsageError, grade_course
 from autograder.course.certs import make_certs
-from autograder.course.cluster import (ClusterRefused, check_workers, connect, describe_worker,
-                                       kit_fingerprint)
-from autograder.course.demo import (applicable_mutants, copy_course, mutated, solutions,
-                                    submission, write_cohort)
+from autograder.course.cluster import (
+    ClusterRefused,
+    check_workers,
+    connect,
+    describe_worker,
+    kit_fingerprint,
+)
+from autograder.course.demo import (
+    applicable_mutants,
+    copy_course,
+    mutated,
+    solutions,
+    submission,
+    write_cohort,
+)
 
 ASSIGNMENT = "ppo"
 

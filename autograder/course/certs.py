@@ -104,8 +104,8 @@ def make_certs(out: Path, hosts: list[str] | None = None) -> dict[str, Path]:
 def dask_config(folder: Path) -> str:
     """Dask's YAML config for these files (absolute paths)."""
     d = Path(folder).resolve()
-    roles = "\n".join(f"      {r}:\n        cert: {d / f'{r}.pem'}\n        key: {d / f'{r}-key.pem'}"
-                      for r in ROLES)
+    roles = "\n".join(f"      {r}:\n        cert: {d / f'{r}.pem'}\n"
+                      f"        key: {d / f'{r}-key.pem'}" for r in ROLES)
     return ("distributed:\n"
             "  scheduler:\n"
             "    allowed-failures: 1\n"

@@ -185,6 +185,7 @@ def run_on_cluster(jobs, *, client, settings, assignment: str, grader: str, devi
     resources = {GPU_RESOURCE: 1} if device == "cuda" else None
     futures = {}
     for job in jobs:
+        student_key = hashlib.sha256(job.student.encode("utf-8", "surrogateescape")).hexdigest()
         try:
             data = read_notebook(job)
         except OSError as exc:
@@ -193,7 +194,7 @@ def run_on_cluster(jobs, *, client, settings, assignment: str, grader: str, devi
         future = client.submit(
             grade_task, data, job.notebook.name, student=job.student, assignment=assignment,
             cohort_seed=settings.cohort_seed, limits=asdict(settings.limits), device=device,
-            grader=grader, key=f"grade-{assignment}-{hashlib.sha256(job.student.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}-{job.sha256[:12]}",
+            grader=grader, key=f"grade-{assignment}-{student_key[:16]}-{job.sha256[:12]}",
             resources=resources, pure=False, retries=0)
         futures[future] = job
     for future in as_completed(list(futures)):
@@ -201,8 +202,9 @@ def run_on_cluster(jobs, *, client, settings, assignment: str, grader: str, devi
         try:
             on_result(job, GradingResult.from_json(future.result()), "")
         except KilledWorker as exc:
-            on_result(job, None, f"worker_lost: grading this submission ended {ALLOWED_FAILURES + 1}"
-                                 f" Dask workers, so it was not tried again ({exc})")
+            on_result(job, None, f"worker_lost: grading this submission ended "
+                                 f"{ALLOWED_FAILURES + 1} Dask workers, so it was not tried "
+                                 f"again ({exc})")
         except Exception as exc:   # a kit error on the worker: this job only
             on_result(job, None, f"{type(exc).__name__}: {exc}")
         finally:
