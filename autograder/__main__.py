@@ -63,11 +63,13 @@ def cmd_grade(args) -> int:
                   "unconfined; pass --unsafe-no-sandbox to grade anyway.", file=sys.stderr)
             return NO_SANDBOX
     student = args.student or student_from_path(path)
-    result = grade_submission(path, args.assignment, student=student, settings=settings,
-                              device=args.device, backend=backend)
+    from autograder.report_table import Progress, print_result
+
+    with Progress(f"grading {path.name} ({args.assignment}, student {student})"):
+        result = grade_submission(path, args.assignment, student=student, settings=settings,
+                                  device=args.device, backend=backend)
     if args.out:
         result.write(args.out)
-    from autograder.report_table import print_result
 
     print_result(result)
     return 0
