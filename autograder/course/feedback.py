@@ -10,6 +10,7 @@ internal details are replaced by a plain sentence.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from autograder.course.kinds import attempted, cell_of
@@ -60,14 +61,16 @@ def student_flags(flags: list[dict]) -> list[dict]:
     return shown
 
 
-NOT_ATTEMPTED = "Not attempted: still the release's stub (it raises NotImplementedError)."
+STUB_RAISED = re.compile(r"`?(\w+)`? raised NotImplementedError")
 
 
 def not_attempted_text(tests: list[dict]) -> str:
-    """The one message of a question left as the stub: the rule, and the first line of its
-    first check's message (which names the function)."""
-    first = next((t["output"].strip().splitlines()[0] for t in tests if t["output"].strip()), "")
-    return NOT_ATTEMPTED + (f" {first}" if first else "")
+    """The one message of a question left as the stub, naming the function when a message
+    does (a training question names the function its loop needed)."""
+    named = next((m.group(1) for t in tests if (m := STUB_RAISED.search(t["output"]))), "")
+    subject = f"{named} is" if named else "the function is"
+    return (f"Not attempted: {subject} still the release's stub (it raises "
+            "NotImplementedError). Write it, then run the question's check cell.")
 
 
 def questions(data: dict) -> list[dict]:
