@@ -185,7 +185,8 @@ def test_report_page_in_chromium(browser, tmp_path):
     means = {}
     for cell in POINTS:
         fractions = [d["extra_data"]["grade_cells"][cell]["score"] / POINTS[cell]
-                     for s, d in COHORT.items() if not (cell == "compute_gae" and s in ("ana", "di"))]
+                     for s, d in COHORT.items()
+                     if not (cell == "compute_gae" and s in ("ana", "di"))]
         means[cell] = sum(fractions) / len(fractions)
     assert chart == sorted(POINTS, key=lambda c: (means[c], c))
 

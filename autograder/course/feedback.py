@@ -91,7 +91,8 @@ def questions(data: dict) -> list[dict]:
         q["tests"].append({"title": title, "status": t.get("status", "failed"),
                            "score": float(t.get("score", 0)),
                            "max_score": float(t.get("max_score", 0)),
-                           "output": "" if t.get("visibility") == "hidden" else t.get("output", "")})
+                           "output": ("" if t.get("visibility") == "hidden"
+                                      else t.get("output", ""))})
         extra = t.get("extra_data")
         training = extra.get("training") if isinstance(extra, dict) else None
         if isinstance(training, dict):
@@ -103,8 +104,8 @@ def questions(data: dict) -> list[dict]:
         q["rows"] = collapse(q["tests"]) if q["attempted"] else [
             {"status": "failed", "titles": [f"{len(q['tests'])} check"
                                             f"{'s' if len(q['tests']) > 1 else ''}"],
-             "output": not_attempted_text(q["tests"]), "score": q["score"], "max_score": q["max_score"],
-             "not_attempted": True}]
+             "output": not_attempted_text(q["tests"]), "score": q["score"],
+             "max_score": q["max_score"], "not_attempted": True}]
     return list(by_cell.values())
 
 
