@@ -51,7 +51,12 @@ def test_a_rerun_of_an_unchanged_notebook_is_byte_identical(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import math\nprint(round(math.pi, 4))"),
                 nbformat.v4.new_markdown_cell("text"),
-                nbformat.v4.new_code_cell("x = [i * i for i in range(5)]\nx")]
+                nbformat.v4.new_code_cell("x = [i * i for i in range(5)]\nx"),
+                # output in two flushed chunks, and a duration that differs from run to run
+                nbformat.v4.new_code_cell(
+                    "import sys, time\nstarted = time.perf_counter()\n"
+                    "print('first', flush=True)\ntime.sleep(0.05)\nprint('second')\n"
+                    "print(f'took {time.perf_counter() - started + time.time() % 1:.3f} s')")]
     source = tmp_path / "source" / "toy" / "toy.ipynb"
     source.parent.mkdir(parents=True)
     nbformat.write(nb, source)
@@ -62,6 +67,7 @@ def test_a_rerun_of_an_unchanged_notebook_is_byte_identical(tmp_path):
     before = out.read_bytes()
     mtime = out.stat().st_mtime_ns
     assert b"iopub.execute_input" not in before and b"3.1416" in before
+    assert before.count(b'"output_type": "stream"') == 2       # the two chunks are one output
     again = solutions_tool.execute(source)           # a fresh kernel, new timestamps
     assert not solutions_tool.write_if_changed(again, out)
     assert out.read_bytes() == before and out.stat().st_mtime_ns == mtime
