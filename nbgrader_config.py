@@ -44,3 +44,9 @@ c.PPOKit.limits = dict(
     max_file_mb=64,         # RLIMIT_FSIZE
     max_output_kb=64,       # captured stdout+stderr kept per worker
 )
+
+# --- the Gradescope bundle (python -m autograder gradescope-bundle) ----------------------------
+# Who sees what on Gradescope: one of "visible", "after_due_date", "after_published", "hidden".
+c.PPOKit.gradescope_visibility = "visible"           # the whole result
+c.PPOKit.gradescope_test_visibility = {}             # {grade cell id or test name: visibility}
+c.PPOKit.gradescope_stdout_visibility = "hidden"     # the staff log (results/stdout)

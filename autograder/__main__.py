@@ -12,15 +12,9 @@ import sys
 from pathlib import Path
 
 import autograder  # noqa: F401  (blocks a slow, unused import before nbformat loads)
-from autograder import REPO_ROOT
 
 USAGE_ERROR = 2
 NO_SANDBOX = 3
-
-
-def default_course_dir() -> Path:
-    cwd = Path.cwd()
-    return cwd if (cwd / "nbgrader_config.py").exists() else REPO_ROOT
 
 
 def student_from_path(path: Path) -> str:
@@ -47,9 +41,11 @@ def cmd_grade(args) -> int:
     path = Path(args.submission)
     if not path.is_file():
         return usage_error(f"no such file: {path}")
+    from autograder.course.paths import course_dir_of
+
     try:
-        settings = load_settings(args.course_dir or default_course_dir())
-    except ConfigError as exc:
+        settings = load_settings(course_dir_of(args.course_dir))
+    except (ConfigError, FileNotFoundError) as exc:
         return usage_error(str(exc))
     known = list_assignments(settings.course_dir)
     if args.assignment not in known:
@@ -63,11 +59,13 @@ def cmd_grade(args) -> int:
                   "unconfined; pass --unsafe-no-sandbox to grade anyway.", file=sys.stderr)
             return NO_SANDBOX
     student = args.student or student_from_path(path)
-    result = grade_submission(path, args.assignment, student=student, settings=settings,
-                              device=args.device, backend=backend)
+    from autograder.report_table import Progress, print_result
+
+    with Progress(f"grading {path.name} ({args.assignment}, student {student})"):
+        result = grade_submission(path, args.assignment, student=student, settings=settings,
+                                  device=args.device, backend=backend)
     if args.out:
         result.write(args.out)
-    from autograder.report_table import print_result
 
     print_result(result)
     return 0
@@ -83,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--student", help="student id (default: from submitted/<id>/...)")
     grade.add_argument("--out", help="write the results JSON here")
     grade.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    grade.add_argument("--course-dir", help="nbgrader course directory (default: here or the kit)")
+    from autograder.course.paths import COURSE_DIR_HELP
+
+    grade.add_argument("--course-dir", help=COURSE_DIR_HELP)
     grade.add_argument("--unsafe-no-sandbox", action="store_true",
                        help="run student code with rlimits only (no isolation); never for real grading")
     grade.set_defaults(func=cmd_grade)

@@ -5,16 +5,27 @@ to build the image, and for every submission runs ``run_autograder``, which must
 ``/autograder/results/results.json``. The zip's root therefore holds:
 
     setup.sh, run_autograder        the two scripts Gradescope runs
-    requirements.txt                the kit's pins (installed into /autograder/venv)
+    requirements.txt                the kit's runtime pins (requirements.txt above its
+                                    "# --- development only" line; installed into
+                                    /autograder/venv, torch from PyTorch's CPU wheel index)
     nbgrader_config.py              the course settings (cohort seed, limits)
     autograder/                     the kit, with its hidden suites
     source/<assignment>/            the source notebook (the answer key and the points)
 
-so that ``/autograder/source`` is a course directory. ``setup.sh`` makes the instructor files
+so that ``/autograder/source`` is a course directory. ``setup.sh`` first provisions a Python
+>= 3.11 (the image's ``python3``, else ``python3.11`` from apt or the deadsnakes PPA) and
+stops with a clear message when it cannot. It then makes the instructor files
 (``source/``, ``autograder/suites/``, ``nbgrader_config.py``) root-only (0700/0600). Student code
 runs only in the kit's sandboxed worker: bubblewrap never mounts those paths, and the fallback
 sandbox runs it as an unprivileged uid that cannot read them. ``/autograder/results`` is
 root-only too, so only the trusted parent writes the result.
+
+Visibility comes from ``nbgrader_config.py``: ``c.PPOKit.gradescope_visibility`` (the whole
+result), ``c.PPOKit.gradescope_test_visibility`` (``{grade cell id or test name: visibility}``;
+others get the overall value) and ``c.PPOKit.gradescope_stdout_visibility``. Each is one of
+Gradescope's ``visible``, ``after_due_date``, ``after_published``, ``hidden``.
+``/autograder/results/stdout`` gets a short log for the staff (the submission, the sandbox, the
+score per question, the flags); ``run_autograder`` prints it too, which Gradescope shows staff.
 
 For testing, ``AUTOGRADER_ROOT`` replaces ``/autograder`` in both scripts,
 ``AUTOGRADER_SKIP_INSTALL=1`` makes ``setup.sh`` install nothing, and ``AUTOGRADER_PYTHON``
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import stat
 import sys
 import time
@@ -31,6 +43,7 @@ import zipfile
 from pathlib import Path
 
 from autograder import REPO_ROOT
+from autograder.points import fmt_points
 
 SETUP_SH = r"""#!/usr/bin/env bash
 # Gradescope runs this once, as root, in /autograder/source when it builds the autograder.
@@ -38,18 +51,61 @@ set -euo pipefail
 ROOT="${AUTOGRADER_ROOT:-/autograder}"
 SRC="$ROOT/source"
 
+# --- Provisioning: a Python >= 3.11, CPU-only torch, the runtime pins ---------------------
+# The pins (numpy, matplotlib, nbgrader) need Python >= 3.11. Gradescope's default image
+# (Ubuntu 22.04) has python3 = 3.10, so the first Python >= 3.11 found is used: the image's
+# python3 if it is new enough, else python3.11 from Ubuntu's archive, else from the deadsnakes
+# PPA. requirements.txt holds the runtime pins only (the bundle leaves the development ones
+# out); torch comes from PyTorch's CPU wheel index (the container has no GPU).
+die() { echo "setup.sh: ERROR: $*" >&2; exit 1; }
+python_ok() {  # python_ok CMD: CMD runs and is Python >= 3.11
+  local v
+  v=$("$1" --version 2>&1) || return 1
+  [[ $v =~ ^Python\ 3\.([0-9]+) ]] && (( BASH_REMATCH[1] >= 11 ))
+}
+find_python() {  # prints the first Python >= 3.11 on PATH
+  local c
+  for c in python3 python3.13 python3.12 python3.11; do
+    if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then command -v "$c"; return 0; fi
+  done
+  return 1
+}
+provision() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed (is the network up?)"
+  apt-get install -y -qq python3 python3-venv || echo "python3-venv could not be installed"
+  # The sandbox. Without it the grader uses its uid-drop fallback and says so in every result.
+  apt-get install -y -qq bubblewrap || echo "bubblewrap could not be installed; using the fallback sandbox"
+  local py
+  if ! py=$(find_python); then
+    echo "python3 is $(python3 --version 2>&1 || echo missing); the pins need Python >= 3.11: installing python3.11"
+    apt-get install -y -qq python3.11 python3.11-venv \
+      || { apt-get install -y -qq software-properties-common \
+           && add-apt-repository -y ppa:deadsnakes/ppa && apt-get update -qq \
+           && apt-get install -y -qq python3.11 python3.11-venv; } \
+      || true
+    py=$(find_python) || die "no Python >= 3.11 could be installed (tried Ubuntu's python3.11 and the deadsnakes PPA). Use a Gradescope base image with Python >= 3.11, or install one in setup.sh."
+  fi
+  echo "using $py ($("$py" --version 2>&1))"
+  "$py" -m venv "$ROOT/venv" || die "$py -m venv failed (is python3.11-venv installed?)"
+  local pip="$ROOT/venv/bin/pip"
+  local torch
+  torch=$(grep -E '^torch[[:space:]]*==' "$SRC/requirements.txt" | head -n 1) \
+    || die "requirements.txt pins no torch"
+  "$pip" install -q --disable-pip-version-check --index-url https://download.pytorch.org/whl/cpu "$torch" \
+    || die "installing $torch from PyTorch's CPU index failed"
+  grep -vE '^torch[[:space:]]*==' "$SRC/requirements.txt" > "$ROOT/requirements-no-torch.txt"
+  "$pip" install -q --disable-pip-version-check -r "$ROOT/requirements-no-torch.txt" \
+    || die "installing the runtime requirements failed"
+}
+
 if [ "${AUTOGRADER_SKIP_INSTALL:-0}" = 1 ]; then
   # Testing: run_autograder will use the existing $AUTOGRADER_PYTHON; install nothing.
   [ -x "${AUTOGRADER_PYTHON:?AUTOGRADER_PYTHON must name the Python of an existing environment}" ]
 else
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq python3 python3-venv python3-pip
-  # The sandbox. Without it the grader uses its uid-drop fallback and says so in every result.
-  apt-get install -y -qq bubblewrap || echo "bubblewrap could not be installed; using the fallback sandbox"
-  python3 -m venv "$ROOT/venv"
-  "$ROOT/venv/bin/pip" install -q --disable-pip-version-check -r "$SRC/requirements.txt"
+  provision
 fi
+# --- end of provisioning ------------------------------------------------------------------
 
 # Instructor files: root only. The student's code never runs as root and never sees them.
 # (The kit's runtime stays readable: the sandbox mounts or copies it for the worker.)
@@ -81,6 +137,65 @@ exit 0
 """
 
 EXCLUDED_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
+DEV_MARKER = "# --- development only"
+VISIBILITIES = ("visible", "after_due_date", "after_published", "hidden")
+
+
+def runtime_requirements(text: str) -> str:
+    """The runtime part of ``requirements.txt``: every line above the ``DEV_MARKER`` line."""
+    lines = text.splitlines(keepends=True)
+    cut = next((i for i, line in enumerate(lines) if line.startswith(DEV_MARKER)), None)
+    if cut is None:
+        raise ValueError(f"requirements.txt has no {DEV_MARKER!r} line separating the runtime "
+                         "pins from the development ones")
+    return "".join(lines[:cut])
+
+
+def visibility_options(course_dir: Path) -> dict:
+    """``{"visibility", "stdout_visibility", "tests": {cell or test name: visibility}}`` from
+    ``c.PPOKit.gradescope_*`` in ``nbgrader_config.py``; ValueError names a wrong value."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    kit = PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config().PPOKit
+    options = {"visibility": kit.get("gradescope_visibility", "visible"),
+               "stdout_visibility": kit.get("gradescope_stdout_visibility", "hidden"),
+               "tests": dict(kit.get("gradescope_test_visibility", {}))}
+    for key, value in [("gradescope_visibility", options["visibility"]),
+                       ("gradescope_stdout_visibility", options["stdout_visibility"])] + [
+            (f"gradescope_test_visibility[{k!r}]", v) for k, v in options["tests"].items()]:
+        if value not in VISIBILITIES:
+            raise ValueError(f"c.PPOKit.{key} in nbgrader_config.py must be one of "
+                             f"{', '.join(VISIBILITIES)}, not {value!r}")
+    return options
+
+
+def apply_visibility(data: dict, options: dict) -> dict:
+    """The results JSON with Gradescope's visibility keys set: a test's own name first, then
+    its grade cell, then the overall value."""
+    data = dict(data, visibility=options["visibility"],
+                stdout_visibility=options["stdout_visibility"])
+    for t in data.get("tests", []):
+        cell = (t.get("tags") or [""])[0]
+        t["visibility"] = options["tests"].get(t.get("name"), options["tests"].get(
+            cell, options["visibility"]))
+    return data
+
+
+def staff_log(data: dict, notebook: str) -> str:
+    """A short log for the staff: what was graded, where, the score per question, the flags."""
+    extra = data.get("extra_data", {})
+    lines = [f"student {extra.get('student', '?')}, assignment {extra.get('assignment', '?')}, "
+             f"notebook {notebook or '-'}",
+             f"sandbox {extra.get('sandbox') or '-'}, device {extra.get('device') or '-'}, "
+             f"{float(data.get('execution_time', 0)):.1f} s",
+             f"score {fmt_points(data.get('score', 0))} / {fmt_points(extra.get('max_score', 0))}"]
+    for cell, v in (extra.get("grade_cells") or {}).items():
+        lines.append(f"  {cell}: {fmt_points(v.get('score', 0))} / "
+                     f"{fmt_points(v.get('max_score', 0))}")
+    for f in extra.get("flags", []):
+        message = re.sub(r"\s+", " ", str(f.get("message", "")))
+        lines.append(f"flag {f.get('code')}: {message[:300]}")
+    return "\n".join(lines) + "\n"
 
 
 def bundle_files(course_dir: Path, assignment: str) -> dict[str, Path | bytes]:
@@ -91,7 +206,8 @@ def bundle_files(course_dir: Path, assignment: str) -> dict[str, Path | bytes]:
     files: dict[str, Path | bytes] = {
         "setup.sh": SETUP_SH.encode(),
         "run_autograder": RUN_AUTOGRADER.replace("__ASSIGNMENT__", assignment).encode(),
-        "requirements.txt": REPO_ROOT / "requirements.txt",
+        "requirements.txt": runtime_requirements(
+            (REPO_ROOT / "requirements.txt").read_text()).encode(),
         "nbgrader_config.py": course_dir / "nbgrader_config.py",
     }
     for base, root in (("autograder", REPO_ROOT / "autograder"),
@@ -149,6 +265,7 @@ def run(root: Path, assignment: str) -> int:
     from autograder.config import load_settings
     from autograder.course.batch import GRADER_ERROR_TEXT, finish, zero_result
     from autograder.course.paths import grade_cell_points
+    from autograder.results import write_atomic
 
     started = time.monotonic()
     course_dir = root / "source"
@@ -174,16 +291,27 @@ def run(root: Path, assignment: str) -> int:
                                  message=f"{type(exc).__name__}: {exc}",
                                  student_message=GRADER_ERROR_TEXT)
     result.execution_time = time.monotonic() - started
-    result.write(out)
+    data = result.to_json()
+    try:
+        data = apply_visibility(data, visibility_options(course_dir))
+    except ValueError as exc:       # a wrong setting: the default visibility, and staff are told
+        data["extra_data"].setdefault("flags", []).append({"code": "grader_error",
+                                                           "message": str(exc)})
+    write_atomic(out, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    log = staff_log(data, "" if job.problem else job.notebook.name)
+    write_atomic(root / "results" / "stdout", log)
+    print(log, end="")
     return 0
 
 
 def cmd_gradescope_bundle(args) -> int:
-    """``python -m autograder gradescope-bundle ASSIGNMENT --out FILE.zip [--course-dir DIR]``."""
-    course_dir = Path(getattr(args, "course_dir", None) or REPO_ROOT)
+    """``python -m autograder gradescope-bundle ASSIGNMENT --out FILE.zip [--course-dir DIR]``
+    (the course whose ``source/<assignment>/`` and ``nbgrader_config.py`` go in)."""
+    course_dir = Path(args.course_dir)     # resolved by the CLI (course/paths.course_dir_of)
     try:
+        visibility_options(course_dir)
         out = build_bundle(args.assignment, args.out, course_dir)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with zipfile.ZipFile(out) as zf:

@@ -21,6 +21,7 @@ class TestResult:
     output: str                     # what the student reads; never hidden test source
     tags: list[str] = field(default_factory=list)  # tags[0] is the grade-cell id
     visibility: str = "visible"
+    extra_data: dict = field(default_factory=dict)  # plain data for the pages, e.g. "training"
 
     @property
     def grade_cell(self) -> str:
@@ -40,7 +41,7 @@ class GradingResult:
             "score": round(self.score, 6),
             "execution_time": round(self.execution_time, 3),
             "output": self.output,
-            "tests": [asdict(t) for t in self.tests],
+            "tests": [test_json(t) for t in self.tests],
             "extra_data": self.extra_data,
         }
 
@@ -59,6 +60,14 @@ class GradingResult:
             tests=[TestResult(**t) for t in data.get("tests", [])],
             extra_data=data.get("extra_data", {}),
         )
+
+
+def test_json(test: TestResult) -> dict:
+    """One test as Gradescope's JSON; ``extra_data`` only when it holds something."""
+    data = asdict(test)
+    if not data["extra_data"]:
+        del data["extra_data"]
+    return data
 
 
 def grade_cell_totals(tests: list[TestResult]) -> dict[str, dict[str, float]]:

@@ -109,7 +109,14 @@ def test_bundle_layout(bundle):
     assert infos["setup.sh"].external_attr >> 16 & 0o111
     assert not [n for n in infos if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in infos if n.startswith(("release/", "submitted/", "tests/", "solutions/"))]
-    assert zipfile.ZipFile(bundle).read("requirements.txt") == (REPO_ROOT / "requirements.txt").read_bytes()
+    # the runtime pins only: requirements.txt above its "# --- development only" line
+    shipped = zipfile.ZipFile(bundle).read("requirements.txt").decode()
+    full = (REPO_ROOT / "requirements.txt").read_text()
+    dev = full[full.index("# --- development only"):]
+    assert full.startswith(shipped) and shipped + dev == full
+    pins = {line.split("==")[0] for line in shipped.splitlines() if "==" in line}
+    assert {"torch", "numpy", "nbgrader"} <= pins
+    assert not pins & {line.split("==")[0] for line in dev.splitlines() if "==" in line}
 
 
 def test_run_autograder_grades_a_submission(bundle, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def add_subcommands(subparsers) -> None:
     """Add ``grade-course`` and ``gradescope-bundle`` to ``python -m autograder``."""
-    from autograder import REPO_ROOT
+    from autograder.course.paths import COURSE_DIR_HELP
 
     p = subparsers.add_parser(
         "grade-course", help="grade every submission of an assignment in an nbgrader course",
@@ -18,8 +18,7 @@ def add_subcommands(subparsers) -> None:
                     "feedback pages and the cohort report. Already graded, unchanged "
                     "submissions are skipped; a killed run is finished by running it again.")
     p.add_argument("assignment")
-    p.add_argument("--course-dir", type=Path, default=Path.cwd(),
-                   help="the nbgrader course directory (default: the current directory)")
+    p.add_argument("--course-dir", type=Path, default=None, help=COURSE_DIR_HELP)
     p.add_argument("--jobs", "-j", type=int, default=None,
                    help="submissions graded at once (default: c.PPOKit.jobs)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded")
@@ -42,15 +41,28 @@ def add_subcommands(subparsers) -> None:
         "gradescope-bundle", help="build the Gradescope autograder zip for an assignment")
     g.add_argument("assignment")
     g.add_argument("--out", type=Path, required=True, help="the zip file to write")
-    g.add_argument("--course-dir", type=Path, default=REPO_ROOT,
-                   help="the course directory whose source/ and config go in (default: the kit's)")
+    g.add_argument("--course-dir", type=Path, default=None, help=COURSE_DIR_HELP)
     g.set_defaults(func=_gradescope_bundle)
+
+
+def _resolve_course_dir(args) -> bool:
+    """``args.course_dir`` by the one rule (``paths.course_dir_of``); False after an error."""
+    import sys
+
+    from autograder.course.paths import course_dir_of
+
+    try:
+        args.course_dir = course_dir_of(args.course_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _grade_course(args) -> int:
     from autograder.course.batch import cmd_grade_course
 
-    return cmd_grade_course(args)
+    return cmd_grade_course(args) if _resolve_course_dir(args) else 2
 
 
 def _cluster_certs(args) -> int:
@@ -62,4 +74,4 @@ def _cluster_certs(args) -> int:
 def _gradescope_bundle(args) -> int:
     from autograder.gradescope import cmd_gradescope_bundle
 
-    return cmd_gradescope_bundle(args)
+    return cmd_gradescope_bundle(args) if _resolve_course_dir(args) else 2

@@ -440,7 +440,9 @@ def summary_table(run: CourseRun):
                         f"({len(run.graded_now)} graded now, {len(run.skipped)} up to date)")
     for col in ("graded", "failed to read", "flagged", "grader errors", "mean score"):
         table.add_column(col, justify="right")
-    mean = f"{sum(scores) / len(scores):.2f} / {max_score:g}" if scores else "-"
+    from autograder.points import fmt_points
+
+    mean = f"{fmt_points(sum(scores) / len(scores))} / {fmt_points(max_score)}" if scores else "-"
     table.add_row(str(kinds["graded"]), str(kinds["failed to read"]), str(len(flagged)),
                   str(kinds["grader error"]), mean)
     return table

@@ -1,6 +1,8 @@
 """What a result is, from its flags: graded, failed to read, or a grader error; flagged or not."""
 from __future__ import annotations
 
+import re
+
 # "Nothing could be graded": the summary's "failed to read".
 UNREAD_CODES = {"unreadable_notebook", "no_notebook", "ambiguous_submission"}
 # Flags that are not integrity findings.
@@ -24,3 +26,28 @@ def kind(result: dict) -> str:
 def is_flagged(result: dict) -> bool:
     """Has an integrity finding (a renamed notebook, a changed locked cell, a limit hit...)."""
     return bool(flag_codes(result) - NOT_INTEGRITY)
+
+
+# A check of a function still left as the release's stub fails with this in its message.
+NOT_DONE = re.compile(r"\bNotImplementedError\b")
+
+
+def cell_of(test: dict) -> str:
+    """The grade cell a test counts toward (its first tag)."""
+    return (test.get("tags") or [""])[0]
+
+
+def attempted(tests: list[dict]) -> bool:
+    """False when every one of ``tests`` (one question's) failed only because the function is
+    still the release's stub (it raised NotImplementedError): not attempted, so not a mistake.
+    The feedback page, the per-question and the per-test statistics all use this one rule."""
+    return not tests or not all(t.get("status") != "passed" and NOT_DONE.search(t.get("output", ""))
+                                for t in tests)
+
+
+def unattempted_cells(result: dict) -> set[str]:
+    """The grade cells of ``result`` whose checks all failed on the stub."""
+    by_cell: dict[str, list[dict]] = {}
+    for t in result.get("tests", []):
+        by_cell.setdefault(cell_of(t), []).append(t)
+    return {cell for cell, tests in by_cell.items() if not attempted(tests)}

@@ -71,3 +71,17 @@ def grade_cell_points(notebook: Path) -> dict[str, float]:
         if meta.get("grade"):
             points[meta["grade_id"]] = float(meta.get("points", 0))
     return points
+
+
+COURSE_DIR_HELP = ("the nbgrader course directory, holding nbgrader_config.py (default: the "
+                   "current directory)")
+
+
+def course_dir_of(given: str | Path | None) -> Path:
+    """The one rule of every command: ``--course-dir DIR`` if given, else the current directory;
+    either must hold ``nbgrader_config.py`` (FileNotFoundError says what to do)."""
+    root = Path(given if given else Path.cwd()).resolve()
+    if not (root / "nbgrader_config.py").is_file():
+        raise FileNotFoundError(f"no nbgrader_config.py in {root}: run the command in the course "
+                                "directory, or name it with --course-dir")
+    return root

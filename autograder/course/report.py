@@ -1,24 +1,27 @@
-"""The cohort report: ``reports/<assignment>/index.html`` and its PNG plots.
+"""The cohort report: ``reports/<assignment>/index.html``, one self-contained file.
 
 It answers "which concept did this class struggle with?": the weakest question is named in a
 sentence at the top, then the score histogram, the pass rate per question and per test, the most
 common mistakes (failed tests grouped by their message, numbers masked) and the flagged
 submissions. Submissions that could not be read or hit a grader error count in the histogram but
-not in the per-question statistics.
+not in the per-question statistics. A question left as the release's stub counts as not
+attempted (``kinds.attempted``) in every statistic: the per-question table, its chart, the
+per-test rates and the mistakes. The charts are PNGs inlined as data URIs, in the table's order.
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.course.feedback import environment, fmt
-from autograder.course.kinds import is_flagged, kind
+from autograder.course.feedback import environment
+from autograder.course.kinds import attempted, cell_of, is_flagged, kind, unattempted_cells
+from autograder.points import fmt_percent, fmt_points
 from autograder.results import write_atomic
-
-NOT_DONE = re.compile(r"\bNotImplementedError\b")
 HINT = re.compile(r"(?:known mistake|Hint)\s*:\s*(.+)", re.S | re.I)
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -57,7 +60,7 @@ class Cohort:
             for cell, v in cell_totals(self.results[s]).items():
                 q = cells.setdefault(cell, {"cell": cell, "fractions": [], "full": 0,
                                             "skipped": 0, "max_score": v["max_score"]})
-                if not attempted([t for t in tests if (t.get("tags") or [""])[0] == cell]):
+                if not attempted([t for t in tests if cell_of(t) == cell]):
                     q["skipped"] += 1
                     continue
                 frac = v["score"] / v["max_score"] if v["max_score"] else 1.0
@@ -69,17 +72,28 @@ class Cohort:
             q["full_rate"] = q["full"] / n if n else None
         return list(cells.values())
 
+    def ranked_questions(self) -> list[dict]:
+        """The questions weakest first (lowest mean share of points), those nobody attempted
+        last: the order of the report's question table and of its chart."""
+        return sorted(self.questions(), key=lambda q: (q["mean"] is None, q["mean"] or 0.0,
+                                                       q["full_rate"] or 0.0, q["cell"]))
+
     def tests(self) -> list[dict]:
-        """Per test name: pass rate over the counted submissions, in suite order."""
+        """Per test name, in suite order: pass rate over the counted submissions that attempted
+        its question (the same rule as ``questions``); ``rate`` is None when none did."""
         rows: dict[str, dict] = {}
         for s in self.counted:
+            skipped = unattempted_cells(self.results[s])
             for t in self.results[s].get("tests", []):
                 r = rows.setdefault(t["name"], {"name": t["name"], "passed": 0, "n": 0,
-                                                "cell": (t.get("tags") or [""])[0]})
+                                                "skipped": 0, "cell": cell_of(t)})
+                if r["cell"] in skipped:
+                    r["skipped"] += 1
+                    continue
                 r["n"] += 1
                 r["passed"] += t.get("status") == "passed"
         for r in rows.values():
-            r["rate"] = r["passed"] / r["n"]
+            r["rate"] = r["passed"] / r["n"] if r["n"] else None
         return list(rows.values())
 
     def mistakes(self, limit: int = 12) -> list[dict]:
@@ -94,7 +108,7 @@ class Cohort:
                 if t.get("status") == "passed" or not attempted([t]):
                     continue
                 text = t.get("output", "").strip()
-                cell = (t.get("tags") or [""])[0]
+                cell = cell_of(t)
                 hint = HINT.search(text)
                 key = (cell, " ".join(hint.group(1).split())) if hint else \
                     (t["name"], " ".join(NUMBER.sub("#", text).split()))
@@ -131,15 +145,8 @@ class Cohort:
 
     def weakest(self) -> dict | None:
         """The question with the lowest mean share of points among those who attempted it."""
-        qs = [q for q in self.questions() if q["n"]]
-        return min(qs, key=lambda q: (q["mean"], q["full_rate"], q["cell"])) if qs else None
-
-
-def attempted(tests: list[dict]) -> bool:
-    """False when every one of ``tests`` failed only because the function is still the
-    release's stub (it raised NotImplementedError): not attempted, so not a mistake."""
-    return not tests or not all(t.get("status") != "passed" and NOT_DONE.search(t.get("output", ""))
-                                for t in tests)
+        qs = [q for q in self.ranked_questions() if q["n"]]
+        return qs[0] if qs else None
 
 
 def cell_totals(result: dict) -> dict[str, dict]:
@@ -148,7 +155,7 @@ def cell_totals(result: dict) -> dict[str, dict]:
         return cells
     totals: dict[str, dict] = {}
     for t in result.get("tests", []):
-        c = totals.setdefault((t.get("tags") or [""])[0], {"score": 0.0, "max_score": 0.0})
+        c = totals.setdefault(cell_of(t), {"score": 0.0, "max_score": 0.0})
         c["score"] += t.get("score", 0)
         c["max_score"] += t.get("max_score", 0)
     return totals
@@ -160,7 +167,7 @@ def headline(cohort: Cohort) -> str:
     if weak is None:
         return f"No gradable submissions of {cohort.assignment} yet."
     sentence = (f"This class struggled most with {weak['cell']}: the {weak['n']} submissions "
-                f"that attempted it earned {100 * weak['mean']:.0f}% of its points on average, "
+                f"that attempted it earned {fmt_percent(weak['mean'])} of its points on average, "
                 f"and {weak['full']} of {weak['n']} got it fully right.")
     top = next((m for m in cohort.mistakes(limit=1000) if m["cell"] == weak["cell"]), None)
     if top:
@@ -178,67 +185,31 @@ def gist(message: str, limit: int = 220) -> str:
     return text[: cut + 1] if cut > limit // 3 else text[: limit - 1] + "…"
 
 
-def plot_all(cohort: Cohort, out: Path) -> dict[str, str]:
-    """Write the PNG plots; returns {name: file name}."""
+def histogram_png(cohort: Cohort) -> str:
+    """The score histogram as a ``data:image/png;base64,...`` URI (inlined in the page)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    files = {}
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     top = cohort.max_score or max(cohort.scores(), default=1.0) or 1.0
     ax.hist(cohort.scores(), bins=min(20, max(5, int(top) * 2)), range=(0, top),
             color="#3b6ea8", edgecolor="white")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(f"score (out of {fmt(top)})")
+    ax.set_xlabel(f"score (out of {fmt_points(top)})")
     ax.set_ylabel("submissions")
     ax.set_title(f"{cohort.assignment}: scores of {len(cohort.results)} submissions")
-    files["histogram"] = _save(fig, out / "score_histogram.png", plt)
-
-    qs = [q for q in cohort.questions() if q["n"]]
-    if qs:
-        fig, ax = plt.subplots(figsize=(7, 0.5 * len(qs) + 1.4), dpi=110)
-        names = [q["cell"] for q in qs][::-1]
-        ys = range(len(names))
-        ax.barh([y + 0.2 for y in ys], [100 * q["mean"] for q in qs][::-1], height=0.4,
-                color="#3b6ea8", label="mean % of points")
-        ax.barh([y - 0.2 for y in ys], [100 * q["full_rate"] for q in qs][::-1], height=0.4,
-                color="#9cc3e6", label="% fully right")
-        ax.set_yticks(list(ys), names)
-        ax.set_xlim(0, 100)
-        ax.set_xlabel("%")
-        ax.legend(loc="lower right", fontsize=8)
-        ax.set_title("per question")
-        files["questions"] = _save(fig, out / "question_pass_rate.png", plt)
-
-    ts = cohort.tests()
-    if ts:
-        fig, ax = plt.subplots(figsize=(8, 0.28 * len(ts) + 1.2), dpi=110)
-        names = [_short(t["name"]) for t in ts][::-1]
-        rates = [100 * t["rate"] for t in ts][::-1]
-        ax.barh(names, rates, color=["#b83232" if r < 50 else "#3b7d4f" for r in rates])
-        ax.set_xlim(0, 100)
-        ax.set_xlabel("% of submissions passing")
-        ax.tick_params(axis="y", labelsize=7)
-        ax.set_title("per test")
-        files["tests"] = _save(fig, out / "test_pass_rate.png", plt)
-    return files
-
-
-def _short(name: str, n: int = 60) -> str:
-    return name if len(name) <= n else name[: n - 1] + "…"
-
-
-def _save(fig, path: Path, plt) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    tmp.replace(path)
-    return path.name
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# Files the report wrote beside index.html before it was one file; removed when it is rebuilt.
+OLD_PLOTS = ("score_histogram.png", "question_pass_rate.png", "test_pass_rate.png")
 
 
 def write_report(autograded: Path, out: Path, assignment: str,
@@ -247,23 +218,21 @@ def write_report(autograded: Path, out: Path, assignment: str,
 
     ``feedback_link(student) -> relative URL`` links each student's feedback page."""
     cohort = Cohort.load(autograded, assignment)
-    plots = plot_all(cohort, out)
     scores = cohort.scores()
     kinds = Counter(kind(r) for r in cohort.results.values())
     students = [{"student": s, "score": float(r.get("score", 0)), "kind": kind(r),
                  "flagged": is_flagged(r), "link": feedback_link(s) if feedback_link else ""}
                 for s, r in cohort.results.items()]
-    by_cell = defaultdict(list)
-    for t in cohort.tests():
-        by_cell[t["cell"]].append(t)
     html = environment().get_template("report.html.j2").render(
-        assignment=assignment, headline=headline(cohort), plots=plots,
+        assignment=assignment, headline=headline(cohort), histogram=histogram_png(cohort),
         n=len(scores), counted=len(cohort.counted), kinds=kinds,
         mean=sum(scores) / len(scores) if scores else 0.0, max_score=cohort.max_score,
-        questions=sorted(cohort.questions(), key=lambda q: (q["mean"] is None, q["mean"] or 0)),
+        questions=cohort.ranked_questions(),
         tests=cohort.tests(), mistakes=cohort.mistakes(), flagged=cohort.flagged(),
         identical=cohort.identical(),
         students=students)
     index = out / "index.html"
     write_atomic(index, html)
+    for name in OLD_PLOTS:
+        (out / name).unlink(missing_ok=True)
     return index

@@ -26,6 +26,7 @@ class Outcome:
     passed: bool = False
     message: str = ""
     kit_error: str = ""
+    extra: dict = field(default_factory=dict)   # plain, bounded data for the page (record.py)
 
 
 @dataclass
@@ -94,6 +95,18 @@ class KitPlugin:
     @pytest.fixture
     def hidden_seed(self, request):
         return derive_seed(self.ctx.cohort_seed, self.ctx.student_id, _test_key(request.node))
+
+    @pytest.fixture
+    def record_training(self, request):
+        """``record_training(metrics, curves=())``: keep a training run's numbers (bounded,
+        plain data; ``autograder/grade/record.py``) with this test's result."""
+        from autograder.grade.record import training_record
+
+        def record(metrics, curves=()):
+            outcome = self.ctx.outcomes.get(request.node.nodeid)
+            if outcome is not None:
+                outcome.extra["training"] = training_record(metrics, curves)
+        return record
 
     @pytest.fixture
     def rng(self, request):

@@ -1,7 +1,8 @@
 """Run one assignment's hidden suite with pytest, in this (trusted) process, and score it.
 
 Points come only from the source notebook's grade cells: a cell's points are split over the
-tests tagged with it, in proportion to their ``weight`` markers.
+tests tagged with it, in proportion to their ``weight`` markers, in readable shares (quarters
+where possible; ``autograder.points.split_points``) that sum to the cell's points.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import io
 import pytest
 
 from autograder.grade.plugin import KitPlugin, Outcome, SuiteContext
+from autograder.points import split_points
 from autograder.results import TestResult
 
 
@@ -47,9 +49,7 @@ def score_outcomes(outcomes: list[Outcome], grade_cells: dict[str, float]) -> li
     results: list[TestResult] = []
     for cell, points in grade_cells.items():
         tests = by_cell[cell]
-        total_weight = sum(t.weight for t in tests)
-        for t in tests:
-            max_score = points * t.weight / total_weight
+        for t, max_score in zip(tests, split_points(points, [t.weight for t in tests])):
             results.append(TestResult(
                 name=f"{cell}: {t.title}",
                 score=max_score if t.passed else 0.0,
@@ -57,5 +57,6 @@ def score_outcomes(outcomes: list[Outcome], grade_cells: dict[str, float]) -> li
                 status="passed" if t.passed else "failed",
                 output=t.message if not t.passed else "",
                 tags=[cell],
+                extra_data=dict(t.extra),
             ))
     return results

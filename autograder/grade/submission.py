@@ -15,6 +15,7 @@ from autograder.config import Settings
 from autograder.grade.plugin import SuiteContext
 from autograder.grade.runner import run_suite, score_outcomes
 from autograder.load.notebook import Submission, read_submission
+from autograder.points import fmt_points
 from autograder.results import GradingResult, TestResult, grade_cell_totals
 
 
@@ -175,7 +176,7 @@ def every_cell_fails(points: dict[str, float], message: str) -> list[TestResult]
 def summary(tests: list[TestResult], submission: Submission) -> str:
     lines = []
     for cell, t in grade_cell_totals(tests).items():
-        lines.append(f"{cell}: {t['score']:g} / {t['max_score']:g}")
+        lines.append(f"{cell}: {fmt_points(t['score'])} / {fmt_points(t['max_score'])}")
     for cell_id, problem in submission.cell_problems.items():
         where = f"your extra cell #{cell_id[5:]}" if cell_id.startswith("cell-") else f"cell {cell_id}"
         lines.append(f"{where}: {problem}")

@@ -15,7 +15,7 @@ from autograder.suites.ppo import training as T
 GRADE_CELL = "ppo_training"
 
 
-def test_ppo_closes_gap(student, assignment, hidden_seed):
+def test_ppo_closes_gap(student, assignment, hidden_seed, record_training):
     """PPO with your compute_gae and ppo_combined_loss learns the contextual bandit"""
     threshold = T.load_thresholds()["thresholds"]["ppo_gap_closed"]
     params = T.contextual_params(hidden_seed,
@@ -25,6 +25,8 @@ def test_ppo_closes_gap(student, assignment, hidden_seed):
         raise Mistake(f"PPO training with your functions stopped: {out['error']}.")
     result = T.gap_closed(out["actor"], params["weights"], T.evaluation_states(hidden_seed))
     score = result["gap_closed"]
+    record_training([{"name": "share of the random-to-optimal gap closed", "value": score,
+                      "pass_mark": threshold, "pass_if": "above"}])
     if not np.isfinite(score) or not score > threshold:
         raise Mistake(
             f"After PPO training with your compute_gae and ppo_combined_loss, the policy closes "

@@ -12,7 +12,7 @@ from autograder.suites.ppo import training as T
 GRADE_CELL = "reinforce_training"
 
 
-def test_reinforce_finds_best_arm(student, assignment, hidden_seed):
+def test_reinforce_finds_best_arm(student, assignment, hidden_seed, record_training):
     """REINFORCE with your loss puts its probability on the best arm"""
     threshold = T.load_thresholds()["thresholds"]["reinforce_best_arm_probability"]
     params = T.bandit_params(hidden_seed, T.kit_source(assignment, ["BanditPolicy"]))
@@ -20,6 +20,8 @@ def test_reinforce_finds_best_arm(student, assignment, hidden_seed):
     if "error" in out:
         raise Mistake(f"REINFORCE training with your reinforce_loss stopped: {out['error']}.")
     score = T.best_arm_probability(out["logits"], params["arm_means"])
+    record_training([{"name": "probability of the best arm", "value": score,
+                      "pass_mark": threshold, "pass_if": "above"}])
     if not score > threshold:
         raise Mistake(
             f"After 500 episodes of REINFORCE with your reinforce_loss on {T.BANDIT_RUNS} bandits "

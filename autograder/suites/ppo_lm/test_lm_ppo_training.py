@@ -24,7 +24,7 @@ from autograder.suites.ppo_lm import training as T
 GRADE_CELL = "lm_ppo_training"
 
 
-def test_rlhf_raises_reward_within_kl(student, assignment, hidden_seed, device):
+def test_rlhf_raises_reward_within_kl(student, assignment, hidden_seed, device, record_training):
     """RLHF with your functions raises the reward and stays close to the pretrained model"""
     thresholds = T.load_thresholds()["thresholds"]
     rise_min, kl_max = thresholds["reward_rise_min"], thresholds["kl_max"]
@@ -45,6 +45,12 @@ def test_rlhf_raises_reward_within_kl(student, assignment, hidden_seed, device):
                   f"from {np.mean(history['reward'][:5]):+.3f} (first 5 iterations) to "
                   f"{np.mean(history['reward'][-10:]):+.3f} (last 10), with a KL of "
                   f"{np.mean(history['kl'][-10:]):.2f} nats.")
+    record_training([{"name": "rise of the mean score", "value": result["rise"],
+                      "pass_mark": rise_min, "pass_if": "above"},
+                     {"name": "KL to the pretrained model (nats)", "value": result["kl"],
+                      "pass_mark": kl_max, "pass_if": "below"}],
+                    [{"name": "reward during training", "y": history.get("reward") or []},
+                     {"name": "KL during training (nats)", "y": history.get("kl") or []}])
     if not result["finite"]:
         raise Mistake("After RLHF training with your functions the policy's parameters are NaN "
                       "or infinite." + during)
