@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run student code with rlimits only (no isolation); never for real grading")
     grade.set_defaults(func=cmd_grade)
     try:
-        from autograder.course import add_subcommands
+        from autograder.commands import add_subcommands
     except ImportError:
         pass
     else:
