@@ -126,11 +126,17 @@ def save(tmp_path, nb, name="submission.ipynb") -> Path:
     return path
 
 
-def run_cells(sub) -> dict:
-    """Execute the cells the worker would get (our own toy code) and return the namespace."""
+def run_cells(sub, errors: dict | None = None) -> dict:
+    """Execute the cells the worker would get (our own toy code) as the worker does: an
+    exception stops the rest of its cell (recorded in ``errors``), later cells still run."""
     ns: dict = {}
     for cell in sub.cells:
-        exec(compile(cell["source"], cell["id"], "exec"), ns)
+        try:
+            exec(compile(cell["source"], cell["id"], "exec"), ns)
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors[cell["id"]] = exc
     return ns
 
 
@@ -233,8 +239,9 @@ def test_an_answered_release_reads_cleanly_and_runs(toy, release, tmp_path):
     sub = read_submission(path, toy)
     assert sub.readable and sub.problem == ""
     assert sub.flags == [] and sub.cell_problems == {}
+    # the student's copy of the unmarked "try it" cell is theirs to edit: it runs as written
     assert [c["id"] for c in sub.cells] == ["setup", "helpers", "add_answer", "loop",
-                                         "scale_answer"]
+                                         "scale_answer", "cell-10"]
     assert sub.solutions_found == {"add_answer": "def add(a, b):\n    return a + b\n",
                                    "scale_answer": "def scale(x, k=GAMMA):\n    return x * k\n"}
     import hashlib
@@ -242,6 +249,8 @@ def test_an_answered_release_reads_cleanly_and_runs(toy, release, tmp_path):
     ns = run_cells(sub)                   # no NameError: "scaled = ratio * 2" was dropped
     assert ns["add"](1, 2) == 3 and ns["scale"](2.0) == 1.0 and ns["helper"](1) == 2
     assert ns["WINDOW"] == 5 and "ratio" not in ns and "scaled" not in ns
+    # what only the given (non-set-up) loop cell would bind is known, to explain a NameError
+    assert sub.given_only == {"ratio": "loop", "scaled": "loop", "i": "loop"}
 
 
 def test_missing_kernelspec_is_fine(toy, release, tmp_path):
@@ -335,7 +344,11 @@ def test_a_syntax_error_costs_only_its_cell(toy, release, tmp_path):
     assert sub.cell_problems["scale_answer"].startswith("SyntaxError at line 2:")
     assert set(sub.cell_problems) == {"scale_answer"}
     assert sub.solutions_found["scale_answer"] == ""
-    assert "add" in run_cells(sub) and "scale" not in run_cells(sub)
+    errors: dict = {}
+    ns = run_cells(sub, errors)
+    assert "add" in ns and "scale" not in ns
+    # the "try it" cell below still runs, and fails as it would in Jupyter
+    assert list(errors) == ["cell-10"] and isinstance(errors["cell-10"], NameError)
 
 
 def test_a_missing_answer_cell(toy, release, tmp_path):
@@ -345,7 +358,8 @@ def test_a_missing_answer_cell(toy, release, tmp_path):
     assert sub.readable and sub.solutions_found["scale_answer"] == ""
     problem = sub.cell_problems["scale_answer"]
     assert "missing" in problem and "defines scale" in problem
-    assert "scale" not in run_cells(sub)
+    errors: dict = {}
+    assert "scale" not in run_cells(sub, errors) and list(errors) == ["cell-9"]
 
 
 def test_an_answer_cell_that_defines_no_function(toy, release, tmp_path):
@@ -354,20 +368,30 @@ def test_an_answer_cell_that_defines_no_function(toy, release, tmp_path):
     assert "does not define scale" in sub.cell_problems["scale_answer"]
 
 
-def test_magics_shell_lines_and_training_loops_are_dropped(toy, release, tmp_path):
+def test_a_students_cell_runs_as_written_less_its_magic_lines(toy, release, tmp_path):
+    """The old rule kept only definitions of the student's cells; now every top-level statement
+    runs, and only the lines that need IPython are dropped (and listed, with cell and line)."""
     add = ("!pip install torch\n%matplotlib inline\nimport math\nLR = 1e-3\n"
            "def add(a, b):\n    %time x = 1\n    return a + b\n"
-           "add?\nfor step in range(10**12):\n    add(step, step)\nenv = make_env()\n"
-           "print(add(1, 2))\n")
+           "add?\nTOTAL = 0\nfor step in range(4):\n    TOTAL += add(step, step)\n"
+           "PI = math.floor(math.pi)\nprint(add(1, 2))\n")
     sub = read_submission(save(tmp_path, answered(release, add=add)), toy)
     assert sub.cell_problems == {}
     kept = sub.solutions_found["add_answer"]
-    for gone in ("pip", "matplotlib", "range", "make_env", "print", "add?"):
+    for gone in ("pip", "matplotlib", "%time", "add?"):
         assert gone not in kept
     lines = kept.split("\n")
     assert lines[4] == "def add(a, b):" and lines[2] == "import math" and lines[3] == "LR = 1e-3"
+    assert lines[9] == "for step in range(4):" and lines[12] == "print(add(1, 2))"
+    assert sub.magic_lines == [("add_answer", 1, "!pip install torch"),
+                               ("add_answer", 2, "%matplotlib inline"),
+                               ("add_answer", 6, "%time x = 1"), ("add_answer", 8, "add?")]
+    [flag] = sub.flags
+    assert flag["code"] == "magic_lines_dropped"
+    assert "your answer cell for add, line 1: !pip install torch" in flag["message"]
+    assert "line 8: add?" in flag["message"]
     ns = run_cells(sub)
-    assert ns["add"](2, 3) == 5 and ns["LR"] == 1e-3
+    assert ns["add"](2, 3) == 5 and ns["LR"] == 1e-3 and ns["TOTAL"] == 12 and ns["PI"] == 3
 
 
 def test_helpers_in_added_cells_are_kept_in_place(toy, release, tmp_path):
@@ -381,7 +405,7 @@ def test_helpers_in_added_cells_are_kept_in_place(toy, release, tmp_path):
     ids = [c["id"] for c in sub.cells]
     helper_id, trailing_id = f"cell-{at + 1}", f"cell-{len(nb.cells) - 1}"
     assert ids == ["setup", "helpers", "add_answer", "loop", helper_id, "scale_answer",
-                   trailing_id]
+                   f"cell-{len(nb.cells) - 2}", trailing_id]      # the "try it" copy, then ours
     assert list(sub.cell_problems) == [f"cell-{len(nb.cells)}"]
     assert sub.cell_problems[f"cell-{len(nb.cells)}"].startswith("SyntaxError at line 1")
     ns = run_cells(sub)
@@ -445,7 +469,7 @@ def test_solution_metadata_removed_is_found_by_function(toy, release, tmp_path):
     sub = read_submission(save(tmp_path, nb), toy)
     assert codes(sub) == ["solution_metadata_missing"]
     assert "scale" in sub.solutions_found["scale_answer"] and sub.cell_problems == {}
-    assert [c["id"] for c in sub.cells][-1] == "scale_answer"
+    assert [c["id"] for c in sub.cells][-2:] == ["scale_answer", "cell-10"]
     assert run_cells(sub)["scale"](2.0) == 1.0
 
 
