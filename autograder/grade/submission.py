@@ -200,8 +200,8 @@ def loading_notes(submission: Submission, reply: dict, asg: Assignment) -> list[
     errors = [e for e in (reply.get("cell_errors") or []) if isinstance(e, dict)]
     if not errors:
         return []
-    notes = ["While your notebook was run for grading (a statement that raises stops the rest "
-             "of its cell; later cells still run):"]
+    notes = [("While your notebook was run for grading (a statement that raises stops the rest "
+              "of its cell; later cells still run):")]
     for err in errors[:MAX_LOAD_NOTES]:
         where = cell_label(str(err.get("cell") or ""), asg)
         line = err.get("line")
@@ -220,9 +220,10 @@ def explain_missing_names(message: str, given_only: dict[str, str]) -> str:
         return message
     names = [n for n in dict.fromkeys(_NOT_DEFINED.findall(message)) if n in given_only]
     for name in names[:5]:
-        message += (f"\n'{name}' is made only by the given cell '{given_only[name]}', which is "
-                    "not run at grading: only the given set-up cells and your own cells run in "
-                    f"full. Define '{name}' in your own cell, or pass it in as an argument.")
+        message += (f"\n'{name}' is made only by the given cell '{given_only[name]}', whose "
+                    "top-level code is not run at grading (given cells contribute their functions "
+                    "and classes; only the set-up cells and your own cells run in full). Define "
+                    f"'{name}' in your own cell, or pass it in as an argument.")
     return message
 def _result(tests: list[TestResult], extra: dict, started: float, output: str) -> GradingResult:
     extra["grade_cells"] = grade_cell_totals(tests)

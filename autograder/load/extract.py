@@ -228,9 +228,7 @@ def top_level_bindings(body: list[ast.stmt]) -> list[str]:
             return
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             add(node.id)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            add(node.name)
-        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
             add(node.name)
         elif isinstance(node, ast.MatchMapping) and node.rest:
             add(node.rest)
