@@ -31,7 +31,7 @@ from autograder.suites import mutant_corpus
 from autograder.suites.mutant_corpus import Graded
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_release import kernel_data_dir, kernel_env  # noqa: E402  (the kit's kernel set-up)
+from test_release import kernel_data_dir, kernel_env  # the kit's kernel set-up
 
 ASSIGNMENT = "ppo"
 FUNCTION_CELLS = ("reinforce_loss", "compute_gae", "ppo_combined_loss")
@@ -303,7 +303,7 @@ def test_what_only_non_set_up_given_cells_bind_is_known(asg, written):
 
 
 def test_only_given_code_cells_may_be_marked_set_up(tmp_path, monkeypatch):
-    import autograder.assignments as assignments
+    from autograder import assignments
 
     suites = tmp_path / "suites"
     (suites / "toy").mkdir(parents=True)
