@@ -91,7 +91,7 @@ OWN_CELL = "EPS = torch.finfo(torch.float32).eps\nprint(f'EPS = {EPS}')\n"
 
 def setup_names_cell(asg) -> str:
     """A student cell that uses, at top level, every name the given set-up cells bind."""
-    names = [n for c in asg.cells if c.setup for n in run_as_written(c.source).names]
+    names = dict.fromkeys(n for c in asg.cells if c.setup for n in run_as_written(c.source).names)
     return f"SETUP_SEEN = [{', '.join(names)}]\n"
 
 
@@ -320,3 +320,43 @@ def test_only_given_code_cells_may_be_marked_set_up(tmp_path, monkeypatch):
     nb.cells[0].metadata["autograder"] = {"setup": "yes"}      # only true marks a cell
     nbformat.write(copy.deepcopy(nb), str(tmp_path / "source" / "toy" / "toy.ipynb"))
     assert not load_assignment("toy", tmp_path).cells[0].setup
+
+
+@pytest.mark.parametrize("name", ["ppo", "ppo_lm"])
+def test_every_set_up_name_is_there_for_the_students_cells_in_the_sandbox(name, tmp_path):
+    """The rule of thumb for every name the given set-up binds, in both assignments: the
+    release with one more student cell that uses them all at top level, and an answer that
+    reads one inside its function, loads in the grading sandbox without an error."""
+    from autograder.config import load_settings
+    from autograder.sandbox import protocol
+    from autograder.sandbox.backends import BackendUnavailable, resolve_backend
+    from autograder.sandbox.client import Worker
+
+    asg = load_assignment(name, REPO_ROOT)
+    nb = json.loads((REPO_ROOT / "release" / name / f"{name}.ipynb").read_text())
+    last_setup = [c.id for c in asg.cells if c.setup][-1]
+    insert_after(nb, last_setup, setup_names_cell(asg) + "SEEN_ALL = len(SETUP_SEEN)\n")
+    path = tmp_path / f"{name}.ipynb"
+    path.write_text(json.dumps(nb))
+    sub = read_submission(path, asg)
+    assert sub.readable and sub.cell_problems == {} and sub.flags == []
+    settings = load_settings(REPO_ROOT)
+    try:
+        backend = resolve_backend(settings.sandbox)
+    except BackendUnavailable:
+        backend = "unsafe"
+    worker = Worker(settings, backend=backend, device="cpu")
+    try:
+        worker.start()
+        reply = worker.load(sub.cells + [{"id": "probe", "source": "def probe():\n"
+                                          "    return SEEN_ALL, str(device)\n"}])
+        assert reply["cell_errors"] == []
+        assert "probe" in reply["defined"] and "require_implemented" in reply["defined"]
+        answer = worker.request({"op": "call", "fn": "probe", "args": [], "kwargs": {},
+                                 "leaves": {}, "seed": 0, "backward": None}, 30)
+        assert answer["ok"], answer
+        seen, device = protocol.decode(answer["value"])[0]
+        assert seen == len({n for c in asg.cells if c.setup
+                            for n in run_as_written(c.source).names}) and device == "cpu"
+    finally:
+        worker.close()
