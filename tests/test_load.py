@@ -21,7 +21,7 @@ from autograder import REPO_ROOT
 from autograder.assignments import (AssignmentError, UnknownAssignment, list_assignments,
                                     load_assignment)
 from autograder.load import notebook as nbmod
-from autograder.load.extract import extract_cells, extract_definitions
+from autograder.load.extract import extract_cells, extract_definitions, run_as_written
 from autograder.load.notebook import MAX_FILE_BYTES, read_submission
 
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
@@ -590,3 +590,47 @@ def test_extract_shell_continuation_lines():
 def test_extract_reports_unparseable_cells(src, start):
     e = extract_definitions(src)
     assert e.code == "" and e.error.startswith(start)
+
+
+# --- run_as_written -------------------------------------------------------------------------
+def test_run_as_written_keeps_every_statement_and_every_line_number():
+    src = ("import torch\nas_like = lambda x, like: torch.as_tensor(x, dtype=like.dtype)\n"
+           "NEG = torch.tensor(-1.0)\nEPS = torch.finfo(torch.float32).eps\n"
+           "for k in range(2):\n    LAST = k\nprint(NEG)\n")
+    e = run_as_written(src)
+    assert e.code == src and e.magics == () and e.dropped == [] and e.error is None
+    assert e.names == ("torch", "as_like", "NEG", "EPS", "k", "LAST")
+    ns: dict = {}
+    exec(e.code, ns)
+    assert ns["EPS"] > 0 and ns["LAST"] == 1 and float(ns["as_like"](2, ns["NEG"])) == 2.0
+
+
+@pytest.mark.parametrize("src, runs, magics", [
+    # shell, magic and help lines, at any depth, with a continued shell line
+    ("!pip install \\\n    torch\nX = 1\ndef f():\n    %time y = 2\n    return 3\nf?\n",
+     "pass\n\nX = 1\ndef f():\n    pass\n    return 3\npass\n",
+     ((1, "!pip install \\"), (5, "%time y = 2"), (7, "f?"))),
+    # get_ipython statements, also inside if/for and sharing a line (non-ASCII before them)
+    ('s = "é"; get_ipython().system("ls")\nif True:\n    get_ipython().magic("x")\n'
+     "    Y = 1\nwhile get_ipython():\n    pass\nZ = 2\n",
+     's = "é"; pass\nif True:\n    pass\n    Y = 1\npass\n\nZ = 2\n',
+     ((1, 'get_ipython().system("ls")'), (3, 'get_ipython().magic("x")'),
+      (5, "while get_ipython():"))),
+    # a cell magic with a Python body keeps the body; any other drops the cell
+    ("%%time\nW = 3\n", "\nW = 3\n", ((1, "%%time"),)),
+    ("%%bash\nrm -rf /\n", "", ((1, "%%bash (the whole cell)"),)),
+])
+def test_run_as_written_drops_and_lists_what_needs_ipython(src, runs, magics):
+    e = run_as_written(src)
+    assert e.code == runs and e.magics == magics and e.error is None
+    if runs:
+        exec(compile(e.code, "cell", "exec"), {"__builtins__": __builtins__})
+
+
+def test_run_as_written_reports_unparseable_cells_like_extract():
+    for src in ("def f(:\n    pass\n", "x = 1\n  y = 2\n", "a = 1\x00"):
+        assert run_as_written(src).error == extract_definitions(src).error
+        assert run_as_written(src).code == ""
+    # a def that uses get_ipython is kept: only running it would need IPython
+    e = run_as_written("def f(shell=None):\n    return get_ipython()\n")
+    assert e.magics == () and e.functions == ("f",)

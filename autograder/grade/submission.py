@@ -176,7 +176,7 @@ def every_cell_fails(points: dict[str, float], message: str) -> list[TestResult]
 
 
 def summary(tests: list[TestResult], submission: Submission, asg: Assignment | None = None,
-            load_notes: list[str] = ()) -> str:
+            load_notes: list[str] | tuple[str, ...] = ()) -> str:
     lines = []
     for cell, t in grade_cell_totals(tests).items():
         lines.append(f"{cell}: {t['score']:g} / {t['max_score']:g}")

@@ -198,9 +198,10 @@ def ipython_statements(body: list[ast.stmt]) -> list[ast.stmt]:
 def blank_out(lines: list[str], node: ast.stmt) -> None:
     """Replace one statement's text by ``pass`` in place; every line keeps its number (the
     rest of its last line, e.g. ``; x = 1``, moves up to its first)."""
-    first, last = node.lineno - 1, node.end_lineno - 1
+    first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+    end = node.end_col_offset if node.end_col_offset is not None else len(lines[last].encode())
     head = lines[first].encode()[:node.col_offset].decode(errors="replace")
-    tail = lines[last].encode()[node.end_col_offset:].decode(errors="replace")
+    tail = lines[last].encode()[end:].decode(errors="replace")
     lines[first] = head + "pass" + tail
     for i in range(first + 1, last + 1):
         lines[i] = ""
