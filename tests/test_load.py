@@ -611,8 +611,8 @@ def test_run_as_written_keeps_every_statement_and_every_line_number():
      "pass\n\nX = 1\ndef f():\n    pass\n    return 3\npass\n",
      ((1, "!pip install \\"), (5, "%time y = 2"), (7, "f?"))),
     # get_ipython statements, also inside if/for and sharing a line (non-ASCII before them)
-    ('s = "é"; get_ipython().system("ls")\nif True:\n    get_ipython().magic("x")\n'
-     "    Y = 1\nwhile get_ipython():\n    pass\nZ = 2\n",
+    (('s = "é"; get_ipython().system("ls")\nif True:\n    get_ipython().magic("x")\n'
+      "    Y = 1\nwhile get_ipython():\n    pass\nZ = 2\n"),
      's = "é"; pass\nif True:\n    pass\n    Y = 1\npass\n\nZ = 2\n',
      ((1, 'get_ipython().system("ls")'), (3, 'get_ipython().magic("x")'),
       (5, "while get_ipython():"))),
