@@ -237,6 +237,8 @@ def test_a_statement_that_raises_stops_its_cell_and_later_cells_load(graded, wri
     assert f"your cell {number} (counting every cell from the top), line 1: NameError: " \
            "name 'policy' is not defined" in output
     assert "your answer cell for reinforce_loss, line 1: ZeroDivisionError" in output
+    page = render_feedback(g.result)                   # the student's feedback page shows it
+    assert f"your cell {number} (counting every cell from the top), line 1: NameError" in page
 
 
 def test_a_name_only_a_given_demo_or_loop_makes_is_explained(graded):
@@ -360,3 +362,29 @@ def test_every_set_up_name_is_there_for_the_students_cells_in_the_sandbox(name, 
                             for n in run_as_written(c.source).names}) and device == "cpu"
     finally:
         worker.close()
+
+
+def test_the_time_a_notebook_takes_to_load_counts_against_the_workers_budget():
+    """Three cells of 5 s each, each under the cell limit (10 s), outlast a 12 s wall-clock
+    budget: the load is stopped and flagged limit_wall. One short cell loads (the control)."""
+    import dataclasses
+
+    from autograder.config import load_settings
+    from autograder.sandbox.client import Worker
+
+    base = load_settings(REPO_ROOT)
+    limits = dataclasses.replace(base.limits, wall_seconds=12, call_timeout_seconds=10)
+    settings = dataclasses.replace(base, limits=limits)
+    cell = "import time\ntime.sleep({})\nDONE = True\n"
+    short = [{"id": "cell-1", "source": cell.format(0.5)}]
+    slow = [{"id": f"cell-{i}", "source": cell.format(5)} for i in (1, 2, 3)]
+    for cells, over in ((short, False), (slow, True)):
+        worker = Worker(settings, backend="unsafe", device="cpu")
+        try:
+            worker.start()
+            reply = worker.load(cells)
+            flags = [f["code"] for f in worker.flags()]
+            assert bool(reply.get("load_failed")) == over, reply
+            assert ("limit_wall" in flags) == over, flags
+        finally:
+            worker.close()
