@@ -203,7 +203,7 @@ def loading_notes(submission: Submission, reply: dict, asg: Assignment) -> list[
     notes = [("While your notebook was run for grading (a statement that raises stops the rest "
               "of its cell; later cells still run):")]
     for err in errors[:MAX_LOAD_NOTES]:
-        where = cell_label(str(err.get("cell") or ""), asg)
+        where = cell_label(str(err.get("cell") or "")[:100], asg)
         line = err.get("line")
         at = f", line {line}" if isinstance(line, int) and not isinstance(line, bool) else ""
         text = f"{str(err.get('type') or 'Error')[:80]}: {str(err.get('message') or '')[:1000]}"
