@@ -634,3 +634,14 @@ def test_run_as_written_reports_unparseable_cells_like_extract():
     # a def that uses get_ipython is kept: only running it would need IPython
     e = run_as_written("def f(shell=None):\n    return get_ipython()\n")
     assert e.magics == () and e.functions == ("f",)
+
+
+@pytest.mark.parametrize("terms", [900, 2000, 5000])
+def test_a_cell_nested_deeper_than_the_stack_costs_only_that_cell(terms):
+    """A sum of thousands of terms is one very deep expression: reading it never raises (in the
+    trusted parent that would be a grader error); it runs, or it is that cell's problem."""
+    src = "X = " + " + ".join(["1"] * terms) + "\n"
+    for read in (extract_definitions, run_as_written):
+        e = read(src)
+        assert (e.code == src and e.error is None) or (e.code == "" and "too deeply" in e.error)
+    assert run_as_written(src).names in (("X",), ())

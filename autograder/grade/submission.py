@@ -225,6 +225,8 @@ def explain_missing_names(message: str, given_only: dict[str, str]) -> str:
                     "and classes; only the set-up cells and your own cells run in full). Define "
                     f"'{name}' in your own cell, or pass it in as an argument.")
     return message
+
+
 def _result(tests: list[TestResult], extra: dict, started: float, output: str) -> GradingResult:
     extra["grade_cells"] = grade_cell_totals(tests)
     return GradingResult(score=sum(t.score for t in tests), execution_time=time.monotonic() - started,

@@ -74,9 +74,19 @@ def extract_cells(sources: Iterable[str]) -> list[Extracted]:
     return out
 
 
+TOO_DEEP = "SyntaxError: this cell is nested too deeply to read"
+
+
 def extract_definitions(source: str, known: Iterable[str] = ()) -> Extracted:
     """The definitions of one code cell; never raises for any input string. ``known``: names
     already bound when the cell runs (by earlier cells' kept statements)."""
+    try:
+        return _extract_definitions(source, known)
+    except (RecursionError, MemoryError):    # e.g. a sum of thousands of terms: that cell only
+        return Extracted("", [], TOO_DEEP)
+
+
+def _extract_definitions(source: str, known: Iterable[str]) -> Extracted:
     parsed = parse_cell(source)
     if isinstance(parsed, Extracted):
         return parsed
@@ -102,6 +112,13 @@ def extract_definitions(source: str, known: Iterable[str] = ()) -> Extracted:
 def run_as_written(source: str) -> Extracted:
     """The whole cell as Jupyter runs it, less what needs IPython (see the module docstring);
     never raises for any input string. ``dropped`` lists the lines not run."""
+    try:
+        return _run_as_written(source)
+    except (RecursionError, MemoryError):
+        return Extracted("", [], TOO_DEEP)
+
+
+def _run_as_written(source: str) -> Extracted:
     parsed = parse_cell(source)
     if isinstance(parsed, Extracted):
         return parsed
@@ -151,8 +168,7 @@ def parse_cell(source: str):
     except ValueError as exc:                      # e.g. null bytes
         return Extracted("", dropped, f"SyntaxError: {exc}", magics=tuple(magics))
     except (RecursionError, MemoryError):
-        return Extracted("", dropped, "SyntaxError: this cell is nested too deeply to read",
-                         magics=tuple(magics))
+        return Extracted("", dropped, TOO_DEEP, magics=tuple(magics))
     return text, lines, tree, dropped, magics, magic_lines
 
 
@@ -208,36 +224,28 @@ def blank_out(lines: list[str], node: ast.stmt) -> None:
 
 
 def top_level_bindings(body: list[ast.stmt]) -> list[str]:
-    """Every name the cell's top-level code binds, in order (``*`` for a star import)."""
+    """Every name the cell's top-level code binds, in source order (``*`` for a star import);
+    the bodies of defs, classes, lambdas and comprehensions are their own scopes."""
     names: list[str] = []
-
-    def add(name: str) -> None:
-        if name not in names:
-            names.append(name)
-
-    def visit(node: ast.AST) -> None:
+    stack: list[ast.AST] = list(reversed(body))
+    while stack:                       # iterative: a cell may nest deeper than the stack allows
+        node = stack.pop()
+        found: list[str] = []
+        children: list[ast.AST] = []
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for n in bound_names(node):
-                add(n)
-            return
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            add(node.name)
-            for d in node.decorator_list:
-                visit(d)
-            return
-        if isinstance(node, _SCOPES):
-            return
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            add(node.id)
-        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
-            add(node.name)
-        elif isinstance(node, ast.MatchMapping) and node.rest:
-            add(node.rest)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    for stmt in body:
-        visit(stmt)
+            found = bound_names(node)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found, children = [node.name], list(node.decorator_list)
+        elif not isinstance(node, _SCOPES):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                found = [node.id]
+            elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+                found = [node.name]
+            elif isinstance(node, ast.MatchMapping) and node.rest:
+                found = [node.rest]
+            children = list(ast.iter_child_nodes(node))
+        names.extend(n for n in found if n not in names)
+        stack.extend(reversed(children))
     return names
 
 
