@@ -412,6 +412,20 @@ def test_helpers_in_added_cells_are_kept_in_place(toy, release, tmp_path):
     assert ns["K"] == 2.0 and ns["scale"](3.0) == 1.5 and ns["TRAILING"] == 7
 
 
+@pytest.mark.parametrize("after, expected", [("setup", 2), ("helpers", 100)])
+def test_an_added_cell_runs_where_it_stands_among_the_given_cells(toy, release, tmp_path,
+                                                                  after, expected):
+    """As in Jupyter: a student's helper above the given cell that defines the same name is
+    replaced by it; one below replaces it."""
+    nb = answered(release)
+    at = nb.cells.index(cell_of(nb, after)) + 1
+    nb.cells.insert(at, new_code_cell("def helper(x):\n    return 100\n"))
+    sub = read_submission(save(tmp_path, nb), toy)
+    ids = [c["id"] for c in sub.cells]
+    assert ids.index(f"cell-{at + 1}") == ids.index(after) + 1
+    assert run_cells(sub)["helper"](1) == expected
+
+
 def test_an_answer_written_in_a_new_cell_below_the_stub_wins(toy, release, tmp_path):
     nb = answered(release, scale="def scale(x, k=GAMMA):\n    raise NotImplementedError()\n")
     at = nb.cells.index(cell_of(nb, "scale_answer"))

@@ -14,8 +14,8 @@ Invariants of ``read_submission(path, assignment) -> Submission``:
   (``extract_definitions`` with the names earlier cells bind);
   grade cells -> nothing (the hidden suites replace them).
   Every other student code cell (helpers, scratch cells, extra copies) runs as written too,
-  placed just before the solution cell that follows it in the student's notebook (after the
-  last solution when none follows), as Jupyter would have run them.
+  placed just before the answer, given or grade cell (by grade_id) that follows it in the
+  student's notebook (at the end when none follows), as Jupyter would have run them.
 - ``magic_lines`` lists the student's lines not run (one ``magic_lines_dropped`` flag says
   which); ``given_only`` names what only non-set-up given cells bind (nothing does at grading).
 - A cell that cannot be parsed costs only that cell: ``cell_problems[cell id]``.
@@ -251,7 +251,7 @@ def build(sub: Submission, raw_cells: list[dict], asg: Assignment) -> None:
     sub.flags.extend(integrity.check_cells(cells, asg))
     solution_ids = [c.id for c in asg.cells if c.kind == "solution"]
     chosen, shared, claimed = match_solutions(sub, cells, asg, solution_ids, _Extractions())
-    before, trailing = place_added_cells(cells, chosen, claimed, solution_ids)
+    before, trailing = place_added_cells(cells, chosen, claimed, asg)
     defined = emit(sub, asg, chosen, before, trailing)
     for gid in solution_ids:
         fn = asg.solution_functions[gid]
@@ -305,11 +305,17 @@ def match_solutions(sub: Submission, cells: list[StudentCell], asg: Assignment,
 
 
 def place_added_cells(cells: list[StudentCell], chosen: dict[str, StudentCell], claimed: set[int],
-                      solution_ids: list[str]):
-    """Each unclaimed student code cell goes before the next chosen solution cell below it in
-    the student's notebook, or to ``trailing`` when none follows."""
-    anchors = sorted((c.number, gid) for gid, c in chosen.items())
-    before: dict[str, list[StudentCell]] = {gid: [] for gid in solution_ids}
+                      asg: Assignment):
+    """Each unclaimed student code cell goes before the next anchor below it in the student's
+    notebook, or to ``trailing`` when none follows. Anchors: the chosen answer cells and the
+    student's copies of the source's given and grade code cells (by grade_id), so a student's
+    cell runs where Jupyter ran it relative to the given definitions too."""
+    code_ids = {c.id for c in asg.cells}
+    anchors = sorted([(c.number, gid) for gid, c in chosen.items()]
+                     + [(c.number, c.grade_id) for c in cells
+                        if c.number in claimed and c.grade_id in code_ids
+                        and c.grade_id not in asg.solution_functions])
+    before: dict[str, list[StudentCell]] = {c.id: [] for c in asg.cells}
     trailing: list[StudentCell] = []
     for c in cells:
         if c.cell_type != "code" or c.number in claimed:
@@ -344,9 +350,9 @@ def emit(sub: Submission, asg: Assignment, chosen: dict[str, StudentCell],
         return e.code
 
     for cell in asg.cells:
+        for c in before[cell.id]:
+            run(c.key, c.source, True)
         if cell.kind == "solution":
-            for c in before[cell.id]:
-                run(c.key, c.source, True)
             if cell.id in chosen:
                 sub.solutions_found[cell.id] = run(cell.id, chosen[cell.id].source, True)
         elif cell.kind in ("locked", "other"):
