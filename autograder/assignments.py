@@ -9,6 +9,9 @@ Invariants:
   a source that breaks this raises ``AssignmentError`` rather than grading wrongly.
 - ``locked_checksums`` holds nbgrader's checksum of each locked and grade cell as nbgrader
   releases it (see ``autograder/load/integrity.py``).
+- A given (locked or unmarked) code cell whose metadata says ``"autograder": {"setup": true}``
+  is set-up (``CodeCell.setup``): at grading it runs in full, where other given cells
+  contribute their definitions only. Only given code cells may be marked.
 - The hidden suite lives in ``<repo>/autograder/suites/<name>/``, whatever the course dir.
 """
 from __future__ import annotations
@@ -42,6 +45,7 @@ class CodeCell:
     id: str          # nbgrader grade_id, else the cell's nbformat id, else "cell-<n>"
     source: str
     kind: str        # "solution" | "locked" | "grade" | "other"
+    setup: bool = False   # a given cell marked {"autograder": {"setup": true}}: runs in full
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,12 @@ def _read(name: str, path: Path, suite_dir: Path) -> Assignment:
         if cell.cell_type != "code":
             continue
         kind = "solution" if solution else "grade" if grade else "locked" if locked else "other"
-        cells.append(CodeCell(gid or cell.get("id") or f"cell-{number}", cell.source, kind))
+        setup = is_setup(cell)
+        if setup and kind not in ("locked", "other"):
+            raise AssignmentError(f"{path}: cell {number} is a {kind} cell marked as set-up; "
+                                  "only given code cells can be")
+        cells.append(CodeCell(gid or cell.get("id") or f"cell-{number}", cell.source, kind,
+                              setup))
         if kind == "solution":
             defined = extract_definitions(cell.source).functions
             if len(defined) != 1:
@@ -149,3 +158,9 @@ def _read(name: str, path: Path, suite_dir: Path) -> Assignment:
                       cells=tuple(cells), grade_cells=tuple(grade_cells),
                       solution_functions=functions, locked_checksums=checksums,
                       nbgrader_cells=tuple(nbgrader_cells))
+
+
+def is_setup(cell) -> bool:
+    """Whether a source cell is marked as set-up: ``metadata.autograder.setup`` is true."""
+    meta = cell.get("metadata", {}).get("autograder")
+    return isinstance(meta, dict) and meta.get("setup") is True

@@ -57,8 +57,8 @@ def threshold_rule(worst: float) -> float:
 
 def reference_namespace(assignment) -> dict:
     """The answer key as the trusted reference worker runs it: every code cell but the grade
-    cells, filtered to definitions, executed cell by cell in one namespace (a cell that raises
-    is skipped, as the worker does)."""
+    cells (``reference_cells``: set-up and solution cells in full, other given cells' definitions),
+    executed cell by cell in one namespace (a cell that raises is skipped, as the worker does)."""
     from autograder.grade.submission import reference_cells
 
     ns: dict = {"__name__": "__main__"}

@@ -21,7 +21,7 @@ from autograder import REPO_ROOT
 from autograder.assignments import (AssignmentError, UnknownAssignment, list_assignments,
                                     load_assignment)
 from autograder.load import notebook as nbmod
-from autograder.load.extract import extract_cells, extract_definitions
+from autograder.load.extract import extract_cells, extract_definitions, run_as_written
 from autograder.load.notebook import MAX_FILE_BYTES, read_submission
 
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
@@ -126,11 +126,17 @@ def save(tmp_path, nb, name="submission.ipynb") -> Path:
     return path
 
 
-def run_cells(sub) -> dict:
-    """Execute the cells the worker would get (our own toy code) and return the namespace."""
+def run_cells(sub, errors: dict | None = None) -> dict:
+    """Execute the cells the worker would get (our own toy code) as the worker does: an
+    exception stops the rest of its cell (recorded in ``errors``), later cells still run."""
     ns: dict = {}
     for cell in sub.cells:
-        exec(compile(cell["source"], cell["id"], "exec"), ns)
+        try:
+            exec(compile(cell["source"], cell["id"], "exec"), ns)
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors[cell["id"]] = exc
     return ns
 
 
@@ -233,8 +239,9 @@ def test_an_answered_release_reads_cleanly_and_runs(toy, release, tmp_path):
     sub = read_submission(path, toy)
     assert sub.readable and sub.problem == ""
     assert sub.flags == [] and sub.cell_problems == {}
+    # the student's copy of the unmarked "try it" cell is theirs to edit: it runs as written
     assert [c["id"] for c in sub.cells] == ["setup", "helpers", "add_answer", "loop",
-                                         "scale_answer"]
+                                         "scale_answer", "cell-10"]
     assert sub.solutions_found == {"add_answer": "def add(a, b):\n    return a + b\n",
                                    "scale_answer": "def scale(x, k=GAMMA):\n    return x * k\n"}
     import hashlib
@@ -242,6 +249,8 @@ def test_an_answered_release_reads_cleanly_and_runs(toy, release, tmp_path):
     ns = run_cells(sub)                   # no NameError: "scaled = ratio * 2" was dropped
     assert ns["add"](1, 2) == 3 and ns["scale"](2.0) == 1.0 and ns["helper"](1) == 2
     assert ns["WINDOW"] == 5 and "ratio" not in ns and "scaled" not in ns
+    # what only the given (non-set-up) loop cell would bind is known, to explain a NameError
+    assert sub.given_only == {"ratio": "loop", "scaled": "loop", "i": "loop"}
 
 
 def test_missing_kernelspec_is_fine(toy, release, tmp_path):
@@ -335,7 +344,11 @@ def test_a_syntax_error_costs_only_its_cell(toy, release, tmp_path):
     assert sub.cell_problems["scale_answer"].startswith("SyntaxError at line 2:")
     assert set(sub.cell_problems) == {"scale_answer"}
     assert sub.solutions_found["scale_answer"] == ""
-    assert "add" in run_cells(sub) and "scale" not in run_cells(sub)
+    errors: dict = {}
+    ns = run_cells(sub, errors)
+    assert "add" in ns and "scale" not in ns
+    # the "try it" cell below still runs, and fails as it would in Jupyter
+    assert list(errors) == ["cell-10"] and isinstance(errors["cell-10"], NameError)
 
 
 def test_a_missing_answer_cell(toy, release, tmp_path):
@@ -345,7 +358,8 @@ def test_a_missing_answer_cell(toy, release, tmp_path):
     assert sub.readable and sub.solutions_found["scale_answer"] == ""
     problem = sub.cell_problems["scale_answer"]
     assert "missing" in problem and "defines scale" in problem
-    assert "scale" not in run_cells(sub)
+    errors: dict = {}
+    assert "scale" not in run_cells(sub, errors) and list(errors) == ["cell-9"]
 
 
 def test_an_answer_cell_that_defines_no_function(toy, release, tmp_path):
@@ -354,20 +368,30 @@ def test_an_answer_cell_that_defines_no_function(toy, release, tmp_path):
     assert "does not define scale" in sub.cell_problems["scale_answer"]
 
 
-def test_magics_shell_lines_and_training_loops_are_dropped(toy, release, tmp_path):
+def test_a_students_cell_runs_as_written_less_its_magic_lines(toy, release, tmp_path):
+    """The old rule kept only definitions of the student's cells; now every top-level statement
+    runs, and only the lines that need IPython are dropped (and listed, with cell and line)."""
     add = ("!pip install torch\n%matplotlib inline\nimport math\nLR = 1e-3\n"
            "def add(a, b):\n    %time x = 1\n    return a + b\n"
-           "add?\nfor step in range(10**12):\n    add(step, step)\nenv = make_env()\n"
-           "print(add(1, 2))\n")
+           "add?\nTOTAL = 0\nfor step in range(4):\n    TOTAL += add(step, step)\n"
+           "PI = math.floor(math.pi)\nprint(add(1, 2))\n")
     sub = read_submission(save(tmp_path, answered(release, add=add)), toy)
     assert sub.cell_problems == {}
     kept = sub.solutions_found["add_answer"]
-    for gone in ("pip", "matplotlib", "range", "make_env", "print", "add?"):
+    for gone in ("pip", "matplotlib", "%time", "add?"):
         assert gone not in kept
     lines = kept.split("\n")
     assert lines[4] == "def add(a, b):" and lines[2] == "import math" and lines[3] == "LR = 1e-3"
+    assert lines[9] == "for step in range(4):" and lines[12] == "print(add(1, 2))"
+    assert sub.magic_lines == [("add_answer", 1, "!pip install torch"),
+                               ("add_answer", 2, "%matplotlib inline"),
+                               ("add_answer", 6, "%time x = 1"), ("add_answer", 8, "add?")]
+    [flag] = sub.flags
+    assert flag["code"] == "magic_lines_dropped"
+    assert "your answer cell for add, line 1: !pip install torch" in flag["message"]
+    assert "line 8: add?" in flag["message"]
     ns = run_cells(sub)
-    assert ns["add"](2, 3) == 5 and ns["LR"] == 1e-3
+    assert ns["add"](2, 3) == 5 and ns["LR"] == 1e-3 and ns["TOTAL"] == 12 and ns["PI"] == 3
 
 
 def test_helpers_in_added_cells_are_kept_in_place(toy, release, tmp_path):
@@ -381,11 +405,25 @@ def test_helpers_in_added_cells_are_kept_in_place(toy, release, tmp_path):
     ids = [c["id"] for c in sub.cells]
     helper_id, trailing_id = f"cell-{at + 1}", f"cell-{len(nb.cells) - 1}"
     assert ids == ["setup", "helpers", "add_answer", "loop", helper_id, "scale_answer",
-                   trailing_id]
+                   f"cell-{len(nb.cells) - 2}", trailing_id]      # the "try it" copy, then ours
     assert list(sub.cell_problems) == [f"cell-{len(nb.cells)}"]
     assert sub.cell_problems[f"cell-{len(nb.cells)}"].startswith("SyntaxError at line 1")
     ns = run_cells(sub)
     assert ns["K"] == 2.0 and ns["scale"](3.0) == 1.5 and ns["TRAILING"] == 7
+
+
+@pytest.mark.parametrize("after, expected", [("setup", 2), ("helpers", 100)])
+def test_an_added_cell_runs_where_it_stands_among_the_given_cells(toy, release, tmp_path,
+                                                                  after, expected):
+    """As in Jupyter: a student's helper above the given cell that defines the same name is
+    replaced by it; one below replaces it."""
+    nb = answered(release)
+    at = nb.cells.index(cell_of(nb, after)) + 1
+    nb.cells.insert(at, new_code_cell("def helper(x):\n    return 100\n"))
+    sub = read_submission(save(tmp_path, nb), toy)
+    ids = [c["id"] for c in sub.cells]
+    assert ids.index(f"cell-{at + 1}") == ids.index(after) + 1
+    assert run_cells(sub)["helper"](1) == expected
 
 
 def test_an_answer_written_in_a_new_cell_below_the_stub_wins(toy, release, tmp_path):
@@ -445,7 +483,7 @@ def test_solution_metadata_removed_is_found_by_function(toy, release, tmp_path):
     sub = read_submission(save(tmp_path, nb), toy)
     assert codes(sub) == ["solution_metadata_missing"]
     assert "scale" in sub.solutions_found["scale_answer"] and sub.cell_problems == {}
-    assert [c["id"] for c in sub.cells][-1] == "scale_answer"
+    assert [c["id"] for c in sub.cells][-2:] == ["scale_answer", "cell-10"]
     assert run_cells(sub)["scale"](2.0) == 1.0
 
 
@@ -566,3 +604,58 @@ def test_extract_shell_continuation_lines():
 def test_extract_reports_unparseable_cells(src, start):
     e = extract_definitions(src)
     assert e.code == "" and e.error.startswith(start)
+
+
+# --- run_as_written -------------------------------------------------------------------------
+def test_run_as_written_keeps_every_statement_and_every_line_number():
+    src = ("import torch\nas_like = lambda x, like: torch.as_tensor(x, dtype=like.dtype)\n"
+           "NEG = torch.tensor(-1.0)\nEPS = torch.finfo(torch.float32).eps\n"
+           "for k in range(2):\n    LAST = k\nprint(NEG)\n")
+    e = run_as_written(src)
+    assert e.code == src and e.magics == () and e.dropped == [] and e.error is None
+    assert e.names == ("torch", "as_like", "NEG", "EPS", "k", "LAST")
+    ns: dict = {}
+    exec(e.code, ns)
+    assert ns["EPS"] > 0 and ns["LAST"] == 1 and float(ns["as_like"](2, ns["NEG"])) == 2.0
+
+
+@pytest.mark.parametrize("src, runs, magics", [
+    # shell, magic and help lines, at any depth, with a continued shell line
+    ("!pip install \\\n    torch\nX = 1\ndef f():\n    %time y = 2\n    return 3\nf?\n",
+     "pass\n\nX = 1\ndef f():\n    pass\n    return 3\npass\n",
+     ((1, "!pip install \\"), (5, "%time y = 2"), (7, "f?"))),
+    # get_ipython statements, also inside if/for and sharing a line (non-ASCII before them)
+    (('s = "é"; get_ipython().system("ls")\nif True:\n    get_ipython().magic("x")\n'
+      "    Y = 1\nwhile get_ipython():\n    pass\nZ = 2\n"),
+     's = "é"; pass\nif True:\n    pass\n    Y = 1\npass\n\nZ = 2\n',
+     ((1, 'get_ipython().system("ls")'), (3, 'get_ipython().magic("x")'),
+      (5, "while get_ipython():"))),
+    # a cell magic with a Python body keeps the body; any other drops the cell
+    ("%%time\nW = 3\n", "\nW = 3\n", ((1, "%%time"),)),
+    ("%%bash\nrm -rf /\n", "", ((1, "%%bash (the whole cell)"),)),
+])
+def test_run_as_written_drops_and_lists_what_needs_ipython(src, runs, magics):
+    e = run_as_written(src)
+    assert e.code == runs and e.magics == magics and e.error is None
+    if runs:
+        exec(compile(e.code, "cell", "exec"), {"__builtins__": __builtins__})
+
+
+def test_run_as_written_reports_unparseable_cells_like_extract():
+    for src in ("def f(:\n    pass\n", "x = 1\n  y = 2\n", "a = 1\x00"):
+        assert run_as_written(src).error == extract_definitions(src).error
+        assert run_as_written(src).code == ""
+    # a def that uses get_ipython is kept: only running it would need IPython
+    e = run_as_written("def f(shell=None):\n    return get_ipython()\n")
+    assert e.magics == () and e.functions == ("f",)
+
+
+@pytest.mark.parametrize("terms", [900, 2000, 5000])
+def test_a_cell_nested_deeper_than_the_stack_costs_only_that_cell(terms):
+    """A sum of thousands of terms is one very deep expression: reading it never raises (in the
+    trusted parent that would be a grader error); it runs, or it is that cell's problem."""
+    src = "X = " + " + ".join(["1"] * terms) + "\n"
+    for read in (extract_definitions, run_as_written):
+        e = read(src)
+        assert (e.code == src and e.error is None) or (e.code == "" and "too deeply" in e.error)
+    assert run_as_written(src).names in (("X",), ())

@@ -33,6 +33,7 @@ FLAG_TITLES = {
     "limit_memory": "Memory limit reached",
     "limit_wall": "Time limit reached",
     "device_fallback": "Device",
+    "magic_lines_dropped": "Lines not run at grading",
 }
 GRADER_ERROR_TEXT = ("An error in the grader stopped part of the grading. Your course staff have "
                      "been told and will regrade this submission.")

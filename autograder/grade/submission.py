@@ -6,6 +6,7 @@ an unreadable notebook and a grader error each become a recorded result with a c
 from __future__ import annotations
 
 import glob
+import re
 import time
 import traceback
 from pathlib import Path
@@ -14,7 +15,7 @@ from autograder.assignments import Assignment, load_assignment
 from autograder.config import Settings
 from autograder.grade.plugin import SuiteContext
 from autograder.grade.runner import run_suite, score_outcomes
-from autograder.load.notebook import Submission, read_submission
+from autograder.load.notebook import Submission, cell_label, read_submission
 from autograder.points import fmt_points
 from autograder.results import GradingResult, TestResult, grade_cell_totals
 
@@ -28,12 +29,11 @@ def worker_device(requested: str) -> str:
 
 
 def reference_cells(assignment: Assignment) -> list[dict]:
-    """The answer key as the reference worker executes it: every code cell but the grade cells."""
-    from autograder.load.extract import extract_cells
+    """The answer key as the reference worker executes it: every code cell but the grade cells,
+    by the same rule as a submission's (``autograder.load.notebook.reference_cells``)."""
+    from autograder.load import notebook
 
-    kept = [cell for cell in assignment.cells if cell.kind != "grade"]
-    extracted = extract_cells(cell.source for cell in kept)
-    return [{"id": cell.id, "source": e.code} for cell, e in zip(kept, extracted)]
+    return notebook.reference_cells(assignment)
 
 
 def check_reference(reply: dict) -> dict:
@@ -146,12 +146,15 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
                                        f"{session.actual_device}"})
             outcomes = run_suite(ctx)
             extra["flags"].extend(session.student_worker.flags())
+            load_notes = loading_notes(submission, session.student_reply, asg)
+        for o in outcomes:
+            o.message = explain_missing_names(o.message, submission.given_only)
         kit_errors = [o for o in outcomes if o.kit_error]
         if kit_errors:
             extra["flags"].append({"code": "grader_error", "message": "; ".join(
                 f"{o.nodeid}: {o.kit_error}" for o in kit_errors)[:2000]})
         tests = score_outcomes(outcomes, points)
-        return _result(tests, extra, started, summary(tests, submission))
+        return _result(tests, extra, started, summary(tests, submission, asg, load_notes))
     except Exception as exc:  # a bug in the kit: still record a result for this submission
         extra["flags"].append({"code": "grader_error", "message":
                                f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"})
@@ -173,14 +176,56 @@ def every_cell_fails(points: dict[str, float], message: str) -> list[TestResult]
                        status="failed", output=message, tags=[cell]) for cell, p in points.items()]
 
 
-def summary(tests: list[TestResult], submission: Submission) -> str:
+def summary(tests: list[TestResult], submission: Submission, asg: Assignment | None = None,
+            load_notes: list[str] | tuple[str, ...] = ()) -> str:
     lines = []
     for cell, t in grade_cell_totals(tests).items():
         lines.append(f"{cell}: {fmt_points(t['score'])} / {fmt_points(t['max_score'])}")
     for cell_id, problem in submission.cell_problems.items():
-        where = f"your extra cell #{cell_id[5:]}" if cell_id.startswith("cell-") else f"cell {cell_id}"
+        where = (cell_label(cell_id, asg) if asg is not None
+                 else f"your extra cell #{cell_id[5:]}" if cell_id.startswith("cell-")
+                 else f"cell {cell_id}")
         lines.append(f"{where}: {problem}")
+    lines.extend(load_notes)
     return "\n".join(lines)
+
+
+MAX_LOAD_NOTES = 20
+_NOT_DEFINED = re.compile(r"name '([A-Za-z_]\w*)' is not defined")
+
+
+def loading_notes(submission: Submission, reply: dict, asg: Assignment) -> list[str]:
+    """What went wrong while the notebook was run for grading, cell by cell, in the student's
+    words: each error with its cell and line (the rest of that cell did not run; later cells
+    did). ``reply`` is the student worker's load reply (a claim: it only feeds this text)."""
+    errors = [e for e in (reply.get("cell_errors") or []) if isinstance(e, dict)]
+    if not errors:
+        return []
+    notes = [("While your notebook was run for grading (a statement that raises stops the rest "
+              "of its cell; later cells still run):")]
+    for err in errors[:MAX_LOAD_NOTES]:
+        where = cell_label(str(err.get("cell") or "")[:100], asg)
+        line = err.get("line")
+        at = f", line {line}" if isinstance(line, int) and not isinstance(line, bool) else ""
+        text = f"{str(err.get('type') or 'Error')[:80]}: {str(err.get('message') or '')[:1000]}"
+        notes.append(f"- {where}{at}: {explain_missing_names(text, submission.given_only)}")
+    if len(errors) > MAX_LOAD_NOTES:
+        notes.append(f"- and {len(errors) - MAX_LOAD_NOTES} more")
+    return notes
+
+
+def explain_missing_names(message: str, given_only: dict[str, str]) -> str:
+    """``message`` with a sentence after it for each NameError it reports of a name that only a
+    given cell which does not run at grading binds (a training loop, a plot, a demo)."""
+    if not message or not given_only:
+        return message
+    names = [n for n in dict.fromkeys(_NOT_DEFINED.findall(message)) if n in given_only]
+    for name in names[:5]:
+        message += (f"\n'{name}' is made only by the given cell '{given_only[name]}', whose "
+                    "top-level code is not run at grading (given cells contribute their functions "
+                    "and classes; only the set-up cells and your own cells run in full). Define "
+                    f"'{name}' in your own cell, or pass it in as an argument.")
+    return message
 
 
 def _result(tests: list[TestResult], extra: dict, started: float, output: str) -> GradingResult:

@@ -1,7 +1,17 @@
-"""Keep only the definitions of one code cell: imports, functions, classes, simple constants.
+"""Read one code cell for a worker: as written (``run_as_written``) or its definitions only
+(``extract_definitions``).
 
-``extract_definitions(source)`` is how every code cell (the student's and the answer key's) is
-read before it reaches a worker. Invariants:
+Which cells get which (``autograder/load/notebook.py``): the student's own cells, the answer
+key's solution cells and the given cells the source marks as set-up run as written; the other
+given cells (training loops, plots, demos) contribute their definitions only.
+
+``run_as_written(source)``: the whole cell, as Jupyter runs it, less what needs IPython. Shell
+and magic lines (below) and top-level statements that use ``get_ipython`` become ``pass`` (or
+blank lines), keeping every other line at its number; each is listed in ``magics`` as
+``(line, text)``. ``names`` are all the names its top-level code binds (assignments, loops,
+``with ... as``, imports, defs, classes), whether or not they run before an error.
+
+``extract_definitions(source)``. Invariants:
 
 - IPython syntax never reaches ``ast``: shell (``!cmd``, ``x = !cmd``), line magics (``%cmd``)
   and help (``obj?``, ``?obj``) lines become ``pass`` at the same indentation, so a magic inside a
@@ -49,6 +59,7 @@ class Extracted:
     error: str | None = None      # "SyntaxError at line N: msg" when the cell cannot be parsed
     functions: tuple[str, ...] = field(default=())  # names of the top-level functions kept
     names: tuple[str, ...] = field(default=())      # every name the kept statements bind
+    magics: tuple[tuple[int, str], ...] = field(default=())  # (line, text) not run: needs IPython
 
 
 def extract_cells(sources: Iterable[str]) -> list[Extracted]:
@@ -63,30 +74,23 @@ def extract_cells(sources: Iterable[str]) -> list[Extracted]:
     return out
 
 
+TOO_DEEP = "SyntaxError: this cell is nested too deeply to read"
+
+
 def extract_definitions(source: str, known: Iterable[str] = ()) -> Extracted:
     """The definitions of one code cell; never raises for any input string. ``known``: names
     already bound when the cell runs (by earlier cells' kept statements)."""
-    if not isinstance(source, str):
-        return Extracted("", [], "this cell has no readable source text")
-    if len(source) > MAX_CELL_CHARS:
-        return Extracted("", [], f"this cell is too long to grade ({len(source):,} characters; "
-                                 f"the limit is {MAX_CELL_CHARS:,})")
-    text = source.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
-    dropped: list[str] = []
-    magic_lines = strip_ipython(lines, dropped)
-    if magic_lines is None:          # a cell magic that is not Python: the whole cell goes
-        return Extracted("", dropped)
-    text = "\n".join(lines)
     try:
-        tree = ast.parse(text)
-    except SyntaxError as exc:
-        where = f" at line {exc.lineno}" if exc.lineno else ""
-        return Extracted("", dropped, f"{type(exc).__name__}{where}: {exc.msg}")
-    except ValueError as exc:                      # e.g. null bytes
-        return Extracted("", dropped, f"SyntaxError: {exc}")
-    except (RecursionError, MemoryError):
-        return Extracted("", dropped, "SyntaxError: this cell is nested too deeply to read")
+        return _extract_definitions(source, known)
+    except (RecursionError, MemoryError):    # e.g. a sum of thousands of terms: that cell only
+        return Extracted("", [], TOO_DEEP)
+
+
+def _extract_definitions(source: str, known: Iterable[str]) -> Extracted:
+    parsed = parse_cell(source)
+    if isinstance(parsed, Extracted):
+        return parsed
+    text, lines, tree, dropped, magics, magic_lines = parsed
     kept: list[ast.stmt] = []
     bound = set(known) | BUILTIN_NAMES
     names: list[str] = []
@@ -102,20 +106,165 @@ def extract_definitions(source: str, known: Iterable[str] = ()) -> Extracted:
     code = place(text, lines, kept)
     functions = tuple(n.name for n in kept
                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
-    return Extracted(code, dropped, None, functions, tuple(names))
+    return Extracted(code, dropped, None, functions, tuple(names), tuple(magics))
 
 
-def strip_ipython(lines: list[str], dropped: list[str]) -> set[int] | None:
+def run_as_written(source: str) -> Extracted:
+    """The whole cell as Jupyter runs it, less what needs IPython (see the module docstring);
+    never raises for any input string. ``dropped`` lists the lines not run."""
+    try:
+        return _run_as_written(source)
+    except (RecursionError, MemoryError):
+        return Extracted("", [], TOO_DEEP)
+
+
+def _run_as_written(source: str) -> Extracted:
+    parsed = parse_cell(source)
+    if isinstance(parsed, Extracted):
+        return parsed
+    text, lines, tree, dropped, magics, _ = parsed
+    for node in reversed(ipython_statements(tree.body)):
+        first = (ast.get_source_segment(text, node) or lines[node.lineno - 1]).split("\n")[0]
+        first = first.strip()
+        dropped.append(f"line {node.lineno}: {first[:60]} (uses get_ipython)")
+        magics.append((node.lineno, first[:200]))
+        blank_out(lines, node)
+    magics.sort()
+    dropped.sort(key=lambda d: int(d.split(":", 1)[0].removeprefix("line ")))
+    code = "\n".join(lines).rstrip() + "\n" if any(line.strip() for line in lines) else ""
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # not expected: run nothing
+        return Extracted("", dropped, "SyntaxError: this cell could not be prepared to run",
+                         magics=tuple(magics))
+    functions = tuple(n.name for n in tree.body
+                      if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    return Extracted(code, dropped, None, functions, tuple(top_level_bindings(tree.body)),
+                     tuple(magics))
+
+
+def parse_cell(source: str):
+    """``(text, lines, tree, dropped, magics, magic_line_numbers)`` of a cell with its IPython
+    lines replaced (``lines`` is ``text`` split), or an ``Extracted`` with nothing to run."""
+    if not isinstance(source, str):
+        return Extracted("", [], "this cell has no readable source text")
+    if len(source) > MAX_CELL_CHARS:
+        return Extracted("", [], f"this cell is too long to grade ({len(source):,} characters; "
+                                 f"the limit is {MAX_CELL_CHARS:,})")
+    text = source.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    dropped: list[str] = []
+    magics: list[tuple[int, str]] = []
+    magic_lines = strip_ipython(lines, dropped, magics)
+    if magic_lines is None:          # a cell magic that is not Python: the whole cell goes
+        return Extracted("", dropped, magics=tuple(magics))
+    text = "\n".join(lines)
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        where = f" at line {exc.lineno}" if exc.lineno else ""
+        return Extracted("", dropped, f"{type(exc).__name__}{where}: {exc.msg}",
+                         magics=tuple(magics))
+    except ValueError as exc:                      # e.g. null bytes
+        return Extracted("", dropped, f"SyntaxError: {exc}", magics=tuple(magics))
+    except (RecursionError, MemoryError):
+        return Extracted("", dropped, TOO_DEEP, magics=tuple(magics))
+    return text, lines, tree, dropped, magics, magic_lines
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp,
+           ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def uses_get_ipython(nodes) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == "get_ipython"
+               for node in nodes if node is not None for n in ast.walk(node))
+
+
+def ipython_statements(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The statements run at top level (not inside a def or class) that use ``get_ipython``,
+    in source order: a simple statement whole, a compound one whole when its header uses it."""
+    found: list[ast.stmt] = []
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        blocks = [getattr(node, f) for f in ("body", "orelse", "finalbody")
+                  if isinstance(getattr(node, f, None), list)]
+        blocks += [h.body for h in getattr(node, "handlers", [])]
+        blocks += [c.body for c in getattr(node, "cases", [])]
+        if not blocks:
+            if uses_get_ipython([node]):
+                found.append(node)
+            continue
+        header = [v for f, v in ast.iter_fields(node)
+                  if f not in ("body", "orelse", "finalbody", "handlers", "cases")]
+        header += [h.type for h in getattr(node, "handlers", [])]
+        header += [c.pattern for c in getattr(node, "cases", [])] + \
+                  [c.guard for c in getattr(node, "cases", [])]
+        flat = [x for v in header for x in (v if isinstance(v, list) else [v])
+                if isinstance(x, ast.AST)]
+        if uses_get_ipython(flat):
+            found.append(node)
+        else:
+            for block in blocks:
+                found.extend(ipython_statements(block))
+    return found
+
+
+def blank_out(lines: list[str], node: ast.stmt) -> None:
+    """Replace one statement's text by ``pass`` in place; every line keeps its number (the
+    rest of its last line, e.g. ``; x = 1``, moves up to its first)."""
+    first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+    end = node.end_col_offset if node.end_col_offset is not None else len(lines[last].encode())
+    head = lines[first].encode()[:node.col_offset].decode(errors="replace")
+    tail = lines[last].encode()[end:].decode(errors="replace")
+    lines[first] = head + "pass" + tail
+    for i in range(first + 1, last + 1):
+        lines[i] = ""
+
+
+def top_level_bindings(body: list[ast.stmt]) -> list[str]:
+    """Every name the cell's top-level code binds, in source order (``*`` for a star import);
+    the bodies of defs, classes, lambdas and comprehensions are their own scopes."""
+    names: list[str] = []
+    stack: list[ast.AST] = list(reversed(body))
+    while stack:                       # iterative: a cell may nest deeper than the stack allows
+        node = stack.pop()
+        found: list[str] = []
+        children: list[ast.AST] = []
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found = bound_names(node)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found, children = [node.name], list(node.decorator_list)
+        elif not isinstance(node, _SCOPES):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                found = [node.id]
+            elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+                found = [node.name]
+            elif isinstance(node, ast.MatchMapping) and node.rest:
+                found = [node.rest]
+            children = list(ast.iter_child_nodes(node))
+        names.extend(n for n in found if n not in names)
+        stack.extend(reversed(children))
+    return names
+
+
+def strip_ipython(lines: list[str], dropped: list[str],
+                  magics: list[tuple[int, str]] | None = None) -> set[int] | None:
     """Replace IPython-only lines in place by ``pass``; return their 1-based numbers, or None
-    when the cell is a non-Python cell magic (then ``lines`` is meaningless)."""
+    when the cell is a non-Python cell magic (then ``lines`` is meaningless). Each goes to
+    ``dropped`` ("line N: ...") and to ``magics`` as ``(N, text)``."""
+    magics = [] if magics is None else magics
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is not None and lines[first].lstrip().startswith("%%"):
         magic = lines[first].lstrip()[2:].split(maxsplit=1)
         name = magic[0] if magic else ""
         if name not in PYTHON_BODY_CELL_MAGICS:
             dropped.append(f"line {first + 1}: %%{name} cell magic (whole cell)")
+            magics.append((first + 1, f"%%{name} (the whole cell)"))
             return None
         dropped.append(f"line {first + 1}: %%{name} (cell magic line)")
+        magics.append((first + 1, lines[first].strip()[:200]))
         lines[first] = ""
     replaced: set[int] = set()
     depth, quote, continued, magic_continues = 0, None, False, False
@@ -124,6 +273,7 @@ def strip_ipython(lines: list[str], dropped: list[str]) -> set[int] | None:
         if magic_continues or (starts_statement and is_ipython_line(line)):
             if not magic_continues:
                 dropped.append(f"line {i + 1}: {line.strip()[:60]} (shell/magic line)")
+                magics.append((i + 1, line.strip()[:200]))
             indent = line[: len(line) - len(line.lstrip())]
             lines[i] = indent + "pass" if not magic_continues else ""
             replaced.add(i + 1)

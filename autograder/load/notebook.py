@@ -7,13 +7,17 @@ Invariants of ``read_submission(path, assignment) -> Submission``:
   memory); the file size is checked before anything is read.
 - ``cells`` follows the SOURCE notebook's code cells, in order:
   solution cell -> the student's cell with that grade_id (or, when the metadata is gone, the
-  student's code cell that defines the solution's function), filtered by ``extract_definitions``
-  with the names earlier cells bind (as ``extract_cells`` does);
-  locked and unmarked given cells -> always the source's version (edits are flagged, never run);
+  student's code cell that defines the solution's function), run as written
+  (``run_as_written``: top-level statements included, shell/magic lines dropped);
+  locked and unmarked given cells -> always the source's version (edits are flagged, never run):
+  in full when the source marks the cell as set-up, else its definitions only
+  (``extract_definitions`` with the names earlier cells bind);
   grade cells -> nothing (the hidden suites replace them).
-  Every other student code cell (helpers, scratch cells, extra copies) contributes its
-  definitions, placed just before the solution cell that follows it in the student's notebook
-  (after the last solution when none follows), as Jupyter would have run them.
+  Every other student code cell (helpers, scratch cells, extra copies) runs as written too,
+  placed just before the answer, given or grade cell (by grade_id) that follows it in the
+  student's notebook (at the end when none follows), as Jupyter would have run them.
+- ``magic_lines`` lists the student's lines not run (one ``magic_lines_dropped`` flag says
+  which); ``given_only`` names what only non-set-up given cells bind (nothing does at grading).
 - A cell that cannot be parsed costs only that cell: ``cell_problems[cell id]``.
 - ``flags`` report integrity findings (``integrity.py``) and never change what runs except as
   described above.
@@ -31,7 +35,7 @@ from typing import Any
 
 from autograder.assignments import Assignment
 from autograder.load import integrity
-from autograder.load.extract import Extracted, extract_definitions
+from autograder.load.extract import ANY_NAME, Extracted, extract_definitions, run_as_written
 
 MAX_FILE_BYTES = 100 * 1024 * 1024    # checked before reading; outputs included
 MAX_CELLS = 10_000
@@ -48,6 +52,8 @@ class Submission:
     cell_problems: dict[str, str] = field(default_factory=dict)
     flags: list[dict] = field(default_factory=list)          # [{"code", "message"}]
     solutions_found: dict[str, str] = field(default_factory=dict)
+    magic_lines: list[tuple[str, int, str]] = field(default_factory=list)  # (cell, line, text)
+    given_only: dict[str, str] = field(default_factory=dict)  # name -> given cell that binds it
 
 
 @dataclass
@@ -245,7 +251,7 @@ def build(sub: Submission, raw_cells: list[dict], asg: Assignment) -> None:
     sub.flags.extend(integrity.check_cells(cells, asg))
     solution_ids = [c.id for c in asg.cells if c.kind == "solution"]
     chosen, shared, claimed = match_solutions(sub, cells, asg, solution_ids, _Extractions())
-    before, trailing = place_added_cells(cells, chosen, claimed, solution_ids)
+    before, trailing = place_added_cells(cells, chosen, claimed, asg)
     defined = emit(sub, asg, chosen, before, trailing)
     for gid in solution_ids:
         fn = asg.solution_functions[gid]
@@ -299,11 +305,17 @@ def match_solutions(sub: Submission, cells: list[StudentCell], asg: Assignment,
 
 
 def place_added_cells(cells: list[StudentCell], chosen: dict[str, StudentCell], claimed: set[int],
-                      solution_ids: list[str]):
-    """Each unclaimed student code cell goes before the next chosen solution cell below it in
-    the student's notebook, or to ``trailing`` when none follows."""
-    anchors = sorted((c.number, gid) for gid, c in chosen.items())
-    before: dict[str, list[StudentCell]] = {gid: [] for gid in solution_ids}
+                      asg: Assignment):
+    """Each unclaimed student code cell goes before the next anchor below it in the student's
+    notebook, or to ``trailing`` when none follows. Anchors: the chosen answer cells and the
+    student's copies of the source's given and grade code cells (by grade_id), so a student's
+    cell runs where Jupyter ran it relative to the given definitions too."""
+    code_ids = {c.id for c in asg.cells}
+    anchors = sorted([(c.number, gid) for gid, c in chosen.items()]
+                     + [(c.number, c.grade_id) for c in cells
+                        if c.number in claimed and c.grade_id in code_ids
+                        and c.grade_id not in asg.solution_functions])
+    before: dict[str, list[StudentCell]] = {c.id: [] for c in asg.cells}
     trailing: list[StudentCell] = []
     for c in cells:
         if c.cell_type != "code" or c.number in claimed:
@@ -316,12 +328,16 @@ def place_added_cells(cells: list[StudentCell], chosen: dict[str, StudentCell], 
 def emit(sub: Submission, asg: Assignment, chosen: dict[str, StudentCell],
          before: dict[str, list[StudentCell]], trailing: list[StudentCell]) -> set[str]:
     """Fill ``sub.cells`` in the source's order; returns the functions the student's code
-    defines. Constants may use names bound by any cell run before them."""
+    defines. The student's cells and the set-up cells run as written, the other given cells
+    contribute their definitions (constants may use names bound by any cell run before them).
+    Records the student's lines not run (``magic_lines`` and one flag) and ``given_only``."""
     defined: set[str] = set()
     known: set[str] = set()
 
-    def run(key: str, source: str, student: bool) -> str:
-        e = extract_definitions(source, known)
+    def run(key: str, source: str, student: bool, setup: bool = False) -> str:
+        e = run_as_written(source) if student or setup else extract_definitions(source, known)
+        if student:
+            sub.magic_lines.extend((key, line, text) for line, text in e.magics)
         if e.error:
             if student:
                 sub.cell_problems[key] = e.error
@@ -334,16 +350,72 @@ def emit(sub: Submission, asg: Assignment, chosen: dict[str, StudentCell],
         return e.code
 
     for cell in asg.cells:
+        for c in before[cell.id]:
+            run(c.key, c.source, True)
         if cell.kind == "solution":
-            for c in before[cell.id]:
-                run(c.key, c.source, True)
             if cell.id in chosen:
                 sub.solutions_found[cell.id] = run(cell.id, chosen[cell.id].source, True)
         elif cell.kind in ("locked", "other"):
-            run(cell.id, cell.source, False)
+            run(cell.id, cell.source, False, cell.setup)
     for c in trailing:
         run(c.key, c.source, True)
+    sub.given_only = given_only_names(asg, known)
+    if sub.magic_lines:
+        sub.flags.append(integrity.flag("magic_lines_dropped", magic_lines_message(
+            sub.magic_lines, asg)))
     return defined
+
+
+def reference_cells(asg: Assignment) -> list[dict]:
+    """The answer key as the reference worker runs it, by the rule ``emit`` applies to a
+    submission: solution and set-up cells as written, other given cells' definitions only,
+    grade cells not at all."""
+    known: set[str] = set()
+    out = []
+    for cell in asg.cells:
+        if cell.kind == "grade":
+            continue
+        full = cell.kind == "solution" or cell.setup
+        e = run_as_written(cell.source) if full else extract_definitions(cell.source, known)
+        known.update(e.names)
+        out.append({"id": cell.id, "source": e.code})
+    return out
+
+
+def given_only_names(asg: Assignment, bound: set[str]) -> dict[str, str]:
+    """{name: the first given cell binding it} for the names that only given cells which do
+    not run in full (training loops, plots, demos) would bind in Jupyter: at grading, nothing
+    binds them."""
+    out: dict[str, str] = {}
+    if ANY_NAME in bound:
+        return out
+    for cell in asg.cells:
+        if cell.kind in ("locked", "other") and not cell.setup:
+            for name in run_as_written(cell.source).names:
+                if name not in bound and name != ANY_NAME:
+                    out.setdefault(name, cell.id)
+    return out
+
+
+def cell_label(key: str, asg: Assignment) -> str:
+    """A cell as the student knows it: 'your answer cell for f', 'your cell 12', or 'the given
+    cell setup'."""
+    if key in asg.solution_functions:
+        return f"your answer cell for {asg.solution_functions[key]}"
+    if key.startswith("cell-") and key[5:].isdigit():
+        return f"your cell {key[5:]} (counting every cell from the top)"
+    return f"the given cell '{key}'" if key else "your notebook"
+
+
+MAX_MAGIC_LINES_LISTED = 20
+
+
+def magic_lines_message(lines: list[tuple[str, int, str]], asg: Assignment) -> str:
+    shown = [f"{cell_label(key, asg)}, line {line}: {text[:80]}"
+             for key, line, text in lines[:MAX_MAGIC_LINES_LISTED]]
+    more = len(lines) - len(shown)
+    return ("these shell/magic lines need Jupyter and were not run at grading (the rest of "
+            "each cell was): " + "; ".join(shown) + (f"; and {more} more" if more > 0 else ""))
 
 
 def pick_solution(copies: list[StudentCell], fn: str, ex) -> StudentCell | None:
