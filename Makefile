@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: setup system-packages release solutions test demo mutants calibrate bench clean
+.PHONY: setup system-packages release solutions test test-all demo mutants calibrate bench clean
 
 setup: $(STAMP) system-packages
 
@@ -84,7 +84,11 @@ pretrain: $(STAMP)
 	nice $(PY) tools/pretrain_lm.py
 
 test: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15 -m "not slow"
+
+# Everything, the slow end-to-end tests too (nbgrader's whole loop, formgrader in a browser).
+test-all: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15 -m "slow or not slow"
 
 # --- The cohort tools ---------------------------------------------------------------------------
 # A demo cohort (correct, blank, common mistakes, a broken file) graded end to end in
