@@ -297,3 +297,38 @@ def test_release_submit_collect_grade_review_feedback_fetch(tmp_path):
     for t in result["tests"]:                      # every hidden-test outcome is on the page
         title = t["name"].split(": ", 1)[-1]
         assert title.replace("'", "&#39;").replace('"', "&#34;") in html or title in html, title
+
+
+def test_generate_feedback_page_adds_the_gradebooks_last_word(course):
+    """What ``KitFeedbackExporter`` adds to a result: a manual score, a comment on the answer
+    cell above a question, the late penalty; the total becomes the gradebook's."""
+    from autograder.course.feedback import render_feedback
+    from autograder.course.nbgrader_feedback import reviewed
+
+    paths, asg, released = course
+    points = grade_cell_points(paths.source_notebook(ASSIGNMENT))
+    data = fake_result("ana", points, {"compute_gae": 0.0})
+    nb = build_autograded(released, asg, data, None)
+    for cell in nb.cells:                       # as nbgrader's GetGrades leaves them
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            meta["score"] = data["extra_data"]["grade_cells"][meta["grade_id"]]["score"]
+        if meta.get("grade_id") == "compute_gae":
+            meta["score"] = 4.5
+        if meta.get("grade_id") == "compute_gae_answer":
+            meta["comment"] = "Run the recursion <b>backwards</b>."
+    total = data["score"] - data["extra_data"]["grade_cells"]["compute_gae"]["score"] + 4.5
+    out = reviewed(data, nb, {"score": total - 1.5, "late_penalty": 1.5})
+    assert out["score"] == pytest.approx(total - 1.5)
+    added = {t["name"]: t for t in out["tests"][len(data["tests"]):]}
+    assert added["compute_gae: reviewed by course staff"]["score"] == pytest.approx(
+        4.5 - data["extra_data"]["grade_cells"]["compute_gae"]["score"])
+    assert added["compute_gae: comment from course staff"]["output"] == \
+        "Run the recursion <b>backwards</b>."
+    assert added["late submission: penalty"]["score"] == -1.5
+    n_tests = len(data["tests"])
+    assert len(added) == 3 and len(reviewed(data, nb, {})["tests"]) == n_tests + 2
+    assert len(data["tests"]) == n_tests                          # the input is left alone
+    html = render_feedback(out)
+    assert "Run the recursion &lt;b&gt;backwards&lt;/b&gt;." in html
+    assert "reviewed by course staff" in html and "late submission" in html
