@@ -364,9 +364,12 @@ def write_student_files(paths: CoursePaths, asg, released, student: str, data: d
     assignment = asg.name
     folder = paths.submitted / student / assignment
     job = choose_notebook(folder, assignment, student) if folder.is_dir() else None
-    write_autograded(paths.autograded_notebook(student, assignment), released, asg, data,
-                     job.notebook if job else None,
-                     str(data.get("extra_data", {}).get("submission_sha256", "")))
+    target = paths.autograded_notebook(student, assignment)
+    sha = str(data.get("extra_data", {}).get("submission_sha256", ""))
+    try:
+        write_autograded(target, released, asg, data, job.notebook if job else None, sha)
+    except Exception:     # one student's file never stops the cohort: the release, outcomes in
+        write_autograded(target, released, asg, data, None, sha)
     page = paths.feedback_html(student, assignment)
     write_feedback(data, page)
     legacy = page.with_name("feedback.html")     # the page's name before it followed nbgrader's
