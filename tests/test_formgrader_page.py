@@ -48,7 +48,8 @@ def formgrader(tmp_path_factory):
     nb = nbformat.reads(submission(paths, mutated(paths, mutant)).decode(), as_version=4)
     nb.cells.insert(1, nbformat.v4.new_markdown_cell(PLANTED))
     raw = nbformat.writes(nb).encode()
-    write_cohort(paths, {"ana": {f"{ASSIGNMENT}.ipynb": raw}, "ctl": {f"{ASSIGNMENT}.ipynb": raw}})
+    write_cohort(paths, {"ana": {f"{ASSIGNMENT}.ipynb": raw}, "ctl": {f"{ASSIGNMENT}.ipynb": raw},
+                         "gus": {f"{ASSIGNMENT}.ipynb": b'{"cells": [ not a notebook'}})
     env = nbgrader_env()
     env["PYTHONPATH"] = str(REPO_ROOT)
     done = subprocess.run([sys.executable, "-m", "autograder", "grade-course", ASSIGNMENT,
@@ -163,3 +164,21 @@ def test_control_an_unsanitised_notebook_would_run_the_script(formgrader):
     url = f"{base}/formgrader/submissions/{submission_id(paths, 'ctl')}/?token={token}"
     seen = load_page(url)
     assert seen["pwned"] in (1, 2) or "pwned" in seen["title"], seen["title"]
+
+
+@pytest.mark.slow
+def test_formgrader_opens_every_submission(formgrader):
+    """Each submission in the gradebook, the unreadable one too, has a manual-grading page with
+    a score box per grade cell and the hidden tests' outcome under it."""
+    paths, base, token = formgrader
+    with open_gradebook(f"sqlite:///{paths.root}/gradebook.db", paths.course_id) as gb:
+        ids = {s.student.id: s.id for s in gb.notebook_submissions(ASSIGNMENT, ASSIGNMENT)}
+        cells = [c.name for c in gb.find_notebook(ASSIGNMENT, ASSIGNMENT).grade_cells]
+    assert sorted(ids) == ["ana", "ctl", "gus"]
+    for student, sid in ids.items():
+        url = f"{base}/formgrader/submissions/{sid}/?token={token}"
+        with urllib.request.urlopen(url, timeout=60) as reply:
+            assert reply.status == 200, student
+            page = reply.read().decode()
+        for cell in cells:
+            assert f'id="{cell}"' in page and f"Hidden tests for {cell}:" in page, (student, cell)

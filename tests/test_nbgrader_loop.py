@@ -18,7 +18,8 @@ from autograder import REPO_ROOT
 from autograder.assignments import load_assignment
 from autograder.course.autograded_notebook import build_autograded, sanitise
 from autograder.course.demo import (applicable_mutants, copy_course, mutated, nbgrader,
-                                    nbgrader_env, solutions, student_version, submission)
+                                    nbgrader_env, solutions, student_version, submission,
+                                    write_cohort)
 from autograder.course.gradebook import open_gradebook, sync_gradebook
 from autograder.course.paths import grade_cell_points
 from autograder.load.integrity import grade_id_of
@@ -258,6 +259,8 @@ def test_release_submit_collect_grade_review_feedback_fetch(tmp_path):
     instructor("collect", ASSIGNMENT)
     submitted = paths.submitted / student / ASSIGNMENT
     assert {"timestamp.txt", "submission_secret.txt"} <= {p.name for p in submitted.iterdir()}
+    # a submission that came another way (an LMS download): no timestamp, no secret
+    write_cohort(paths, {"lms_student": {f"{ASSIGNMENT}.ipynb": submission(paths, {})}})
 
     done = subprocess.run([sys.executable, "-m", "autograder", "grade-course", ASSIGNMENT,
                            "--course-dir", str(paths.root)], cwd=REPO_ROOT, env=env,
@@ -285,7 +288,8 @@ def test_release_submit_collect_grade_review_feedback_fetch(tmp_path):
     assert float(rows[student]["late_submission_penalty"]) == 0.0
 
     instructor("generate_feedback", ASSIGNMENT, "--force")
-    instructor("release_feedback", ASSIGNMENT)
+    released = instructor("release_feedback", ASSIGNMENT)        # the LMS one does not stop it
+    assert "lms_student" in released.stdout + released.stderr
     learner("fetch_feedback", ASSIGNMENT)
     fetched = list((home / ASSIGNMENT / "feedback").glob(f"*/{ASSIGNMENT}.html"))
     assert len(fetched) == 1

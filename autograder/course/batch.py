@@ -375,13 +375,13 @@ def write_student_files(paths: CoursePaths, asg, released, student: str, data: d
     legacy = page.with_name("feedback.html")     # the page's name before it followed nbgrader's
     if legacy != page and legacy.is_file():
         legacy.unlink()
+    # nbgrader copies autograded/ into feedback/ (generate_feedback), and releasing needs both
+    # files there: the submission's time as collected, else (an LMS download) the first grading's
     autograded = paths.autograded_notebook(student, assignment).parent
     stamp = read_timestamp(folder)
-    if stamp is not None:               # as ``nbgrader autograde`` copies it
-        write_atomic(autograded / "timestamp.txt", nbgrader_timestamp(stamp))
-    feedback_stamp = page.with_name("timestamp.txt")
-    if stamp is not None or not feedback_stamp.exists():
-        write_atomic(feedback_stamp, nbgrader_timestamp(stamp))
+    for dest in (autograded, page.parent):
+        if stamp is not None or not (dest / "timestamp.txt").exists():
+            write_atomic(dest / "timestamp.txt", nbgrader_timestamp(stamp))
     secret = submission_secret(folder, autograded / "submission_secret.txt")
     for dest in (autograded, page.parent):
         write_atomic(dest / "submission_secret.txt", secret)
