@@ -102,14 +102,19 @@ def submission_id(paths, student: str) -> str:
         return gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, student).id
 
 
-def load_page(url: str) -> dict:
+def new_page(browser, token: str):
+    """A page whose every request (the formgrader API's too) carries the server's token."""
+    return browser.new_context(extra_http_headers={"Authorization": f"token {token}"}).new_page()
+
+
+def load_page(url: str, token: str) -> dict:
     """The manual-grading page in headless Chromium: its text, code, outputs and probes."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
+            page = new_page(browser, token)
             dialogs: list[str] = []
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(url, wait_until="domcontentloaded", timeout=120_000)
@@ -135,7 +140,7 @@ def load_page(url: str) -> dict:
 def test_formgrader_shows_code_and_outcomes_and_no_student_script_runs(formgrader):
     paths, base, token = formgrader
     url = f"{base}/formgrader/submissions/{submission_id(paths, 'ana')}/?token={token}"
-    seen = load_page(url)
+    seen = load_page(url, token)
     result = json.loads(paths.results("ana", ASSIGNMENT).read_text())
 
     code = "\n".join(seen["code"])
@@ -162,7 +167,7 @@ def test_formgrader_shows_code_and_outcomes_and_no_student_script_runs(formgrade
 def test_control_an_unsanitised_notebook_would_run_the_script(formgrader):
     paths, base, token = formgrader
     url = f"{base}/formgrader/submissions/{submission_id(paths, 'ctl')}/?token={token}"
-    seen = load_page(url)
+    seen = load_page(url, token)
     assert seen["pwned"] in (1, 2) or "pwned" in seen["title"], seen["title"]
 
 
@@ -182,3 +187,49 @@ def test_formgrader_opens_every_submission(formgrader):
             page = reply.read().decode()
         for cell in cells:
             assert f'id="{cell}"' in page and f"Hidden tests for {cell}:" in page, (student, cell)
+
+
+@pytest.mark.slow
+def test_a_review_in_formgrader_reaches_the_export(formgrader):
+    """A TA types a score and a comment into the page; formgrader saves them, and
+    ``nbgrader export`` counts the manual score instead of the autograder's."""
+    import csv
+
+    from playwright.sync_api import sync_playwright
+
+    from autograder.course.demo import nbgrader
+
+    paths, base, token = formgrader
+    sid = submission_id(paths, "ana")
+    result = json.loads(paths.results("ana", ASSIGNMENT).read_text())
+    cells = result["extra_data"]["grade_cells"]
+    manual = cells["compute_gae"]["max_score"] - 0.5
+    assert manual != cells["compute_gae"]["score"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = new_page(browser, token)
+            page.goto(f"{base}/formgrader/submissions/{sid}/?token={token}",
+                      wait_until="domcontentloaded", timeout=120_000)
+            page.wait_for_selector("input.score#compute_gae", timeout=60_000)
+            with page.expect_response(lambda r: "/formgrader/api/grade/" in r.url
+                                      and r.request.method == "PUT", timeout=60_000):
+                page.fill("input.score#compute_gae", f"{manual:g}")
+                page.locator("input.score#compute_gae").dispatch_event("change")
+            with page.expect_response(lambda r: "/formgrader/api/comment/" in r.url
+                                      and r.request.method == "PUT", timeout=60_000):
+                page.fill("textarea#compute_gae_answer-comment", "Run it backwards.")
+                page.locator("textarea#compute_gae_answer-comment").dispatch_event("change")
+        finally:
+            browser.close()
+
+    with open_gradebook(f"sqlite:///{paths.root}/gradebook.db", paths.course_id) as gb:
+        assert gb.find_grade("compute_gae", ASSIGNMENT, ASSIGNMENT, "ana").manual_score == manual
+        assert gb.find_comment("compute_gae_answer", ASSIGNMENT, ASSIGNMENT,
+                               "ana").manual_comment == "Run it backwards."
+    done = nbgrader("export", f"--to={paths.root / 'grades.csv'}", cwd=paths.root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(paths.root / "grades.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["student_id"] == "ana")
+    expected = sum(v["score"] for k, v in cells.items() if k != "compute_gae") + manual
+    assert float(row["score"]) == pytest.approx(expected)
