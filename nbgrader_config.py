@@ -22,6 +22,15 @@ c.ClearSolutions.code_stub = {
 c.ClearSolutions.enforce_metadata = True
 c.ExecutePreprocessor.timeout = 300
 c.Execute.timeout = 300
+# `nbgrader generate_feedback` renders the kit's feedback page (the one grade-course writes),
+# with the gradebook's manual points, comments and late penalty: students get one page.
+import sys  # noqa: E402
+if c.CourseDirectory.root not in sys.path:
+    sys.path.append(c.CourseDirectory.root)
+c.GenerateFeedback.exporter_class = "autograder.course.nbgrader_feedback.KitFeedbackExporter"
+# Late submissions: nbgrader's penalty ("none" or "zero"), applied against the due date set with
+# `nbgrader db assignment add <assignment> --duedate="YYYY-MM-DD HH:MM:SS UTC"`.
+c.LateSubmissionPlugin.penalty_method = "none"
 
 # --- the kit (python -m autograder) -----------------------------------------------------------
 # Rotate cohort_seed for every new cohort: every hidden input, bandit and training seed derives

@@ -80,11 +80,31 @@ def grade_cell_totals(tests: list[TestResult]) -> dict[str, dict[str, float]]:
     return {k: {kk: round(vv, 6) for kk, vv in v.items()} for k, v in totals.items()}
 
 
+def current_umask() -> int:
+    """The process's umask: from /proc on Linux (no change to the process), else by setting it
+    and putting it back at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The file gets the mode any tool's output gets, ``0o666 & ~umask`` (0644 under the default
+    umask), not ``mkstemp``'s 0600: course staff share these pages. Who may read them is set by
+    the course directories' own modes (README, "Security model")."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -898,12 +898,13 @@ def test_the_batch_grades_every_submission_once(batch):
     names = sorted(c.name for c in CASES)
     assert sorted(batch.run.graded_now) == names and batch.run.skipped == []
     assert sorted(batch.run.results) == names
-    assert batch.folders == {n: ["results.json"] for n in names}
+    assert batch.folders == {n: [f"{ASSIGNMENT}.ipynb", "results.json", "submission_secret.txt",
+                                 "timestamp.txt"] for n in names}
     for name, data in batch.run.results.items():
         flags = [f["code"] for f in data["extra_data"]["flags"]]
         assert data["extra_data"]["student"] == name
         assert "grader_error" not in flags, (name, data["extra_data"]["flags"])
-        assert (batch.course / "feedback" / name / ASSIGNMENT / "feedback.html").is_file(), name
+        assert (batch.course / "feedback" / name / ASSIGNMENT / f"{ASSIGNMENT}.html").is_file(), name
 
 
 def test_the_batch_records_each_submission_in_the_gradebook(batch):

@@ -83,7 +83,7 @@ def test_small_cohort_results_and_summary(graded):
         assert data["extra_data"]["sandbox"] in ("bwrap", "fallback") or student == "gus"
         assert "grader_error" not in codes(data), data["extra_data"]["flags"]
         assert len(data["extra_data"]["submission_sha256"]) == 64
-        assert (paths.feedback / student / ASSIGNMENT / "feedback.html").exists()
+        assert (paths.feedback / student / ASSIGNMENT / f"{ASSIGNMENT}.html").exists()
     assert (paths.reports / ASSIGNMENT / "index.html").exists()
 
     # the progress bar: count, failures so far, ETA

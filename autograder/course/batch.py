@@ -383,18 +383,82 @@ def coordinator_lock(paths: CoursePaths, assignment: str):
 
 
 def write_outputs(run: CourseRun, db_url: str) -> None:
-    """Gradebook, then feedback pages, then the report: all from the results on disk."""
-    from autograder.course.feedback import write_feedback
+    """Gradebook, then each student's nbgrader files and feedback page, then the report: all
+    from the results on disk."""
+    from autograder.assignments import load_assignment
+    from autograder.course.demo import student_version
     from autograder.course.gradebook import sync_gradebook
     from autograder.course.report import write_report
 
     paths, assignment = run.paths, run.assignment
     run.gradebook_written = sync_gradebook(db_url, paths, assignment, sorted(run.results)).written
+    asg, released = load_assignment(assignment, paths.root), student_version(paths, assignment)
     for student, data in run.results.items():
-        write_feedback(data, paths.feedback_html(student, assignment))
+        write_student_files(paths, asg, released, student, data)
     out = paths.report_dir(assignment)
     run.report = write_report(paths.autograded, out, assignment, feedback_link=lambda s: os.path
                               .relpath(paths.feedback_html(s, assignment), out))
+
+
+def write_student_files(paths: CoursePaths, asg, released, student: str, data: dict) -> None:
+    """What nbgrader's own commands need of one graded submission: the autograded notebook
+    (formgrader, ``generate_feedback``), and beside the feedback page ``timestamp.txt`` and
+    ``submission_secret.txt`` (``release_feedback``)."""
+    from autograder.course.autograded_notebook import write_autograded
+    from autograder.course.feedback import write_feedback
+    from autograder.course.gradebook import read_timestamp
+    from autograder.results import write_atomic
+
+    assignment = asg.name
+    folder = paths.submitted / student / assignment
+    job = choose_notebook(folder, assignment, student) if folder.is_dir() else None
+    target = paths.autograded_notebook(student, assignment)
+    sha = str(data.get("extra_data", {}).get("submission_sha256", ""))
+    try:
+        write_autograded(target, released, asg, data, job.notebook if job else None, sha)
+    except Exception:     # one student's file never stops the cohort: the release, outcomes in
+        write_autograded(target, released, asg, data, None, sha)
+    page = paths.feedback_html(student, assignment)
+    write_feedback(data, page)
+    legacy = page.with_name("feedback.html")     # the page's name before it followed nbgrader's
+    if legacy != page and legacy.is_file():
+        legacy.unlink()
+    # nbgrader copies autograded/ into feedback/ (generate_feedback), and releasing needs both
+    # files there: the submission's time as collected, else (an LMS download) the first grading's
+    autograded = paths.autograded_notebook(student, assignment).parent
+    stamp = read_timestamp(folder)
+    for dest in (autograded, page.parent):
+        if stamp is not None or not (dest / "timestamp.txt").exists():
+            write_atomic(dest / "timestamp.txt", nbgrader_timestamp(stamp))
+    secret = submission_secret(folder, autograded / "submission_secret.txt")
+    for dest in (autograded, page.parent):
+        write_atomic(dest / "submission_secret.txt", secret)
+
+
+def submission_secret(submitted: Path, previous: Path) -> str:
+    """The key ``nbgrader submit`` left (feedback is released under a hash of it), else the one
+    made before, else a new one: feedback of a submission that did not come through nbgrader's
+    exchange is released under a key no student holds (it reaches them another way)."""
+    import secrets
+
+    for path in (submitted / "submission_secret.txt", previous):
+        try:
+            value = path.read_text()[:1024].strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if value and value.isascii() and value.isalnum():
+            return value
+    return secrets.token_hex(64)
+
+
+def nbgrader_timestamp(when=None) -> str:
+    """A time as nbgrader writes ``timestamp.txt`` (UTC); now when ``when`` is None."""
+    from datetime import datetime, timezone
+
+    when = (when or datetime.now(timezone.utc))
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f") + " UTC"
 
 
 class progress_bar:
@@ -475,7 +539,8 @@ def cmd_grade_course(args) -> int:
         out.print(f"  {student}: {kind(data)}; {codes}")
     p = run.paths
     out.print(f"results:   {p.autograded}/*/{run.assignment}/results.json\n"
-              f"feedback:  {p.feedback}/*/{run.assignment}/feedback.html\n"
+              f"feedback:  {p.feedback}/*/{run.assignment}/"
+              f"{p.source_notebook(run.assignment).stem}.html\n"
               f"report:    {run.report}\n"
               f"gradebook: {run.gradebook_written} submission(s) updated; "
               f"`nbgrader export` writes the CSV")

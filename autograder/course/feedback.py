@@ -1,4 +1,4 @@
-"""Per-student feedback: ``feedback/<student>/<assignment>/feedback.html`` from a results JSON.
+"""Per-student feedback: ``feedback/<student>/<assignment>/<notebook>.html`` from a results JSON.
 
 The page is self-contained (inline CSS, inline SVG, no JavaScript, no network). It shows each
 question's score, every check's message and hint (failed checks with the same message shown once,

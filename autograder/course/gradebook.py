@@ -99,10 +99,36 @@ def cell_scores(data: dict) -> dict[str, float]:
     return totals
 
 
-def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None) -> bool:
+def late_penalties(paths: CoursePaths):
+    """nbgrader's own ``AssignLatePenalties``, configured by the course's ``nbgrader_config.py``
+    (``c.LateSubmissionPlugin.penalty_method``, or ``c.AssignLatePenalties.plugin_class``)."""
+    from nbgrader.preprocessors import AssignLatePenalties
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(paths.root)).load_config()
+    assigner = AssignLatePenalties(config=config)
+    assigner.init_plugin()
+    return assigner
+
+
+def late_penalty(assigner, submission, snb, student_id: str):
+    """The penalty ``nbgrader autograde`` would record for this submitted notebook: None when
+    on time (or no due date), else the plugin's penalty clipped to [0, score]. Reads the
+    submission's current scores and lateness (``total_seconds_late``: timestamp vs due date)."""
+    seconds = submission.total_seconds_late
+    if assigner is None or not seconds or seconds <= 0:
+        return None
+    penalty = assigner.plugin_inst.late_submission_penalty(student_id, snb.score, seconds)
+    return None if penalty is None else assigner._check_late_penalty(snb, penalty)
+
+
+def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None,
+                  assigner=None) -> bool:
     """Write one result's grade-cell scores as auto scores, in one transaction.
 
-    Adds the student and the submission when missing. Returns whether anything changed."""
+    Adds the student and the submission when missing; records the submission time (nbgrader's
+    ``timestamp.txt``) and, through ``assigner`` (``late_penalties``), nbgrader's late penalty,
+    as ``nbgrader autograde`` does. Returns whether anything changed."""
     from nbgrader.api import (Comment, Grade, MissingEntry, Student, SubmittedAssignment,
                               SubmittedNotebook)
 
@@ -147,6 +173,13 @@ def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None
             if grade.auto_score != auto or grade.needs_manual_grade != review:
                 grade.auto_score, grade.needs_manual_grade = auto, review
                 changed = True
+        db.flush()                     # the scores and lateness the penalty is computed from
+        db.refresh(snb)
+        db.refresh(submission)
+        penalty = late_penalty(assigner, submission, snb, student_id)
+        if snb.late_submission_penalty != penalty:
+            snb.late_submission_penalty = penalty
+            changed = True
         # formgrader's "flagged": set for findings, never cleared (a TA may have set it)
         if (is_flagged(data) or "grader_error" in flags) and not snb.flagged:
             snb.flagged = True
@@ -167,6 +200,7 @@ def sync_gradebook(db_url: str, paths: CoursePaths, assignment: str,
     summary = SyncSummary()
     with open_gradebook(db_url, paths.course_id) as gb:
         notebook = ensure_assignment(gb, db_url, paths, assignment)
+        assigner = late_penalties(paths)
         for student in students:
             try:
                 data = json.loads(paths.results(student, assignment).read_text())
@@ -174,7 +208,7 @@ def sync_gradebook(db_url: str, paths: CoursePaths, assignment: str,
                 continue
             data.setdefault("extra_data", {})["student"] = student   # the folder name rules
             stamp = read_timestamp(paths.submitted / student / assignment)
-            if record_result(gb, data, assignment, notebook, stamp):
+            if record_result(gb, data, assignment, notebook, stamp, assigner):
                 summary.written += 1
             else:
                 summary.unchanged += 1

@@ -20,7 +20,13 @@ class CoursePaths:
         return self.autograded / student / assignment / "results.json"
 
     def feedback_html(self, student: str, assignment: str) -> Path:
-        return self.feedback / student / assignment / "feedback.html"
+        """The student's page, ``<notebook>.html``: the name nbgrader's ``release_feedback``
+        and ``fetch_feedback`` look for."""
+        return self.feedback / student / assignment / f"{self.source_notebook(assignment).stem}.html"
+
+    def autograded_notebook(self, student: str, assignment: str) -> Path:
+        """``autograded/<student>/<assignment>/<notebook>.ipynb``, as nbgrader names it."""
+        return self.autograded / student / assignment / self.source_notebook(assignment).name
 
     def report_dir(self, assignment: str) -> Path:
         return self.reports / assignment
