@@ -16,6 +16,7 @@ from autograder.grade.plugin import SuiteContext
 from autograder.grade.runner import run_suite, score_outcomes
 from autograder.load.notebook import Submission, read_submission
 from autograder.results import GradingResult, TestResult, grade_cell_totals
+from autograder.seeding import code_digest
 
 
 def worker_device(requested: str) -> str:
@@ -137,7 +138,8 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
             ctx = SuiteContext(assignment=asg, student_proxy=session.student,
                                reference_proxy=session.reference, hints=session.hints,
                                cohort_seed=settings.cohort_seed, student_id=student,
-                               device=session.actual_device)
+                               device=session.actual_device,
+                               code_digest=code_digest(submission.cells))
             extra["device"] = session.actual_device
             if wdev != session.actual_device:
                 extra["flags"].append({"code": "device_fallback", "message":

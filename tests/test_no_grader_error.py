@@ -1,0 +1,87 @@
+"""No value a student's function returns can cause a grader error.
+
+Property: for EVERY hidden unit test of both assignments, whatever the student's functions
+return (see ``tests/odd_values.py``: wrong shapes, per-sample tensors, nested tuples, NaN,
+non-tensors, huge values, tuple subclasses, ``$other`` and ``$toolarge`` values, exceptions,
+in-place changes), the test ends as a scored test (passed, or failed with a message for the
+student), never as a grader error. At least 50 examples per hidden test.
+
+It runs in this process: the student's side is the worker's own ``Server`` with the chosen
+functions in its namespace (``tests/fakes.py``: every value crosses the real wire format, encoded
+by the worker's own encoder), the reference side is the answer key and its mutants loaded the
+way the grader loads them. The training tests are left out: they do not call a student function
+directly (their harness does, and its errors are its own messages); ``test_training_tests_are_
+the_only_ones_left_out`` pins which ones those are.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from autograder import REPO_ROOT
+from autograder.assignments import load_assignment
+from autograder.hints import Hints
+from autograder.proxy import StudentProxy
+from fakes import InProcessWorker, reference_worker
+from odd_values import SPOILS, answer_with, build, specs
+from suite_driver import hidden_tests, run_hidden_test
+
+ASSIGNMENTS = ("ppo", "ppo_lm")
+EXAMPLES = 50
+TRAINING_CELLS = {"reinforce_training", "ppo_training", "lm_ppo_training"}
+
+
+def _all_tests():
+    return [t for name in ASSIGNMENTS for t in hidden_tests(load_assignment(name, REPO_ROOT))]
+
+
+UNIT_TESTS = [t for t in _all_tests() if not t.is_training]
+
+
+@pytest.fixture(scope="module")
+def graders():
+    """Per assignment: (assignment, reference proxy, hints), the answer key loaded once."""
+    out = {}
+    for name in ASSIGNMENTS:
+        asg = load_assignment(name, REPO_ROOT)
+        reference = StudentProxy(reference_worker(asg))
+        out[name] = (asg, reference, Hints.for_assignment(reference, asg))
+    return out
+
+
+def test_training_tests_are_the_only_ones_left_out():
+    left_out = {(t.assignment, t.grade_cell) for t in _all_tests() if t.is_training}
+    assert {cell for _, cell in left_out} == TRAINING_CELLS
+    assert len(UNIT_TESTS) >= 60
+
+
+@pytest.mark.parametrize("test", UNIT_TESTS, ids=lambda t: f"{t.assignment}:{t.key}")
+def test_odd_return_values_are_scored_never_grader_errors(test, graders):
+    """Random odd values (50 examples), and every spoiled output of the correct answer."""
+    asg, reference, hints = graders[test.assignment]
+    functions = list(asg.solution_functions.values())
+    key = reference._worker.server.ns      # the answer key's functions (trusted, in-process)
+    examples = []
+
+    def check(spec):
+        worker = InProcessWorker()
+        worker.define(**{fn: _returning(spec, key[fn]) for fn in functions})
+        result = run_hidden_test(test, student=StudentProxy(worker), reference=reference,
+                                 hints=hints, assignment=asg, code=repr(spec))
+        examples.append(spec)
+        assert not result.kit_error, (spec, result.kit_error)
+        assert result.passed or result.message.strip(), spec
+
+    for position in (None, 0, 1, 2):        # systematic: each output spoiled each way
+        for how in SPOILS:
+            check(answer_with(position, how))
+    systematic = len(examples)
+    settings(max_examples=EXAMPLES, deadline=None, database=None,
+             suppress_health_check=list(HealthCheck))(given(spec=specs())(check))()
+    assert len(examples) - systematic >= EXAMPLES
+
+
+def _returning(spec, answer_key):
+    def student_function(*args, **kwargs):
+        return build(spec, args, kwargs, answer=lambda: answer_key(*args, **kwargs))
+    return student_function
