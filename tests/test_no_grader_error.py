@@ -15,13 +15,16 @@ the_only_ones_left_out`` pins which ones those are.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from autograder import REPO_ROOT
 from autograder.assignments import load_assignment
+from autograder.feedback import Mistake
 from autograder.hints import Hints
-from autograder.proxy import StudentProxy
+from autograder.proxy import Other, Returned, StudentProxy, TooLarge
+from autograder.suites import checks
 from fakes import InProcessWorker, reference_worker
 from odd_values import SPOILS, answer_with, build, specs
 from suite_driver import hidden_tests, run_hidden_test
@@ -85,3 +88,30 @@ def _returning(spec, answer_key):
     def student_function(*args, **kwargs):
         return build(spec, args, kwargs, answer=lambda: answer_key(*args, **kwargs))
     return student_function
+
+
+ODD_DECODED = [None, "0.5", b"1", {"a": 1.0}, 1 + 2j, np.array([1 + 1j]), [[1.0, 2.0], [3.0]],
+               (np.zeros(3), 1.0), [Other("generator", "<gen>")], Other("Losses", "Losses(...)"),
+               TooLarge("Tensor", (10_000_001,)), 1 << 2000, float("nan"), np.zeros((2, 0)),
+               [], (), np.array([object()], dtype=object), [True, False], 10 ** 300]
+
+
+@pytest.mark.parametrize("value", ODD_DECODED, ids=lambda v: type(v).__name__)
+def test_reading_helpers_return_numbers_or_raise_mistake(value):
+    """What the helpers do with every odd decoded value: numbers, or a Mistake with a message."""
+    def outcome(read):
+        try:
+            return read()
+        except Mistake as exc:
+            assert str(exc).strip()
+            return exc
+
+    arr = outcome(lambda: checks.numbers(value, "f"))
+    assert isinstance(arr, Mistake) or arr.dtype == np.float64
+    one = outcome(lambda: checks.scalar(value, "policy_loss"))
+    assert isinstance(one, (Mistake, float))
+    grad = outcome(lambda: checks.grad_of(Returned(None, None, {"x": value}, {}, 0.0), "x"))
+    assert grad is None if value is None else isinstance(grad, Mistake) or grad.dtype == np.float64
+    outcome(lambda: checks.item(value, 1, "f"))
+    outcome(lambda: checks.tuple_of(Returned(value, None, {}, {}, 0.0), 3, "f"))
+    assert isinstance(outcome(lambda: checks.expect_values(value, [1.0, 2.0], "f")), Mistake)

@@ -94,10 +94,13 @@ def numbers(value, what: str) -> np.ndarray:
 
 def scalar(value, what: str) -> float:
     """One number (a 0-dim tensor, a one-element tensor or a float); a Mistake for anything
-    else, e.g. a per-sample (unreduced) loss."""
-    arr = numbers(value, what)
+    else, e.g. a per-sample (unreduced) loss. ``what`` names the output ("policy_loss")."""
+    try:
+        arr = numbers(value, what)
+    except Mistake:
+        raise Mistake(f"{what} is {describe(value)}, which cannot be read as a number") from None
     if arr.size != 1:
-        raise Mistake(f"{what} returned {describe(value)}; it must be a single number (a 0-dim "
+        raise Mistake(f"{what} is {describe(value)}; it must be a single number (a 0-dim "
                       "tensor), e.g. a mean over the batch")
     return float(arr.reshape(()))
 
