@@ -66,7 +66,19 @@ def leaves() -> st.SearchStrategy:
     )
 
 
+def per_call(*call_specs) -> tuple:
+    """A function whose n-th call returns ``call_specs[n % len]``: code that answers the first
+    call of a test right and a later one oddly (or the other way round)."""
+    return ("per_call", list(call_specs))
+
+
 def specs() -> st.SearchStrategy:
+    """One value spec for every call, or a different one per call."""
+    one = value_specs()
+    return st.one_of(one, st.lists(one, min_size=2, max_size=4).map(lambda x: per_call(*x)))
+
+
+def value_specs() -> st.SearchStrategy:
     """Leaves and containers of them (lists, tuples, NamedTuples, tuple subclasses, dicts)."""
     def containers(children):
         items = st.lists(children, min_size=0, max_size=4)

@@ -37,7 +37,7 @@ from autograder.seeding import code_digest, derive_seed
 from autograder.suites import checks
 from autograder.suites.mutant_corpus import submission_notebook
 from fakes import InProcessWorker, reference_worker
-from suite_driver import TRAINING_FIXTURES, hidden_tests, run_hidden_test
+from suite_driver import hidden_tests, run_hidden_test
 
 TRAINING_CELLS = {"reinforce_training", "ppo_training", "lm_ppo_training"}
 
@@ -199,7 +199,7 @@ def test_no_failed_unit_test_shows_an_expected_value(ppo, grader):
 # --- the lookup-table attack -------------------------------------------------------------------
 
 LOSS_MESSAGE = re.compile(r"^(total_loss|policy_loss|value_loss) of .*?expected "
-                          r"(-?[0-9.]+(?:e[+-]?\d+)?)", re.S)
+                          r"(-?[0-9.]+(?:e[+-]?\d+)?)", re.DOTALL)
 NAMES = ("total_loss", "policy_loss", "value_loss")
 
 

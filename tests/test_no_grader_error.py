@@ -26,7 +26,7 @@ from autograder.hints import Hints
 from autograder.proxy import Other, Returned, StudentProxy, TooLarge
 from autograder.suites import checks
 from fakes import InProcessWorker, reference_worker
-from odd_values import SPOILS, answer_with, build, specs
+from odd_values import SPOILS, answer_with, build, per_call, specs
 from suite_driver import hidden_tests, run_hidden_test
 
 ASSIGNMENTS = ("ppo", "ppo_lm")
@@ -75,9 +75,11 @@ def test_odd_return_values_are_scored_never_grader_errors(test, graders):
         assert not result.kit_error, (spec, result.kit_error)
         assert result.passed or result.message.strip(), spec
 
-    for position in (None, 0, 1, 2):        # systematic: each output spoiled each way
-        for how in SPOILS:
+    for position in (None, 0, 1, 2):        # systematic: each output spoiled each way,
+        for how in SPOILS:                  # on every call, then on later calls only
             check(answer_with(position, how))
+    for how in SPOILS:
+        check(per_call(answer_with(None, "same"), answer_with(None, how)))
     systematic = len(examples)
     settings(max_examples=EXAMPLES, deadline=None, database=None,
              suppress_health_check=list(HealthCheck))(given(spec=specs())(check))()
@@ -85,8 +87,11 @@ def test_odd_return_values_are_scored_never_grader_errors(test, graders):
 
 
 def _returning(spec, answer_key):
+    calls = iter(range(1 << 30))
+
     def student_function(*args, **kwargs):
-        return build(spec, args, kwargs, answer=lambda: answer_key(*args, **kwargs))
+        now = spec[1][next(calls) % len(spec[1])] if spec[0] == "per_call" else spec
+        return build(now, args, kwargs, answer=lambda: answer_key(*args, **kwargs))
     return student_function
 
 

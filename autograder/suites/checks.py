@@ -8,7 +8,7 @@ student's: its message is what the student reads.
 Two rules hold for every suite because they live here:
 
 - **Student values are read only through these helpers** (``numbers``, ``scalar``, ``item``,
-  ``tuple_of``, ``grad_of``, ``is_tensor``, ``expect_values``). Whatever the worker sent back (a
+  ``tuple_of``, ``grad_of``, ``is_tensor``, ``matches``, ``expect_values``). Whatever the worker sent back (a
   tensor of any shape or dtype, NaN, huge numbers, nested tuples, strings, ``Other``,
   ``TooLarge``), they either return plain float64 numbers or raise ``Mistake`` with a message;
   no student value can raise anything else (``tests/test_no_grader_error.py``).
@@ -117,6 +117,14 @@ def grad_of(returned, leaf: str) -> np.ndarray | None:
     gradient reached it; a Mistake when what came back cannot be read as numbers."""
     grad = (getattr(returned, "grads", None) or {}).get(leaf)
     return None if grad is None else numbers(grad, f"the gradient with respect to {leaf}")
+
+
+def matches(value, want, what: str, atol: float = ATOL, rtol: float = 0.0) -> bool:
+    """Whether the student's ``value`` has ``want``'s shape and numbers (within tolerance);
+    a Mistake when it cannot be read as numbers."""
+    a, e = numbers(value, what), np.asarray(want, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        return a.shape == e.shape and bool(np.allclose(a, e, atol=atol, rtol=rtol))
 
 
 def tuple_of(returned, n: int, function: str) -> tuple:
