@@ -15,6 +15,8 @@ the_only_ones_left_out`` pins which ones those are.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +28,7 @@ from autograder.hints import Hints
 from autograder.proxy import Other, Returned, StudentProxy, TooLarge
 from autograder.suites import checks
 from fakes import InProcessWorker, reference_worker
-from odd_values import SPOILS, answer_with, build, per_call, specs
+from odd_values import SPOILS, answer_with, build, specs
 from suite_driver import hidden_tests, run_hidden_test
 
 ASSIGNMENTS = ("ppo", "ppo_lm")
@@ -67,8 +69,8 @@ def test_odd_return_values_are_scored_never_grader_errors(test, graders):
     examples = []
 
     def check(spec):
-        worker = InProcessWorker()
-        worker.define(**{fn: _returning(spec, key[fn]) for fn in functions})
+        worker, calls = InProcessWorker(), itertools.count()
+        worker.define(**{fn: _returning(spec, key[fn], calls) for fn in functions})
         result = run_hidden_test(test, student=StudentProxy(worker), reference=reference,
                                  hints=hints, assignment=asg, code=repr(spec))
         examples.append(spec)
@@ -78,19 +80,41 @@ def test_odd_return_values_are_scored_never_grader_errors(test, graders):
     for position in (None, 0, 1, 2):        # systematic: each output spoiled each way,
         for how in SPOILS:                  # on every call, then on later calls only
             check(answer_with(position, how))
-    for how in SPOILS:
-        check(per_call(answer_with(None, "same"), answer_with(None, how)))
+    calls = _student_calls(test, asg, reference, hints, functions, key)
+    for n in range(1, calls):               # right up to call n, spoiled from call n on
+        for how in LATE_SPOILS:
+            check(("after", n, answer_with(None, "same"), answer_with(None, how)))
     systematic = len(examples)
     settings(max_examples=EXAMPLES, deadline=None, database=None,
              suppress_health_check=list(HealthCheck))(given(spec=specs())(check))()
     assert len(examples) - systematic >= EXAMPLES
 
 
-def _returning(spec, answer_key):
-    calls = iter(range(1 << 30))
+LATE_SPOILS = ("extra", "unsqueeze", "item", "none")
 
+
+def _student_calls(test, asg, reference, hints, functions, key) -> int:
+    """How many calls the test makes of the student's functions when they are right."""
+    worker = InProcessWorker()
+    worker.define(**{fn: key[fn] for fn in functions})
+    result = run_hidden_test(test, student=StudentProxy(worker), reference=reference,
+                             hints=hints, assignment=asg)
+    assert result.passed, (test.key, result.message)
+    return sum(r.get("op") in ("call", "harness") for r in worker.requests)
+
+
+def _returning(spec, answer_key, calls):
+    """A student's function answering by ``spec``: one spec for every call, a spec per call
+    (``per_call``), or ``("after", n, early, late)``: ``early`` for the first n calls of any of
+    the student's functions, ``late`` from then on. ``calls`` counts the calls of all of them."""
     def student_function(*args, **kwargs):
-        now = spec[1][next(calls) % len(spec[1])] if spec[0] == "per_call" else spec
+        index = next(calls)
+        if spec[0] == "per_call":
+            now = spec[1][index % len(spec[1])]
+        elif spec[0] == "after":
+            now = spec[2] if index < spec[1] else spec[3]
+        else:
+            now = spec
         return build(now, args, kwargs, answer=lambda: answer_key(*args, **kwargs))
     return student_function
 
