@@ -19,7 +19,8 @@ def revealing(allowed: bool = True):
     """Within this block ``first_difference`` may show expected values. Open it only around a
     comparison on inputs that are new for every submission (``checks.expect_values(...,
     per_submission=True)``): an expected value on an input that every submission sees again can
-    be harvested into a lookup table (docs/grading.md, "What the feedback shows")."""
+    be harvested into a lookup table (docs/grading.md, "Hidden inputs and what the feedback
+    shows")."""
     token = _REVEAL.set(bool(allowed))
     try:
         yield

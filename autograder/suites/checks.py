@@ -8,14 +8,14 @@ student's: its message is what the student reads.
 Two rules hold for every suite because they live here:
 
 - **Student values are read only through these helpers** (``numbers``, ``scalar``, ``item``,
-  ``tuple_of``, ``grad_of``, ``is_tensor``, ``matches``, ``expect_values``). Whatever the worker sent back (a
-  tensor of any shape or dtype, NaN, huge numbers, nested tuples, strings, ``Other``,
-  ``TooLarge``), they either return plain float64 numbers or raise ``Mistake`` with a message;
-  no student value can raise anything else (``tests/test_no_grader_error.py``).
+  ``tuple_of``, ``grad_of``, ``is_tensor``, ``matches``, ``expect_values``). Whatever the worker
+  sent back (a tensor of any shape or dtype, NaN, huge numbers, nested tuples, strings,
+  ``Other``, ``TooLarge``), they either return plain float64 numbers or raise ``Mistake`` with a
+  message; no student value can raise anything else (``tests/test_no_grader_error.py``).
 - **Expected values are withheld** from the feedback unless a comparison is declared to be on
   inputs that are new for every submission (``per_submission=True``): a hidden input that every
-  submission sees again would otherwise be an oracle (docs/grading.md, "What the feedback
-  shows").
+  submission sees again would otherwise be an oracle (docs/grading.md, "Hidden inputs and
+  what the feedback shows").
 """
 from __future__ import annotations
 
