@@ -16,6 +16,7 @@ the_only_ones_left_out`` pins which ones those are.
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -144,3 +145,38 @@ def test_reading_helpers_return_numbers_or_raise_mistake(value):
     outcome(lambda: checks.item(value, 1, "f"))
     outcome(lambda: checks.tuple_of(Returned(value, None, {}, {}, 0.0), 3, "f"))
     assert isinstance(outcome(lambda: checks.expect_values(value, [1.0, 2.0], "f")), Mistake)
+
+
+UNREDUCED_POLICY_LOSS = '''
+def ppo_combined_loss(log_probs_new, log_probs_old, advantages, values, returns,
+                      epsilon=0.2, vf_coeff=0.5):
+    ratio = torch.exp(log_probs_new - log_probs_old)
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
+    policy_loss = -torch.min(ratio * advantages, clipped * advantages)   # not averaged
+    value_loss = ((values - returns) ** 2).mean()
+    return policy_loss.mean() + vf_coeff * value_loss, policy_loss, value_loss
+'''
+
+
+def test_an_unreduced_policy_loss_is_a_scored_mistake_end_to_end(tmp_path):
+    """Through the real grader (loader, sandboxed worker, suite): the per-sample policy loss
+    that raised TypeError in the parent costs points with a message, and no grader error."""
+    from autograder.config import load_settings
+    from autograder.grade.submission import grade_submission
+    from autograder.suites.mutant_corpus import sandbox_arguments, submission_notebook
+
+    asg = load_assignment("ppo", REPO_ROOT)
+    path = tmp_path / "ppo.ipynb"
+    path.write_text(json.dumps(submission_notebook(asg, {"ppo_combined_loss":
+                                                         UNREDUCED_POLICY_LOSS})))
+    backend = "unsafe" if sandbox_arguments() else None
+    result = grade_submission(path, "ppo", student="s", settings=load_settings(REPO_ROOT),
+                              backend=backend).to_json()
+    flags = [f["code"] for f in result["extra_data"]["flags"]]
+    assert "grader_error" not in flags, result["extra_data"]["flags"]
+    cells = result["extra_data"]["grade_cells"]
+    assert cells["ppo_combined_loss"]["score"] < cells["ppo_combined_loss"]["max_score"]
+    assert cells["compute_gae"]["score"] == cells["compute_gae"]["max_score"]
+    messages = " ".join(t["output"] for t in result["tests"] if t["tags"] == ["ppo_combined_loss"])
+    assert "policy_loss is an array of shape" in messages, messages
+    assert "error in the grader" not in messages
