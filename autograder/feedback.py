@@ -1,6 +1,9 @@
 """What a failing test tells the student. Suites raise Mistake; nothing else reaches a student."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 
 
@@ -8,14 +11,34 @@ class Mistake(AssertionError):
     """A student-facing failure. ``str(m)`` is shown as the test's output, as written."""
 
 
+_REVEAL = contextvars.ContextVar("reveal_expected_values", default=False)
+
+
+@contextlib.contextmanager
+def revealing(allowed: bool = True):
+    """Within this block ``first_difference`` may show expected values. Open it only around a
+    comparison on inputs that are new for every submission (``checks.expect_values(...,
+    per_submission=True)``): an expected value on an input that every submission sees again can
+    be harvested into a lookup table (docs/grading.md, "Hidden inputs and what the feedback
+    shows")."""
+    token = _REVEAL.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _REVEAL.reset(token)
+
+
 def first_difference(actual, expected, atol: float, rtol: float = 0.0) -> str:
-    """'at position 2: got 1.5, expected 2.538' for the first element out of tolerance."""
+    """'at position 2: yours is 1.5' for the first element out of tolerance; inside
+    ``revealing()`` also the expected value: 'at position 2: got 1.5, expected 2.538 (...)'."""
     a = np.asarray(actual, dtype=np.float64).ravel()
     e = np.asarray(expected, dtype=np.float64).ravel()
     bad = ~np.isclose(a, e, atol=atol, rtol=rtol, equal_nan=False)
     if not bad.any():
         return ""
     i = int(np.argmax(bad))
+    if not _REVEAL.get():
+        return f"at position {i}: yours is {a[i]:.6g}"
     return f"at position {i}: got {a[i]:.6g}, expected {e[i]:.6g} (difference {a[i] - e[i]:+.3g})"
 
 

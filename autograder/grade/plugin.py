@@ -1,9 +1,17 @@
 """The pytest plugin that hidden suites run under, in the trusted parent.
 
-It provides the fixtures the suites use (``student``, ``reference``, ``rng``, ``hidden_seed``,
-``device``, ``hints``, ``assignment``) and records one outcome per test. A test's student-facing
-message is taken only from exceptions the kit defines (``Mistake``, ``StudentError``, ...);
-anything else becomes a generic message, so no hidden test source ever reaches a student.
+It provides the fixtures the suites use (``student``, ``reference``, ``rng``, ``training_seed``,
+``hidden_seed``, ``device``, ``hints``, ``assignment``) and records one outcome per test. A test's
+student-facing message is taken only from exceptions the kit defines (``Mistake``,
+``StudentError``, ...); anything else becomes a generic message, so no hidden test source ever
+reaches a student.
+
+Seeds: ``rng`` (the unit tests' hidden inputs) is per submission: it mixes in
+``SuiteContext.code_digest``, the digest of the code the student's worker runs, so changed code
+sees new inputs and the same code the same ones. ``training_seed`` is per student only (never
+the code): training runs must not be re-rolled by a resubmission. ``hidden_seed`` is the same
+per-student seed, kept for the training suites that ask for it by that name; unit tests draw
+their inputs from ``rng`` only (``tests/test_hidden_inputs.py`` checks both rules).
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ class SuiteContext:
     cohort_seed: int
     student_id: str
     device: str                     # "cpu" | "cuda": where the worker computes
+    code_digest: str = ""           # seeding.code_digest of the student's cells ("" = none)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
 
@@ -93,7 +102,8 @@ class KitPlugin:
         return self.ctx.device
 
     @pytest.fixture
-    def hidden_seed(self, request):
+    def training_seed(self, request):
+        """Per student and test, never per submission: a resubmission re-runs the same run."""
         return derive_seed(self.ctx.cohort_seed, self.ctx.student_id, _test_key(request.node))
 
     @pytest.fixture
@@ -109,8 +119,15 @@ class KitPlugin:
         return record
 
     @pytest.fixture
+    def hidden_seed(self, training_seed):
+        """The per-student seed under its older name (training suites)."""
+        return training_seed
+
+    @pytest.fixture
     def rng(self, request):
-        return rng_for(self.ctx.cohort_seed, self.ctx.student_id, _test_key(request.node))
+        """The unit tests' hidden inputs: per student, test and submission (code digest)."""
+        return rng_for(self.ctx.cohort_seed, self.ctx.student_id, _test_key(request.node),
+                       self.ctx.code_digest)
 
     # --- hooks ---------------------------------------------------------------------------
     def pytest_configure(self, config):

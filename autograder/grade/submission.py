@@ -18,6 +18,7 @@ from autograder.grade.runner import run_suite, score_outcomes
 from autograder.load.notebook import Submission, cell_label, read_submission
 from autograder.points import fmt_points
 from autograder.results import GradingResult, TestResult, grade_cell_totals
+from autograder.seeding import code_digest
 
 
 def worker_device(requested: str) -> str:
@@ -138,7 +139,8 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
             ctx = SuiteContext(assignment=asg, student_proxy=session.student,
                                reference_proxy=session.reference, hints=session.hints,
                                cohort_seed=settings.cohort_seed, student_id=student,
-                               device=session.actual_device)
+                               device=session.actual_device,
+                               code_digest=code_digest(submission.cells))
             extra["device"] = session.actual_device
             if wdev != session.actual_device:
                 extra["flags"].append({"code": "device_fallback", "message":

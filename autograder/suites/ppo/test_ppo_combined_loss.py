@@ -11,7 +11,7 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.proxy import Backward, StudentError, Tensor
-from autograder.suites.checks import (backed_by, describe, expect_values, is_tensor, numbers,
+from autograder.suites.checks import (backed_by, describe, expect_values, is_tensor, scalar,
                                       tuple_of)
 from autograder.suites.ppo.checks import random_ppo_batch
 
@@ -151,7 +151,7 @@ def test_total_is_policy_plus_weighted_value(student, reference, hints, rng):
     vf = float(np.round(rng.uniform(0.2, 0.9), 3))
     got, ref = losses(student, reference, hints, f"a random batch of 8 with vf_coeff={vf}",
                       batch, {"vf_coeff": vf}, check=(2, 0))
-    total, policy, value = (float(numbers(v, FN)) for v in tuple_of(got, 3, FN))
+    total, policy, value = (scalar(v, n) for v, n in zip(tuple_of(got, 3, FN), NAMES))
     if abs(total - (policy + vf * value)) > 1e-4:
         raise Mistake(f"With vf_coeff={vf}, your outputs do not satisfy total_loss = "
                       f"policy_loss + vf_coeff * value_loss: {total:.6g} vs "
@@ -166,7 +166,7 @@ def test_output_order(student, reference, hints, rng):
     got = student.call(FN, *args)
     values = tuple_of(got, 3, FN)
     try:
-        mine = [float(numbers(v, FN)) for v in values]
+        mine = [scalar(v, n) for v, n in zip(values, NAMES)]
     except (TypeError, ValueError):
         raise Mistake(f"{FN} must return three single numbers (0-dim tensors); it returned "
                       f"{', '.join(describe(v) for v in values)}") from None

@@ -14,7 +14,7 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.proxy import Backward, StudentError, Tensor
-from autograder.suites.checks import backed_by, describe, is_tensor, numbers, tuple_of
+from autograder.suites.checks import backed_by, describe, is_tensor, scalar, tuple_of
 from autograder.suites.ppo_lm.checks import (bool_mask, call_with_kit_masked_mean, expect_values,
                                              np_ppo_losses, ppo_batch)
 
@@ -192,7 +192,7 @@ def test_total_is_policy_plus_weighted_value(student, reference, hints, rng, dev
     vf = float(np.round(rng.uniform(0.2, 0.9), 3))
     got, _ = losses(student, reference, hints, device, f"a random batch with vf_coeff={vf}",
                     batch, {"vf_coeff": vf}, check=(0,))
-    total, policy, value = (float(numbers(v, FN)) for v in tuple_of(got, 3, FN))
+    total, policy, value = (scalar(v, n) for v, n in zip(tuple_of(got, 3, FN), NAMES))
     if abs(total - (policy + vf * value)) > 1e-4:
         raise Mistake(f"With vf_coeff={vf}, your outputs do not satisfy total_loss = "
                       f"policy_loss + vf_coeff * value_loss: {total:.6g} vs "
