@@ -33,8 +33,9 @@ c.GenerateFeedback.exporter_class = "autograder.course.nbgrader_feedback.KitFeed
 c.LateSubmissionPlugin.penalty_method = "none"
 
 # --- the kit (python -m autograder) -----------------------------------------------------------
-# Rotate cohort_seed for every new cohort: every hidden input, bandit and training seed derives
-# from (cohort_seed, student id, test name).
+# Rotate cohort_seed for every new cohort: the unit tests' hidden inputs derive from
+# (cohort_seed, student id, test name, the student's code), bandits and training seeds from
+# (cohort_seed, student id, test name).
 c.PPOKit.cohort_seed = 20261123
 # "auto" picks CUDA when torch sees a GPU, else the CPU.
 c.PPOKit.device = "auto"
