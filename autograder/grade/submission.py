@@ -15,6 +15,7 @@ from autograder.config import Settings
 from autograder.grade.plugin import SuiteContext
 from autograder.grade.runner import run_suite, score_outcomes
 from autograder.load.notebook import Submission, read_submission
+from autograder.load.untrusted import submission_base
 from autograder.results import GradingResult, TestResult, grade_cell_totals
 
 
@@ -119,7 +120,8 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
     extra = {"max_score": asg.max_score, "student": student, "assignment": assignment,
              "sandbox": "", "device": "", "flags": [], "grade_cells": {},
              "submission_sha256": ""}
-    submission = read_submission(Path(path), asg)
+    submission = read_submission(Path(path), asg,
+                                 base=submission_base(Path(path), settings.course_dir))
     extra["submission_sha256"] = submission.sha256
     extra["flags"] = list(submission.flags)
     if not submission.readable:
