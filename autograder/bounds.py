@@ -33,6 +33,10 @@ REPLY_MAX_VALUES = 1_000_000
 # Hashing and reading large files: chunk size.
 READ_CHUNK_BYTES = 1 * MIB
 
+# What README "Security model" states and tests/test_untrusted_bytes.py measures (VmHWM): the
+# peak memory of any trusted process (``grade``, a slot, the coordinator), whatever the submission.
+TRUSTED_PROCESS_MAX_BYTES = 768 * MIB
+
 # The address space (RLIMIT_AS, soft limit; the workers they start set their own) of a
 # grade-course slot and of the `grade` command, on the CPU:
 # the last line of defence should a bound above be wrong.
