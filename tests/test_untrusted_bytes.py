@@ -50,15 +50,19 @@ def write_nb(path: Path, nb: dict) -> Path:
     return path
 
 
-def pathological_notebook(nb: dict) -> bytes:
+def pathological_notebook(nb: dict, width: int = 1) -> bytes:
     """The answer key, plus a metadata entry of tiny containers and a padding string, so that
-    the file is just under both the size cap and the values cap: it must still be graded."""
+    the file is just under the size cap, the values cap and the parse estimate for text of
+    ``width`` bytes a character (one character of that width in the padding): it must still
+    be graded."""
     text = json.dumps(nb).encode()
     have = untrusted.count_json_values(text, 10 * bounds.NOTEBOOK_MAX_VALUES)
     n = (bounds.NOTEBOOK_MAX_VALUES - have - 10) // 2            # "[]," is two values
     body = b"[" + b"[]," * n + b"[]]"
-    head, tail = text[:-1], b', "x": ' + body + b', "pad": "'
-    pad = bounds.NOTEBOOK_MAX_BYTES - len(head) - len(tail) - 3
+    wide = {1: "a", 2: "\u4e2d", 4: "\U0001F600"}[width].encode()
+    head, tail = text[:-1], b', "x": ' + body + b', "pad": "' + wide
+    size = min(bounds.NOTEBOOK_MAX_BYTES, bounds.NOTEBOOK_MAX_PARSE_BYTES // (1 + 2 * width))
+    pad = size - len(head) - len(tail) - 3
     return head + tail + b"a" * pad + b'"}'
 
 
@@ -258,6 +262,8 @@ def test_the_values_cap_refuses_a_notebook_of_tiny_containers(answer_key):
     wide = data.replace(b'"pad": "', '"pad": "\U0001F600'.encode(), 1)
     with pytest.raises(Unreadable, match="emoji"):       # 4 bytes a character once decoded
         parse_notebook(wide)
+    cells, _ = parse_notebook(pathological_notebook(answer_key, width=4))
+    assert len(cells) == len(answer_key["cells"])
 
 
 def test_reply_lines_are_bounded_before_they_are_decoded():
@@ -316,18 +322,22 @@ def peaks(memory_dir: Path) -> dict[int, tuple[int, str]]:
 
 def assert_bounded(found: dict[int, tuple[int, str]]) -> None:
     assert found
+    for hwm, cmd in found.values():
+        print(f"VmHWM {hwm >> 20:5d} MiB  {cmd[:100]}")
     over = {pid: (hwm >> 20, cmd) for pid, (hwm, cmd) in found.items()
             if hwm > bounds.TRUSTED_PROCESS_MAX_BYTES}
     assert not over, f"over {bounds.TRUSTED_PROCESS_MAX_BYTES >> 20} MiB: {over}"
 
 
-@pytest.mark.parametrize("case", ["pathological_notebook", "oversized", "pathological_reply",
-                                  "link_to_answer_key"])
+@pytest.mark.parametrize("case", ["pathological_notebook", "pathological_wide_notebook",
+                                  "oversized", "pathological_reply", "link_to_answer_key"])
 def test_the_grade_command_stays_bounded(course, answer_key, tmp_path, case):
     path = tmp_path / "submitted" / "s1" / ASSIGNMENT / "ppo.ipynb"
     path.parent.mkdir(parents=True)
     if case == "pathological_notebook":
         path.write_bytes(pathological_notebook(answer_key))
+    elif case == "pathological_wide_notebook":
+        path.write_bytes(pathological_notebook(answer_key, width=4))
     elif case == "oversized":
         oversized(path, answer_key)
     elif case == "pathological_reply":
@@ -346,7 +356,7 @@ def test_the_grade_command_stays_bounded(course, answer_key, tmp_path, case):
     codes = [f["code"] for f in result["extra_data"]["flags"]]
     cells = {c: v["score"] for c, v in result["extra_data"]["grade_cells"].items()}
     assert "grader_error" not in codes, result["extra_data"]["flags"]
-    if case == "pathological_notebook":
+    if case.startswith("pathological") and case.endswith("notebook"):
         assert result["score"] == result["extra_data"]["max_score"]
     elif case == "oversized":
         assert result["score"] == 0 and "unreadable_notebook" in codes
