@@ -396,9 +396,10 @@ def honest_outcome(course: Path, student: str) -> dict:
     result = json.loads((course / "autograded" / student / ASSIGNMENT / "results.json")
                         .read_text())
     db = sqlite3.connect(course / "gradebook.db")
-    rows = db.execute("select g.name, g.auto_score from grade g join submitted_notebook n on "
+    rows = db.execute("select c.name, g.auto_score, g.needs_manual_grade from grade g "
+                      "join base_cell c on g.cell_id = c.id join submitted_notebook n on "
                       "g.notebook_id = n.id join submitted_assignment a on n.assignment_id = "
-                      "a.id where a.student_id = ? order by g.name", (student,)).fetchall()
+                      "a.id where a.student_id = ? order by c.name", (student,)).fetchall()
     db.close()
     feedback = (course / "feedback" / student / ASSIGNMENT / "feedback.html").read_text()
     report = (course / "reports" / ASSIGNMENT / "index.html").read_text()
