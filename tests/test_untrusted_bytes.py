@@ -503,3 +503,62 @@ def test_every_trusted_process_of_the_cohort_stays_bounded(cohorts):
     honest = max(h for h, cmd in cohorts["honest"][2].values()
                  if "autograder.course.slot" in cmd)
     assert hostile > honest     # the probe sees the pathological files' cost (a live control)
+
+
+def test_a_failing_gradebook_row_or_feedback_page_is_that_students_only(course, tmp_path,
+                                                                      monkeypatch):
+    """Injected faults: bob's gradebook row and carol's feedback page fail. Each is recorded as
+    a flag in that student's own result and in the run's failures; every other row, page and
+    report entry is written."""
+    import shutil
+
+    from autograder.config import load_settings
+    from autograder.course import feedback, gradebook
+    from autograder.course.batch import CourseRun, write_outputs
+    from autograder.course.paths import course_paths
+
+    own = tmp_path / "course"
+    shutil.copytree(course, own)
+    paths = course_paths(own)
+    results = {}
+    for i, student in enumerate(("alice", "bob", "carol")):
+        data = {"score": float(i), "execution_time": 0.1, "output": "", "tests": [
+            {"name": f"{c}: t", "score": float(i) if c == "compute_gae" else 0.0,
+             "max_score": 5.0, "status": "failed", "output": "", "visibility": "visible",
+             "tags": [c]} for c in CELLS],
+            "extra_data": {"student": student, "assignment": ASSIGNMENT, "flags": [],
+                           "max_score": 25.0, "grade_cells": {c: {
+                               "score": float(i) if c == "compute_gae" else 0.0,
+                               "max_score": 5.0} for c in CELLS}}}
+        paths.results(student, ASSIGNMENT).parent.mkdir(parents=True)
+        paths.results(student, ASSIGNMENT).write_text(json.dumps(data))
+        results[student] = data
+    real_record, real_feedback = gradebook.record_result, feedback.write_feedback
+
+    def record(gb, data, *args, **kwargs):
+        if data["extra_data"]["student"] == "bob":
+            raise RuntimeError("injected gradebook fault")
+        return real_record(gb, data, *args, **kwargs)
+
+    def page(data, path):
+        if data["extra_data"]["student"] == "carol":
+            raise OSError("injected feedback fault")
+        return real_feedback(data, path)
+
+    monkeypatch.setattr(gradebook, "record_result", record)
+    monkeypatch.setattr(feedback, "write_feedback", page)
+    run = CourseRun(ASSIGNMENT, [], [], 0.0, results, paths)
+    write_outputs(run, load_settings(own).db_url)
+    stored = {s: json.loads(paths.results(s, ASSIGNMENT).read_text()) for s in results}
+    codes = {s: [f["code"] for f in d["extra_data"]["flags"]] for s, d in stored.items()}
+    assert codes == {"alice": [], "bob": ["gradebook_error"], "carol": ["feedback_error"]}
+    assert set(run.failed) == {"bob", "carol"}
+    db = sqlite3.connect(own / "gradebook.db")
+    students = {r[0] for r in db.execute("select student_id from submitted_assignment")}
+    db.close()
+    assert students == {"alice", "carol"}
+    assert paths.feedback_html("alice", ASSIGNMENT).exists()
+    assert paths.feedback_html("bob", ASSIGNMENT).exists()
+    assert not paths.feedback_html("carol", ASSIGNMENT).exists()
+    report = (paths.report_dir(ASSIGNMENT) / "index.html").read_text()
+    assert all(s in report for s in results)
