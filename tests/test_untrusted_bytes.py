@@ -311,13 +311,23 @@ def probe_env(memory_dir: Path) -> dict:
 
 def peaks(memory_dir: Path) -> dict[int, tuple[int, str]]:
     """pid -> (VmHWM in bytes, command line) of every probed process of the trusted side."""
+    return {pid: (hwm, cmd) for pid, (hwm, _, cmd) in probed(memory_dir).items()}
+
+
+def probed(memory_dir: Path) -> dict[int, tuple[int, int, str]]:
+    """pid -> (VmHWM in bytes, soft RLIMIT_AS, command line) of every probed process."""
     out = {}
     for f in memory_dir.iterdir():
         if f.name.isdigit():
-            kib, cmd = f.read_text().split("\n", 1)
+            kib, soft, cmd = f.read_text().split("\n", 2)
             if "worker.py" not in cmd:
-                out[int(f.name)] = (int(kib) * 1024, cmd.strip())
+                out[int(f.name)] = (int(kib) * 1024, int(soft), cmd.strip())
     return out
+
+
+def address_limited(memory_dir: Path, marker: str) -> list[int]:
+    """The soft RLIMIT_AS of every probed process whose command line holds ``marker``."""
+    return [soft for _, soft, cmd in probed(memory_dir).values() if marker in cmd]
 
 
 def assert_bounded(found: dict[int, tuple[int, str]]) -> None:
@@ -373,6 +383,7 @@ def test_the_grade_command_stays_bounded(course, answer_key, tmp_path, case):
     found = peaks(memory)
     assert any("autograder grade" in cmd for _, cmd in found.values()), found
     assert_bounded(found)
+    assert address_limited(memory, "autograder grade") == [bounds.SLOT_ADDRESS_SPACE_BYTES]
 
 
 COHORT_SCRIPT = """
@@ -439,6 +450,11 @@ def cohorts(tmp_path_factory, answer_key):
         memory.mkdir()
         proc = run_cohort(course, memory, suite)
         out[name] = (course, proc, peaks(memory), hostile)
+        if name == "hostile":     # a rerun: everything up to date, outputs rewritten, exit 0
+            (root / "memory-rerun").mkdir()
+            again = run_cohort(course, root / "memory-rerun", suite)
+            out["rerun"] = (course, again, peaks(root / "memory-rerun"), hostile)
+        out[name + "-limits"] = address_limited(memory, "autograder.course.slot")
     return out
 
 
@@ -451,6 +467,10 @@ def test_honest_students_are_unaffected_by_hostile_classmates(cohorts):
         assert alone == among, student
         assert among["gradebook"] and among["feedback"] and among["report"], (student, among)
     assert honest_outcome(hostile, "alice")["score"] > 0            # the answer key scores
+    rerun = cohorts["rerun"][1]
+    assert rerun.returncode == 0 and "0 graded now" in rerun.stdout, rerun.stdout[-3000:]
+    for student in HONEST:
+        assert honest_outcome(hostile, student) == honest_outcome(honest, student)
 
 
 def test_every_hostile_submission_is_its_own_zero_and_is_named(cohorts):
@@ -503,6 +523,9 @@ def test_every_trusted_process_of_the_cohort_stays_bounded(cohorts):
     honest = max(h for h, cmd in cohorts["honest"][2].values()
                  if "autograder.course.slot" in cmd)
     assert hostile > honest     # the probe sees the pathological files' cost (a live control)
+    for name in ("honest", "hostile"):          # the last line of defence is in place
+        limits = cohorts[name + "-limits"]
+        assert limits and set(limits) == {bounds.SLOT_ADDRESS_SPACE_BYTES}, limits
 
 
 def test_a_failing_gradebook_row_or_feedback_page_is_that_students_only(course, tmp_path,
