@@ -5,6 +5,9 @@ Invariants of ``read_submission(path, assignment) -> Submission``:
   too big) gives ``readable=False`` and a ``problem`` a student can act on.
 - Outputs and attachments are dropped while the JSON is parsed (one output at a time is ever in
   memory); the file size is checked before anything is read.
+- The file is a regular file reached from ``base`` without following links (``untrusted.py``;
+  else also flagged ``not_a_regular_file``), and its JSON values and decoded size are bounded
+  (``autograder/bounds.py``) before it is parsed.
 - ``cells`` follows the SOURCE notebook's code cells, in order:
   solution cell -> the student's cell with that grade_id (or, when the metadata is gone, the
   student's code cell that defines the solution's function), filtered by ``extract_definitions``
