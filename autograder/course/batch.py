@@ -70,27 +70,36 @@ def choose_notebook(folder: Path, assignment: str, student: str | None = None, *
     student = student or folder.parent.name
     base = folder if base is None else base
     below = Path(os.path.abspath(folder)).relative_to(os.path.abspath(base)).parts
+    expected = f"{assignment}.ipynb"
     try:
         dir_fd = untrusted.open_dir(base, below)
     except untrusted.Refused as exc:
         return refused(student, folder, f"the submission folder is not a plain folder: {exc}")
+    except OSError as exc:
+        return refused(student, folder, f"no notebook was submitted (expected {expected}; the "
+                       f"folder could not be opened: {exc.strerror})", code="no_notebook")
     try:
         with os.scandir(dir_fd) as it:
             entries = {e.name: e for e in it if e.name.endswith(".ipynb")}
         regular = {n: e.is_file(follow_symlinks=False) for n, e in entries.items()}
         notebooks = sorted(entries)
-        expected = f"{assignment}.ipynb"
+        shown = {n: untrusted.printable(n) for n in notebooks}
         chosen = expected if expected in entries else (notebooks[0] if len(notebooks) == 1
                                                        else None)
         if chosen is not None and not regular[chosen]:
             kind_of = untrusted.describe(entries[chosen].stat(follow_symlinks=False).st_mode)
-            return refused(student, folder, f"{chosen!r} is {kind_of}, not a regular file; "
-                           "only a notebook file itself is graded")
+            return refused(student, folder, f"{shown[chosen]!r} is {kind_of}, not a regular "
+                           "file; only a notebook file itself is graded")
         if chosen is not None:
-            fd = os.open(chosen, untrusted.FILE_FLAGS, dir_fd=dir_fd)
+            try:
+                fd = os.open(chosen, untrusted.FILE_FLAGS, dir_fd=dir_fd)
+            except OSError as exc:       # replaced since it was listed (ELOOP: now a link)
+                return refused(student, folder, f"{shown[chosen]!r} could not be opened without "
+                               f"following links ({exc.strerror})")
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    return refused(student, folder, f"{chosen!r} changed while it was opened")
+                    return refused(student, folder, f"{shown[chosen]!r} changed while it was "
+                                   "opened")
                 digest = untrusted.sha256_fd(fd, bounds.NOTEBOOK_MAX_BYTES)
             finally:
                 os.close(fd)
@@ -101,18 +110,19 @@ def choose_notebook(folder: Path, assignment: str, student: str | None = None, *
     finally:
         os.close(dir_fd)
     if chosen == expected:
-        others = [n for n in notebooks if n != expected]
+        others = [shown[n] for n in notebooks if n != expected]
         flags = [{"code": "extra_notebooks", "message": f"also submitted {', '.join(others)}; "
                   f"graded {expected}"}] if others else []
         return Job(student, folder, folder / expected, digest, flags)
     if chosen is not None:
         return Job(student, folder, folder / chosen, digest, [{"code": "renamed_notebook",
-                   "message": f"submitted as {chosen}, expected {expected}; graded {chosen}"}])
+                   "message": f"submitted as {shown[chosen]}, expected {expected}; graded "
+                              f"{shown[chosen]}"}])
     if not notebooks:
         problem, code = f"no notebook was submitted (expected {expected})", "no_notebook"
     else:
         problem = (f"{len(notebooks)} notebooks were submitted and none is named {expected}: "
-                   f"{', '.join(notebooks)}")
+                   f"{', '.join(shown.values())}")
         code = "ambiguous_submission"
     return Job(student, folder, None, digest, [{"code": code, "message": problem}], problem)
 
@@ -141,8 +151,9 @@ def discover(paths: CoursePaths, assignment: str) -> list[Job]:
         folder = paths.submitted / entry.name / assignment
         try:
             if entry.is_symlink():
-                jobs.append(refused(student, folder, f"the student folder {entry.name!r} is a "
-                                    "symbolic link; links are never followed"))
+                jobs.append(refused(student, folder, f"the student folder "
+                                    f"{untrusted.printable(entry.name)!r} is a symbolic link; "
+                                    "links are never followed"))
                 continue
             if not entry.is_dir(follow_symlinks=False):
                 continue
@@ -151,7 +162,8 @@ def discover(paths: CoursePaths, assignment: str) -> list[Job]:
             except FileNotFoundError:
                 continue
             if not stat.S_ISDIR(st.st_mode):
-                jobs.append(refused(student, folder, f"{entry.name!r}/{assignment} is "
+                jobs.append(refused(student, folder, f"{untrusted.printable(entry.name)!r}/"
+                                    f"{assignment} is "
                                     f"{untrusted.describe(st.st_mode)}, not a folder"))
                 continue
             job = choose_notebook(folder, assignment, student, base=paths.submitted)
@@ -160,7 +172,8 @@ def discover(paths: CoursePaths, assignment: str) -> list[Job]:
                           f"{type(exc).__name__}: {exc}"[:500], code="unreadable_notebook")
         if student != entry.name:
             job.flags.insert(0, {"code": "undecodable_folder_name", "message":
-                              f"the folder name {entry.name!r} is not UTF-8; recorded as "
+                              f"the folder name {untrusted.printable(entry.name)!r} is not "
+                              "UTF-8; recorded as "
                               f"{student}"})
         jobs.append(job)
     return sorted(jobs, key=lambda j: j.student)

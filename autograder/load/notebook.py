@@ -104,7 +104,8 @@ def read_bytes(sub: Submission, base: Path | None = None) -> bytes:
     try:
         fd = untrusted.open_regular(sub.path, base)
     except untrusted.Refused as exc:
-        sub.flags.append(integrity.flag(untrusted.CODE, f"refused {sub.path}: {exc}"))
+        shown = untrusted.printable(str(sub.path))
+        sub.flags.append(integrity.flag(untrusted.CODE, f"refused {shown}: {exc}"))
         raise Unreadable(f"The submission is not a regular file ({exc}); only a notebook "
                          "file itself is graded, never a link or a special file.") from None
     except (OSError, ValueError) as exc:

@@ -42,6 +42,12 @@ def describe(mode: int) -> str:
     return "not a regular file"
 
 
+def printable(name: str) -> str:
+    """A file name as text that can be written anywhere: bytes that are not UTF-8 (which
+    Python keeps as lone surrogates) become backslash escapes."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def parts_below(path: Path, base: Path) -> tuple[str, ...]:
     """The names of ``path`` below ``base`` (both made absolute without resolving links).
     ValueError when ``path`` is not below ``base`` or names ``..``."""
@@ -69,15 +75,16 @@ def open_dir(base: Path, parts: tuple[str, ...]) -> int:
 def _open_at(dir_fd: int, name: str, flags: int, *, want, what: str) -> int:
     st = os.lstat(name, dir_fd=dir_fd)
     if not want(st.st_mode):
-        raise Refused(f"{name!r} is {describe(st.st_mode)}, not {what}")
+        raise Refused(f"{printable(name)!r} is {describe(st.st_mode)}, not {what}")
     try:
         fd = os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:      # replaced between lstat and open (ELOOP for a new link)
-        raise Refused(f"{name!r} changed while it was opened ({exc.strerror})") from None
+        raise Refused(f"{printable(name)!r} changed while it was opened ({exc.strerror})") \
+            from None
     st = os.fstat(fd)
     if not want(st.st_mode):
         os.close(fd)
-        raise Refused(f"{name!r} is {describe(st.st_mode)}, not {what}")
+        raise Refused(f"{printable(name)!r} is {describe(st.st_mode)}, not {what}")
     return fd
 
 
