@@ -42,17 +42,6 @@ class Job:
     problem: str = ""   # set when nothing can be graded (no notebook, or several and none named)
 
 
-def file_sha256(path: Path, base: Path | None = None) -> str:
-    """sha256 of a regular file reached from ``base`` without links (default: its own folder),
-    read in chunks; a file over the notebook cap is hashed up to the cap (and its size)."""
-    fd = untrusted.open_regular(path, Path(os.path.abspath(path)).parent if base is None
-                                else base)
-    try:
-        return untrusted.sha256_fd(fd, bounds.NOTEBOOK_MAX_BYTES)
-    finally:
-        os.close(fd)
-
-
 def refused(student: str, folder: Path, reason: str, code: str = untrusted.CODE) -> Job:
     """A job that records a zero result with ``reason`` (its sha256 is the reason's, so a rerun
     keeps the result until the folder changes)."""
