@@ -325,6 +325,19 @@ def probed(memory_dir: Path) -> dict[int, tuple[int, int, str]]:
     return out
 
 
+def expected_address_limit(course: Path) -> int:
+    """The soft RLIMIT_AS a slot or the grade command sets here: the bound on the CPU, none
+    where the workers run on CUDA (they would inherit it)."""
+    import resource
+
+    from autograder.config import load_settings
+    from autograder.course.slot import on_cpu
+
+    if on_cpu(load_settings(course).device):
+        return bounds.SLOT_ADDRESS_SPACE_BYTES
+    return resource.getrlimit(resource.RLIMIT_AS)[0]
+
+
 def address_limited(memory_dir: Path, marker: str) -> list[int]:
     """The soft RLIMIT_AS of every probed process whose command line holds ``marker``."""
     return [soft for _, soft, cmd in probed(memory_dir).values() if marker in cmd]
@@ -383,7 +396,7 @@ def test_the_grade_command_stays_bounded(course, answer_key, tmp_path, case):
     found = peaks(memory)
     assert any("autograder grade" in cmd for _, cmd in found.values()), found
     assert_bounded(found)
-    assert address_limited(memory, "autograder grade") == [bounds.SLOT_ADDRESS_SPACE_BYTES]
+    assert address_limited(memory, "autograder grade") == [expected_address_limit(course)]
 
 
 COHORT_SCRIPT = """
@@ -525,7 +538,7 @@ def test_every_trusted_process_of_the_cohort_stays_bounded(cohorts):
     assert hostile > honest     # the probe sees the pathological files' cost (a live control)
     for name in ("honest", "hostile"):          # the last line of defence is in place
         limits = cohorts[name + "-limits"]
-        assert limits and set(limits) == {bounds.SLOT_ADDRESS_SPACE_BYTES}, limits
+        assert limits and set(limits) == {expected_address_limit(cohorts[name][0])}, limits
 
 
 def test_a_failing_gradebook_row_or_feedback_page_is_that_students_only(course, tmp_path,
