@@ -18,8 +18,9 @@ NO_SANDBOX = 3
 
 
 def student_from_path(path: Path) -> str:
-    """nbgrader layout: .../submitted/<student>/<assignment>/<notebook>.ipynb."""
-    parts = path.resolve().parts
+    """nbgrader layout: .../submitted/<student>/<assignment>/<notebook>.ipynb (the path as given:
+    links are not resolved, so a link never names another student)."""
+    parts = Path(os.path.abspath(path)).parts
     if "submitted" in parts:
         i = len(parts) - 1 - parts[::-1].index("submitted")
         if i + 1 < len(parts) - 1:
@@ -39,8 +40,8 @@ def cmd_grade(args) -> int:
     from autograder.sandbox.backends import BackendUnavailable, resolve_backend
 
     path = Path(args.submission)
-    if not path.is_file():
-        return usage_error(f"no such file: {path}")
+    if not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()):
+        return usage_error(f"no such file: {path}")   # a link or special file is graded: refused
     from autograder.course.paths import course_dir_of
 
     try:
@@ -58,6 +59,10 @@ def cmd_grade(args) -> int:
             print(f"error: no sandbox can run here ({exc}). Student code will not be run "
                   "unconfined; pass --unsafe-no-sandbox to grade anyway.", file=sys.stderr)
             return NO_SANDBOX
+    from autograder.course.slot import limit_address_space, on_cpu
+
+    if on_cpu(settings.device if args.device == "auto" else args.device):
+        limit_address_space()       # bounds.SLOT_ADDRESS_SPACE_BYTES, as for a grade-course slot
     student = args.student or student_from_path(path)
     from autograder.report_table import Progress, print_result
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import stat
 import sys
@@ -248,15 +249,18 @@ def student_id(root: Path) -> str:
 
 
 def find_notebook(folder: Path, assignment: str, student: str):
-    """The batch's choice of notebook; looks one level down when the top level has none."""
+    """The batch's choice of notebook; looks one level down when the top level has none.
+    Nothing is followed: the submission folder is walked without links (a git-based upload
+    keeps them), and a linked or special notebook is refused like in ``grade-course``."""
     from autograder.course.batch import choose_notebook
 
-    job = choose_notebook(folder, assignment, student)
-    if job.problem and not any(folder.glob("*.ipynb")):
-        nested = sorted({p.parent for p in folder.rglob("*.ipynb")
-                         if ".ipynb_checkpoints" not in p.parts})
+    job = choose_notebook(folder, assignment, student, base=folder)
+    if job.problem and job.flags[-1]["code"] == "no_notebook":
+        nested = sorted({Path(d) for d, dirs, files in os.walk(folder)     # never follows links
+                         if ".ipynb_checkpoints" not in Path(d).parts
+                         and any(f.endswith(".ipynb") for f in files)} - {folder})
         if len(nested) == 1:
-            job = choose_notebook(nested[0], assignment, student)
+            job = choose_notebook(nested[0], assignment, student, base=folder)
     return job
 
 

@@ -46,7 +46,8 @@ def sanitise(text: str) -> str:
                         protocols=SAFE_PROTOCOLS, strip=False, strip_comments=True)
 
 
-def student_cell_list(path: Path | None, sha256: str, assignment: Assignment):
+def student_cell_list(path: Path | None, sha256: str, assignment: Assignment,
+                      base: Path | None = None):
     """The student's cells from the bounded parse, and ``{grade_id: StudentCell}`` of the cells
     the grader read as solutions. Empty when the file is gone, unreadable, or no longer the
     bytes that were graded (``sha256``)."""
@@ -54,7 +55,7 @@ def student_cell_list(path: Path | None, sha256: str, assignment: Assignment):
         return [], {}
     sub = Submission(path=Path(path))
     try:
-        raw = read_bytes(sub)
+        raw = read_bytes(sub, base)
         if sha256 and sub.sha256 != sha256:
             return [], {}
         cells = student_cells(parse_notebook(raw)[0])
@@ -89,18 +90,19 @@ def outcome_text(cell: str, result: dict) -> str:
 
 
 def build_autograded(released, assignment: Assignment, result: dict,
-                     submission: Path | None, sha256: str = ""):
+                     submission: Path | None, sha256: str = "", folder: Path | None = None):
     """The autograded notebook (an nbformat NotebookNode) of one graded submission.
 
     ``released``: the student version of the notebook (``release/``, trusted);
-    ``submission``: the student's file that was graded (None when there is none)."""
+    ``submission``: the student's file that was graded (None when there is none), read from the
+    trusted ``folder`` (``submitted/``) without following links."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
     kinds = {c.grade_id: c for c in assignment.nbgrader_cells}
     base = {gid: cell for cell in released.cells
             if (gid := integrity.grade_id_of(cell)) and gid in kinds}
-    cells, chosen = student_cell_list(submission, sha256, assignment)
+    cells, chosen = student_cell_list(submission, sha256, assignment, folder)
     as_solution = {c.number: gid for gid, c in chosen.items()}
 
     out: list = []
@@ -167,11 +169,12 @@ def build_autograded(released, assignment: Assignment, result: dict,
 
 
 def write_autograded(path: Path, released, assignment: Assignment, result: dict,
-                     submission: Path | None, sha256: str = "") -> None:
+                     submission: Path | None, sha256: str = "",
+                     base: Path | None = None) -> None:
     """Build and write the autograded notebook atomically (mode from the umask)."""
     import nbformat
 
     from autograder.results import write_atomic
 
-    nb = build_autograded(released, assignment, result, submission, sha256)
+    nb = build_autograded(released, assignment, result, submission, sha256, base)
     write_atomic(path, nbformat.writes(nb) + "\n")

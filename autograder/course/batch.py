@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -22,11 +23,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from autograder import REPO_ROOT
+from autograder import REPO_ROOT, bounds
 from autograder.course.paths import CoursePaths, course_paths, grade_cell_points
 from autograder.course.kinds import is_flagged, kind
 from autograder.course.slot import DEFAULT_GRADER
-from autograder.results import GradingResult, TestResult, grade_cell_totals
+from autograder.load import untrusted
+from autograder.results import GradingResult, TestResult, grade_cell_totals, write_atomic
 
 
 @dataclass
@@ -40,47 +42,130 @@ class Job:
     problem: str = ""   # set when nothing can be graded (no notebook, or several and none named)
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def refused(student: str, folder: Path, reason: str, code: str = untrusted.CODE) -> Job:
+    """A job that records a zero result with ``reason`` (its sha256 is the reason's, so a rerun
+    keeps the result until the folder changes)."""
+    return Job(student, folder, None, hashlib.sha256(reason.encode(errors="replace")).hexdigest(),
+               [{"code": code, "message": reason}], reason)
 
 
-def choose_notebook(folder: Path, assignment: str, student: str | None = None) -> Job:
+def choose_notebook(folder: Path, assignment: str, student: str | None = None, *,
+                    base: Path | None = None) -> Job:
     """Pick the notebook to grade: ``<assignment>.ipynb`` if present, else the only one.
 
-    ``student`` defaults to the folder's parent's name (nbgrader's ``submitted/<student>/<a>``)."""
+    ``student`` defaults to the folder's parent's name (nbgrader's ``submitted/<student>/<a>``).
+    ``base`` is the trusted folder ``folder`` is reached from without following links (default:
+    ``folder`` itself); the chosen notebook must be a regular file, else the job is refused."""
     student = student or folder.parent.name
-    notebooks = sorted(p for p in folder.glob("*.ipynb") if p.is_file())
+    base = folder if base is None else base
+    below = Path(os.path.abspath(folder)).relative_to(os.path.abspath(base)).parts
     expected = f"{assignment}.ipynb"
-    named = folder / expected
-    if named in notebooks:
-        others = [p.name for p in notebooks if p != named]
+    try:
+        dir_fd = untrusted.open_dir(base, below)
+    except untrusted.Refused as exc:
+        return refused(student, folder, f"the submission folder is not a plain folder: {exc}")
+    except OSError as exc:
+        return refused(student, folder, f"no notebook was submitted (expected {expected}; the "
+                       f"folder could not be opened: {exc.strerror})", code="no_notebook")
+    try:
+        with os.scandir(dir_fd) as it:
+            entries = {e.name: e for e in it if e.name.endswith(".ipynb")}
+        regular = {n: e.is_file(follow_symlinks=False) for n, e in entries.items()}
+        notebooks = sorted(entries)
+        shown = {n: untrusted.printable(n) for n in notebooks}
+        chosen = expected if expected in entries else (notebooks[0] if len(notebooks) == 1
+                                                       else None)
+        if chosen is not None and not regular[chosen]:
+            kind_of = untrusted.describe(entries[chosen].stat(follow_symlinks=False).st_mode)
+            return refused(student, folder, f"{shown[chosen]!r} is {kind_of}, not a regular "
+                           "file; only a notebook file itself is graded")
+        if chosen is not None:
+            try:
+                fd = os.open(chosen, untrusted.FILE_FLAGS, dir_fd=dir_fd)
+            except OSError as exc:       # replaced since it was listed (ELOOP: now a link)
+                return refused(student, folder, f"{shown[chosen]!r} could not be opened without "
+                               f"following links ({exc.strerror})")
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return refused(student, folder, f"{shown[chosen]!r} changed while it was "
+                                   "opened")
+                digest = untrusted.sha256_fd(fd, bounds.NOTEBOOK_MAX_BYTES)
+            finally:
+                os.close(fd)
+        else:       # nothing graded: a digest of the names and kinds is enough to notice changes
+            listing = [f"{n}:{regular[n]}:{entries[n].stat(follow_symlinks=False).st_size}"
+                       for n in notebooks]
+            digest = hashlib.sha256("\0".join(listing).encode(errors="replace")).hexdigest()
+    finally:
+        os.close(dir_fd)
+    if chosen == expected:
+        others = [shown[n] for n in notebooks if n != expected]
         flags = [{"code": "extra_notebooks", "message": f"also submitted {', '.join(others)}; "
                   f"graded {expected}"}] if others else []
-        return Job(student, folder, named, file_sha256(named), flags)
-    if len(notebooks) == 1:
-        nb = notebooks[0]
-        return Job(student, folder, nb, file_sha256(nb), [{"code": "renamed_notebook", "message":
-                   f"submitted as {nb.name}, expected {expected}; graded {nb.name}"}])
-    digest = hashlib.sha256()
-    for p in notebooks:
-        digest.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        return Job(student, folder, folder / expected, digest, flags)
+    if chosen is not None:
+        return Job(student, folder, folder / chosen, digest, [{"code": "renamed_notebook",
+                   "message": f"submitted as {shown[chosen]}, expected {expected}; graded "
+                              f"{shown[chosen]}"}])
     if not notebooks:
         problem, code = f"no notebook was submitted (expected {expected})", "no_notebook"
     else:
         problem = (f"{len(notebooks)} notebooks were submitted and none is named {expected}: "
-                   f"{', '.join(p.name for p in notebooks)}")
+                   f"{', '.join(shown.values())}")
         code = "ambiguous_submission"
-    return Job(student, folder, None, digest.hexdigest(), [{"code": code, "message": problem}],
-               problem)
+    return Job(student, folder, None, digest, [{"code": code, "message": problem}], problem)
+
+
+def student_id(folder_name: str) -> str:
+    """The student id of a ``submitted/`` folder: its name, or for a name that is not valid
+    UTF-8 (nbgrader's gradebook cannot hold it) ``undecodable-<16 hex of sha256(name bytes)>``."""
+    try:
+        folder_name.encode("utf-8")
+        return folder_name
+    except UnicodeEncodeError:
+        return "undecodable-" + hashlib.sha256(os.fsencode(folder_name)).hexdigest()[:16]
 
 
 def discover(paths: CoursePaths, assignment: str) -> list[Job]:
-    """Every ``submitted/<student>/<assignment>/`` folder, sorted by student id."""
+    """Every ``submitted/<student>/<assignment>/`` folder, sorted by student id. Nothing is
+    followed: a linked student or assignment folder is a refused job; a failure tied to one
+    folder is that student's job (a zero result with the reason), never the cohort's."""
     if not paths.submitted.is_dir():
         return []
-    folders = sorted(d / assignment for d in paths.submitted.iterdir()
-                     if not d.name.startswith(".") and (d / assignment).is_dir())
-    return [choose_notebook(f, assignment) for f in folders]
+    jobs = []
+    with os.scandir(paths.submitted) as it:
+        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    for entry in entries:
+        student = student_id(entry.name)
+        folder = paths.submitted / entry.name / assignment
+        try:
+            if entry.is_symlink():
+                jobs.append(refused(student, folder, f"the student folder "
+                                    f"{untrusted.printable(entry.name)!r} is a symbolic link; "
+                                    "links are never followed"))
+                continue
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                st = os.lstat(folder)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                jobs.append(refused(student, folder, f"{untrusted.printable(entry.name)!r}/"
+                                    f"{assignment} is "
+                                    f"{untrusted.describe(st.st_mode)}, not a folder"))
+                continue
+            job = choose_notebook(folder, assignment, student, base=paths.submitted)
+        except Exception as exc:
+            job = refused(student, folder, f"the submission could not be read: "
+                          f"{type(exc).__name__}: {exc}"[:500], code="unreadable_notebook")
+        if student != entry.name:
+            job.flags.insert(0, {"code": "undecodable_folder_name", "message":
+                              f"the folder name {untrusted.printable(entry.name)!r} is not "
+                              "UTF-8; recorded as "
+                              f"{student}"})
+        jobs.append(job)
+    return sorted(jobs, key=lambda j: j.student)
 
 
 def read_result(path: Path) -> dict | None:
@@ -259,6 +344,8 @@ class CourseRun:
     paths: CoursePaths
     gradebook_written: int = 0
     report: Path | None = None
+    folders: dict[str, str] = field(default_factory=dict)    # student -> folder in submitted/
+    failed: dict[str, str] = field(default_factory=dict)     # student -> what failed for them
 
 
 def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = None,
@@ -286,14 +373,18 @@ def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = 
         todo = [j for j in found
                 if force or not is_up_to_date(j, paths.results(j.student, assignment))]
         run = CourseRun(assignment, [], [j.student for j in found if j not in todo], 0.0, {},
-                        paths)
+                        paths, folders={j.student: j.folder.parent.name for j in found})
 
         def record(job: Job, result: GradingResult) -> None:
-            result.write(paths.results(job.student, assignment))
+            try:
+                result.write(paths.results(job.student, assignment))
+            except (OSError, ValueError) as exc:      # this student's only: the rest go on
+                run.failed[job.student] = f"results.json not written: {exc}"[:500]
+                return
             run.graded_now.append(job.student)
 
         for job in (j for j in todo if j.problem):
-            record(job, zero_result(job, assignment, points, code=job.flags[-1]["code"],
+            record(job, zero_result(job, assignment, points, code=problem_code(job),
                                     message=job.problem,
                                     student_message=f"Nothing was graded: {job.problem}."))
         to_slots = [j for j in todo if not j.problem]
@@ -382,40 +473,84 @@ def coordinator_lock(paths: CoursePaths, assignment: str):
         yield
 
 
+def problem_code(job: Job) -> str:
+    """The flag that says why nothing of ``job`` can be graded (its last non-naming flag)."""
+    return next(f["code"] for f in reversed(job.flags) if f["code"] != "undecodable_folder_name")
+
+
 def write_outputs(run: CourseRun, db_url: str) -> None:
     """Gradebook, then each student's nbgrader files and feedback page, then the report: all
-    from the results on disk."""
+    from the results on disk. A failure tied to one student (their gradebook row, their files or
+    page) is recorded as a flag in their result and in ``run.failed``; every other student still
+    gets theirs."""
     from autograder.assignments import load_assignment
     from autograder.course.demo import student_version
     from autograder.course.gradebook import sync_gradebook
     from autograder.course.report import write_report
 
     paths, assignment = run.paths, run.assignment
-    run.gradebook_written = sync_gradebook(db_url, paths, assignment, sorted(run.results)).written
+    summary = sync_gradebook(db_url, paths, assignment, sorted(run.results), folders=run.folders)
+    run.gradebook_written = summary.written
+    for student in run.results:
+        set_flag(run, student, "gradebook_error", summary.failed.get(student))
     asg, released = load_assignment(assignment, paths.root), student_version(paths, assignment)
     for student, data in run.results.items():
-        write_student_files(paths, asg, released, student, data)
+        try:
+            write_student_files(paths, asg, released, student, data,
+                                run.folders.get(student, student))
+            error = None
+        except Exception as exc:
+            error = f"the feedback page was not written: {type(exc).__name__}: {exc}"[:500]
+        set_flag(run, student, "feedback_error", error)
     out = paths.report_dir(assignment)
-    run.report = write_report(paths.autograded, out, assignment, feedback_link=lambda s: os.path
-                              .relpath(paths.feedback_html(s, assignment), out))
+    try:
+        run.report = write_report(paths.autograded, out, assignment, feedback_link=lambda s: os
+                                  .path.relpath(paths.feedback_html(s, assignment), out))
+    except Exception as exc:
+        run.failed["(cohort report)"] = f"{type(exc).__name__}: {exc}"[:500]
 
 
-def write_student_files(paths: CoursePaths, asg, released, student: str, data: dict) -> None:
+def set_flag(run: CourseRun, student: str, code: str, message: str | None) -> None:
+    """Add (``message``) or clear (None) one output flag in a student's stored result."""
+    data = run.results[student]
+    flags = data.setdefault("extra_data", {}).setdefault("flags", [])
+    kept = [f for f in flags if f.get("code") != code]
+    if message is None and len(kept) == len(flags):
+        return
+    if message is not None:
+        run.failed[student] = message
+        kept.append({"code": code, "message": message})
+    data["extra_data"]["flags"] = kept
+    try:
+        write_atomic(run.paths.results(student, run.assignment),
+                     json.dumps(data, indent=2, sort_keys=True) + "\n")
+    except OSError:
+        pass
+
+
+def write_student_files(paths: CoursePaths, asg, released, student: str, data: dict,
+                        folder_name: str) -> None:
     """What nbgrader's own commands need of one graded submission: the autograded notebook
     (formgrader, ``generate_feedback``), and beside the feedback page ``timestamp.txt`` and
-    ``submission_secret.txt`` (``release_feedback``)."""
+    ``submission_secret.txt`` (``release_feedback``). ``folder_name``: the student's folder in
+    ``submitted/`` (it differs from ``student`` for a name that is not UTF-8); it is read
+    without following links."""
     from autograder.course.autograded_notebook import write_autograded
     from autograder.course.feedback import write_feedback
     from autograder.course.gradebook import read_timestamp
     from autograder.results import write_atomic
 
     assignment = asg.name
-    folder = paths.submitted / student / assignment
-    job = choose_notebook(folder, assignment, student) if folder.is_dir() else None
+    folder = paths.submitted / folder_name / assignment
+    job = choose_notebook(folder, assignment, student, base=paths.submitted) \
+        if folder.is_dir() and not folder.is_symlink() else None
+    if job is not None and job.notebook is None:
+        job = None
     target = paths.autograded_notebook(student, assignment)
     sha = str(data.get("extra_data", {}).get("submission_sha256", ""))
     try:
-        write_autograded(target, released, asg, data, job.notebook if job else None, sha)
+        write_autograded(target, released, asg, data, job.notebook if job else None, sha,
+                         base=paths.submitted)
     except Exception:     # one student's file never stops the cohort: the release, outcomes in
         write_autograded(target, released, asg, data, None, sha)
     page = paths.feedback_html(student, assignment)
@@ -426,27 +561,31 @@ def write_student_files(paths: CoursePaths, asg, released, student: str, data: d
     # nbgrader copies autograded/ into feedback/ (generate_feedback), and releasing needs both
     # files there: the submission's time as collected, else (an LMS download) the first grading's
     autograded = paths.autograded_notebook(student, assignment).parent
-    stamp = read_timestamp(folder)
+    stamp = read_timestamp(folder, paths.submitted)
     for dest in (autograded, page.parent):
         if stamp is not None or not (dest / "timestamp.txt").exists():
             write_atomic(dest / "timestamp.txt", nbgrader_timestamp(stamp))
-    secret = submission_secret(folder, autograded / "submission_secret.txt")
+    secret = submission_secret(folder, autograded / "submission_secret.txt", paths.submitted)
     for dest in (autograded, page.parent):
         write_atomic(dest / "submission_secret.txt", secret)
 
 
-def submission_secret(submitted: Path, previous: Path) -> str:
+def submission_secret(submitted: Path, previous: Path, base: Path) -> str:
     """The key ``nbgrader submit`` left (feedback is released under a hash of it), else the one
     made before, else a new one: feedback of a submission that did not come through nbgrader's
-    exchange is released under a key no student holds (it reaches them another way)."""
+    exchange is released under a key no student holds (it reaches them another way). Both files
+    are untrusted bytes: regular files reached from ``base`` / their folder without links,
+    at most ``bounds.SMALL_FILE_MAX_BYTES``."""
     import secrets
 
-    for path in (submitted / "submission_secret.txt", previous):
+    for path, root in ((submitted / "submission_secret.txt", base),
+                       (previous, previous.parent)):
         try:
-            value = path.read_text()[:1024].strip()
-        except (OSError, UnicodeDecodeError):
+            raw = untrusted.read_regular(path, root, bounds.SMALL_FILE_MAX_BYTES)
+            value = raw.decode("ascii").strip()
+        except (OSError, ValueError, untrusted.Refused):
             continue
-        if value and value.isascii() and value.isalnum():
+        if value and value.isalnum():
             return value
     return secrets.token_hex(64)
 
@@ -536,7 +675,9 @@ def cmd_grade_course(args) -> int:
     problems = {s: d for s, d in run.results.items() if kind(d) != "graded" or is_flagged(d)}
     for student, data in sorted(problems.items()):
         codes = ", ".join(f["code"] for f in data.get("extra_data", {}).get("flags", []))
-        out.print(f"  {student}: {kind(data)}; {codes}")
+        out.print(f"  {student}: {kind(data)}; {codes}", markup=False)
+    for student, error in sorted(run.failed.items()):
+        out.print(f"  {student}: {error}", markup=False)
     p = run.paths
     out.print(f"results:   {p.autograded}/*/{run.assignment}/results.json\n"
               f"feedback:  {p.feedback}/*/{run.assignment}/"

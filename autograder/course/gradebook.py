@@ -10,7 +10,7 @@ submission.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course.kinds import flag_codes, is_flagged
@@ -22,6 +22,7 @@ from autograder.course.paths import CoursePaths, grade_cell_points
 class SyncSummary:
     written: int = 0      # submissions whose rows changed
     unchanged: int = 0
+    failed: dict[str, str] = field(default_factory=dict)   # student -> why their row failed
 
 
 def open_gradebook(db_url: str, course_id: str):
@@ -77,13 +78,21 @@ def save_cells(nb_path: Path, paths: CoursePaths, assignment: str, notebook: str
         nb, resources = step(config=config).preprocess(nb, resources)
 
 
-def read_timestamp(folder: Path):
-    """The submission time nbgrader's ``collect``/``submit`` left in ``timestamp.txt``, or None."""
+def read_timestamp(folder: Path, base: Path | None = None):
+    """The submission time nbgrader's ``collect``/``submit`` left in ``timestamp.txt``, or None.
+    The file is the student's claim when it came inside their upload (README "Submission
+    times"); it is read as untrusted bytes: a regular file reached from ``base`` (default: the
+    folder) without links, at most ``bounds.SMALL_FILE_MAX_BYTES``."""
     from nbgrader.utils import parse_utc
 
+    from autograder import bounds
+    from autograder.load import untrusted
+
     try:
-        return parse_utc((folder / "timestamp.txt").read_text().strip())
-    except (OSError, ValueError, TypeError):
+        raw = untrusted.read_regular(folder / "timestamp.txt", folder if base is None else base,
+                                     bounds.SMALL_FILE_MAX_BYTES)
+        return parse_utc(raw.decode("utf-8").strip())
+    except (OSError, ValueError, TypeError, OverflowError, untrusted.Refused):
         return None
 
 
@@ -195,8 +204,10 @@ def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None
 
 
 def sync_gradebook(db_url: str, paths: CoursePaths, assignment: str,
-                   students: list[str]) -> SyncSummary:
-    """Record every listed student's ``results.json`` in the gradebook (idempotent)."""
+                   students: list[str], folders: dict[str, str] | None = None) -> SyncSummary:
+    """Record every listed student's ``results.json`` in the gradebook (idempotent).
+    ``folders`` maps a student id to its folder in ``submitted/`` when they differ. A failure
+    with one student's row is theirs (``summary.failed``); the others are still recorded."""
     summary = SyncSummary()
     with open_gradebook(db_url, paths.course_id) as gb:
         notebook = ensure_assignment(gb, db_url, paths, assignment)
@@ -206,10 +217,15 @@ def sync_gradebook(db_url: str, paths: CoursePaths, assignment: str,
                 data = json.loads(paths.results(student, assignment).read_text())
             except (OSError, ValueError):
                 continue
-            data.setdefault("extra_data", {})["student"] = student   # the folder name rules
-            stamp = read_timestamp(paths.submitted / student / assignment)
-            if record_result(gb, data, assignment, notebook, stamp, assigner):
-                summary.written += 1
-            else:
-                summary.unchanged += 1
+            try:
+                data.setdefault("extra_data", {})["student"] = student   # the folder name rules
+                folder = (folders or {}).get(student, student)
+                stamp = read_timestamp(paths.submitted / folder / assignment, paths.submitted)
+                if record_result(gb, data, assignment, notebook, stamp, assigner):
+                    summary.written += 1
+                else:
+                    summary.unchanged += 1
+            except Exception as exc:
+                summary.failed[student] = (f"the gradebook row was not written: "
+                                           f"{type(exc).__name__}: {exc}")[:500]
     return summary

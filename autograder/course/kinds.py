@@ -4,9 +4,10 @@ from __future__ import annotations
 import re
 
 # "Nothing could be graded": the summary's "failed to read".
-UNREAD_CODES = {"unreadable_notebook", "no_notebook", "ambiguous_submission"}
-# Flags that are not integrity findings.
-NOT_INTEGRITY = UNREAD_CODES | {"grader_error", "device_fallback"}
+UNREAD_CODES = {"unreadable_notebook", "no_notebook", "ambiguous_submission",
+                "not_a_regular_file"}
+# Flags that are not integrity findings (a link or special file submitted is one).
+NOT_INTEGRITY = (UNREAD_CODES - {"not_a_regular_file"}) | {"grader_error", "device_fallback"}
 
 
 def flag_codes(result: dict) -> set[str]:

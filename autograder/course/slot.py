@@ -53,11 +53,39 @@ def make_pool(settings, grade):
     return None, None
 
 
+def limit_address_space() -> None:
+    """The slot's own RLIMIT_AS (soft; the hard limit is left as it is, so the workers it starts
+    raise theirs to their own limits): the last line of defence should a bound of
+    ``autograder.bounds`` be wrong.
+    A submission that hits it costs only its own result (the coordinator records a grader
+    error and starts a fresh slot)."""
+    import resource
+
+    from autograder import bounds
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = bounds.SLOT_ADDRESS_SPACE_BYTES
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    if soft == resource.RLIM_INFINITY or soft > cap:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def on_cpu(device: str) -> bool:
+    """Whether this slot's workers run on the CPU. A CUDA worker must not inherit an address-space
+    limit (the driver reserves tens of GiB of it), so a slot that starts them sets none."""
+    from autograder.grade.submission import worker_device
+
+    return worker_device(device) == "cpu"
+
+
 def serve(conn_in: Connection, conn_out: Connection, course_dir: Path, grader_spec: str) -> int:
     from autograder.config import load_settings
 
     settings = load_settings(course_dir)
     grade = load_grader(grader_spec)
+    if on_cpu(settings.device):
+        limit_address_space()
     keyword, pool = make_pool(settings, grade)
     try:
         while True:

@@ -17,6 +17,7 @@ from autograder.grade.plugin import SuiteContext
 from autograder.grade.runner import run_suite, score_outcomes
 from autograder.load.notebook import Submission, cell_label, read_submission
 from autograder.points import fmt_points
+from autograder.load.untrusted import submission_base
 from autograder.results import GradingResult, TestResult, grade_cell_totals
 from autograder.seeding import code_digest
 
@@ -121,7 +122,8 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
     extra = {"max_score": asg.max_score, "student": student, "assignment": assignment,
              "sandbox": "", "device": "", "flags": [], "grade_cells": {},
              "submission_sha256": ""}
-    submission = read_submission(Path(path), asg)
+    submission = read_submission(Path(path), asg,
+                                 base=submission_base(Path(path), settings.course_dir))
     extra["submission_sha256"] = submission.sha256
     extra["flags"] = list(submission.flags)
     if not submission.readable:

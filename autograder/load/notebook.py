@@ -5,6 +5,9 @@ Invariants of ``read_submission(path, assignment) -> Submission``:
   too big) gives ``readable=False`` and a ``problem`` a student can act on.
 - Outputs and attachments are dropped while the JSON is parsed (one output at a time is ever in
   memory); the file size is checked before anything is read.
+- The file is a regular file reached from ``base`` without following links (``untrusted.py``;
+  else also flagged ``not_a_regular_file``), and its JSON values and decoded size are bounded
+  (``autograder/bounds.py``) before it is parsed.
 - ``cells`` follows the SOURCE notebook's code cells, in order:
   solution cell -> the student's cell with that grade_id (or, when the metadata is gone, the
   student's code cell that defines the solution's function), run as written
@@ -27,17 +30,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autograder import bounds
 from autograder.assignments import Assignment
-from autograder.load import integrity
+from autograder.load import integrity, untrusted
 from autograder.load.extract import ANY_NAME, Extracted, extract_definitions, run_as_written
 
-MAX_FILE_BYTES = 100 * 1024 * 1024    # checked before reading; outputs included
+MAX_FILE_BYTES = bounds.NOTEBOOK_MAX_BYTES    # checked before reading; outputs included
+MAX_VALUES = bounds.NOTEBOOK_MAX_VALUES       # JSON values outside strings, before parsing
 MAX_CELLS = 10_000
 MAX_CODE_CHARS = 5_000_000            # all cell sources together, outputs excluded
 
@@ -75,10 +79,12 @@ class Unreadable(Exception):
     """The notebook cannot be graded; the message is for the student."""
 
 
-def read_submission(path: Path, assignment: Assignment) -> Submission:
+def read_submission(path: Path, assignment: Assignment, base: Path | None = None) -> Submission:
+    """``base``: the trusted folder the path is walked from without following links
+    (``untrusted.submission_base``; default: the file's own folder)."""
     sub = Submission(path=Path(path))
     try:
-        raw = read_bytes(sub)
+        raw = read_bytes(sub, base)
         cells, schema_problem = parse_notebook(raw)
         if schema_problem:
             sub.flags.append(integrity.flag("notebook_schema_invalid", schema_problem))
@@ -96,25 +102,33 @@ def read_submission(path: Path, assignment: Assignment) -> Submission:
 
 
 # --- the file --------------------------------------------------------------------------------
-def read_bytes(sub: Submission) -> bytes:
-    """The file's bytes (sets ``sub.sha256``); refuses what is not a file or too big."""
+def read_bytes(sub: Submission, base: Path | None = None) -> bytes:
+    """The file's bytes (sets ``sub.sha256``): a regular file reached without following links
+    (``untrusted``), at most ``MAX_FILE_BYTES``; anything else is Unreadable, and a link, FIFO,
+    device or folder is also flagged ``not_a_regular_file``."""
+    base = Path(os.path.abspath(sub.path)).parent if base is None else base
     try:
-        st = os.stat(sub.path)
-        if not stat.S_ISREG(st.st_mode):
-            raise Unreadable("The submission is not a regular file.")
-        if st.st_size > MAX_FILE_BYTES:
-            digest = hashlib.sha256()
-            with open(sub.path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            sub.sha256 = digest.hexdigest()
-            raise Unreadable(f"The notebook file is {st.st_size / 2**20:.0f} MB; notebooks over "
+        fd = untrusted.open_regular(sub.path, base)
+    except untrusted.Refused as exc:
+        shown = untrusted.printable(str(sub.path))
+        sub.flags.append(integrity.flag(untrusted.CODE, f"refused {shown}: {exc}"))
+        raise Unreadable(f"The submission is not a regular file ({exc}); only a notebook "
+                         "file itself is graded, never a link or a special file.") from None
+    except (OSError, ValueError) as exc:
+        raise Unreadable("The submission could not be opened "
+                         f"({getattr(exc, 'strerror', None) or exc}).") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size > MAX_FILE_BYTES:
+            sub.sha256 = untrusted.sha256_fd(fd, MAX_FILE_BYTES)
+            raise Unreadable(f"The notebook file is {size / 2**20:.0f} MB; notebooks over "
                              f"{MAX_FILE_BYTES // 2**20} MB are not graded. Clear all outputs "
                              "(Edit > Clear Outputs of All Cells), save, and submit again.")
-        with open(sub.path, "rb") as f:
-            raw = f.read()        # sized from fstat; read(n) would allocate n bytes up front
+        raw = untrusted.read_capped(fd, MAX_FILE_BYTES)
     except OSError as exc:
-        raise Unreadable(f"The submission could not be opened ({exc.strerror or exc}).") from None
+        raise Unreadable(f"The submission could not be read ({exc.strerror or exc}).") from None
+    finally:
+        os.close(fd)
     sub.sha256 = hashlib.sha256(raw).hexdigest()
     if len(raw) > MAX_FILE_BYTES:
         raise Unreadable(f"The notebook file is over {MAX_FILE_BYTES // 2**20} MB; clear all "
@@ -154,7 +168,20 @@ class _StripOutputs:
 
 
 def parse_notebook(raw: bytes) -> tuple[list[dict], str]:
-    """The notebook's cells (outputs stripped) and a schema problem ("" if nbformat-valid)."""
+    """The notebook's cells (outputs stripped) and a schema problem ("" if nbformat-valid).
+    The JSON's values are counted before it is parsed: a parse allocates per value."""
+    width = untrusted.decoded_width(raw)
+    if len(raw) * (1 + 2 * width) > bounds.NOTEBOOK_MAX_PARSE_BYTES:
+        limit = bounds.NOTEBOOK_MAX_PARSE_BYTES // (1 + 2 * width) >> 20
+        raise Unreadable(f"The notebook file is {len(raw) / 2**20:.0f} MB and holds characters "
+                         f"outside Latin-1 (e.g. emoji); such notebooks are graded up to "
+                         f"{limit} MB. Clear all outputs (Edit > Clear Outputs of All Cells), "
+                         "save, and submit again.")
+    if untrusted.count_json_values(raw, MAX_VALUES) > MAX_VALUES:
+        raise Unreadable(f"The notebook's JSON holds more than {MAX_VALUES:,} values (lists, "
+                         "objects and their items); this is not a notebook the grader can read. "
+                         "Clear all outputs (Edit > Clear Outputs of All Cells), save, and "
+                         "submit again.")
     try:
         data = json.loads(raw, object_pairs_hook=_StripOutputs())
     except _TooManyCells:

@@ -33,6 +33,8 @@ import tempfile
 import time
 import weakref
 
+from autograder import bounds
+from autograder.load.untrusted import count_json_values
 from autograder.sandbox import backends, protocol
 from autograder.sandbox.limits import Limits, scratch_bytes
 from autograder.sandbox.protocol import ProtocolError
@@ -248,21 +250,41 @@ class Channel:
             raise _EOF() from None
 
     def _buffered_reply(self, rid: str) -> dict | None:
+        """The reply to ``rid`` if a whole one is buffered. Every line is bounded before it is
+        decoded (``bounds.REPLY_MAX_BYTES``, ASCII only, then ``REPLY_MAX_VALUES`` counted
+        outside strings):
+        a line over either fails the pending request at once with a ``ReplyTooLarge`` error
+        reply and is counted as junk; the buffer never holds more than the cap plus one read."""
         while True:
             i = self.buf.find(b"\n", self.scanned)
             if i < 0:
                 self.scanned = len(self.buf)
-                if len(self.buf) > protocol.MAX_LINE_BYTES:
+                if self.discarding:
+                    self.buf.clear()
+                    self.scanned = 0
+                elif len(self.buf) > bounds.REPLY_MAX_BYTES:
                     self.buf.clear()
                     self.scanned, self.discarding = 0, True
                     self.junk += 1
+                    return too_large(rid, f"over {bounds.REPLY_MAX_BYTES >> 20} MiB")
                 return None
-            line = bytes(self.buf[:i])
+            if self.discarding or i > bounds.REPLY_MAX_BYTES:
+                del self.buf[:i + 1]
+                self.scanned = 0
+                if self.discarding:
+                    self.discarding = False
+                    continue
+                self.junk += 1
+                return too_large(rid, f"over {bounds.REPLY_MAX_BYTES >> 20} MiB")
+            line = self.buf[:i]
             del self.buf[:i + 1]
             self.scanned = 0
-            if self.discarding:
-                self.discarding = False
+            if not line.isascii():      # the protocol is ASCII: decoding stays 1 byte a char
+                self.junk += 1
                 continue
+            if count_json_values(line, bounds.REPLY_MAX_VALUES) > bounds.REPLY_MAX_VALUES:
+                self.junk += 1
+                return too_large(rid, f"more than {bounds.REPLY_MAX_VALUES:,} values")
             try:
                 msg = protocol.loads(line)
             except ProtocolError:
@@ -295,6 +317,13 @@ class Channel:
         if self.sock is not None:
             self.sock.close()
         self.rep_r = self.out_r = self.req_w = -1
+
+
+def too_large(rid: str, what: str) -> dict:
+    """The error reply that stands for a reply line over the parent's bounds."""
+    return {"id": rid, "ok": False, "error": {
+        "type": "ReplyTooLarge", "message": f"the reply to the grader was {what}; return "
+        "values of the documented types and sizes, and never write to the grader's channels"}}
 
 
 # --- processes ---------------------------------------------------------------------------------
