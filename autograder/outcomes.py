@@ -102,6 +102,18 @@ OUTCOMES = OutcomeCollection([
        "Other notebooks were submitted beside the expected one; only that one was graded.",
        category="note"),
     # --- integrity findings ----------------------------------------------------------------------
+    _o("undecodable_folder_name", "Folder name not readable as text",
+       "The student's folder name is not valid UTF-8; graded as undecodable-<hash>. Rename the "
+       "folder and regrade to give the student their own id."),
+    _o("gradebook_error", "Gradebook row not written",
+       "The coordinator could not write this student's gradebook row; the result stands.",
+       category="error"),
+    _o("feedback_error", "Feedback page not written",
+       "The coordinator could not write this student's feedback page or autograded notebook.",
+       category="error"),
+    _o("magic_lines_dropped", "Lines not run at grading",
+       "Shell and magic lines (!cmd, %magic, get_ipython()) were dropped; the feedback lists them.",
+       category="note"),
     _o("locked_cell_modified", "A read-only cell was changed",
        "A locked cell differs from the source (nbgrader checksum); the source's cell was used.",
        serious=True),

@@ -52,7 +52,7 @@ def fake_result(student: str, points: dict[str, float], fractions: dict[str, flo
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
     paths = copy_course(tmp_path_factory.mktemp("course") / "course")
-    return paths, load_assignment(ASSIGNMENT, paths.root), student_version(paths)
+    return paths, load_assignment(ASSIGNMENT, paths.root), student_version(paths, ASSIGNMENT)
 
 
 def hostile_submission(paths, tmp_path: Path) -> Path:

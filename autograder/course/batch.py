@@ -484,7 +484,7 @@ def write_outputs(run: CourseRun, db_url: str) -> None:
     page) is recorded as a flag in their result and in ``run.failed``; every other student still
     gets theirs."""
     from autograder.assignments import load_assignment
-    from autograder.course.demo import student_version
+    from autograder.course.release import student_version
     from autograder.course.gradebook import sync_gradebook
     from autograder.course.report import write_report
 
@@ -658,8 +658,9 @@ def cmd_grade_course(args) -> int:
     out = Console()
     try:
         run = grade_course(args.course_dir, args.assignment, jobs=args.jobs, force=args.force,
-                           device=args.device, scheduler=args.scheduler,
-                           insecure_scheduler=args.insecure_scheduler)
+                           device=getattr(args, "device", "auto"),
+                           scheduler=getattr(args, "scheduler", None),
+                           insecure_scheduler=getattr(args, "insecure_scheduler", False))
     except UsageError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}")
         return 2

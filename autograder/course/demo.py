@@ -22,6 +22,7 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.course.paths import CoursePaths, course_paths
+from autograder.course.release import read_nb, student_version  # noqa: F401  (re-exported)
 
 ASSIGNMENT = "ppo"
 DEMO_DIR = REPO_ROOT / "build" / "demo-course"
@@ -49,30 +50,6 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
     if not dst.exists() or dst.read_bytes() != src.read_bytes():
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
-
-
-def read_nb(path: Path):
-    import nbformat
-
-    return nbformat.read(str(path), as_version=4)
-
-
-def student_version(paths: CoursePaths, assignment: str = ASSIGNMENT):
-    """The notebook students get: ``release/`` when generated, else made from the source the
-    way ``nbgrader generate_assignment`` does (in memory)."""
-    release = paths.release / assignment / paths.source_notebook(assignment).name
-    if release.exists():
-        return read_nb(release)
-    from nbgrader.preprocessors import (ClearHiddenTests, ClearMarkScheme, ClearOutput,
-                                        ClearSolutions, ComputeChecksums, LockCells)
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(paths.root)).load_config()
-    nb, resources = read_nb(paths.source_notebook(assignment)), {}
-    for step in (LockCells, ClearSolutions, ClearOutput, ComputeChecksums, ClearHiddenTests,
-                 ClearMarkScheme, ComputeChecksums):
-        nb, resources = step(config=config).preprocess(nb, resources)
-    return nb
 
 
 def solutions(paths: CoursePaths, assignment: str = ASSIGNMENT) -> dict[str, str]:
