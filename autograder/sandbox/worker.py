@@ -438,7 +438,7 @@ class Server:
             try:
                 line = self.reader.readline()
             except ProtocolError as exc:
-                self.send({"id": None, **kit_error(exc)})
+                self.send({"id": request_id(self.reader.buf), **kit_error(exc)})
                 self.reader.buf.clear()
                 continue
             if line is None:
@@ -446,7 +446,7 @@ class Server:
             try:
                 msg = protocol.loads(line)
             except ProtocolError as exc:
-                self.send({"id": None, **kit_error(exc)})
+                self.send({"id": request_id(line), **kit_error(exc)})
                 continue
             del line
             self.send({"id": msg.get("id"), **self.handle(msg)})
@@ -684,30 +684,69 @@ def flush_std() -> None:
 
 # --- the zygote ------------------------------------------------------------------------------
 
+_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_.:-]{1,64})"')
+
+
+def request_id(data) -> str | None:
+    """The id of a request that could not be parsed, looked for in its first and last 4 KiB
+    (``protocol.dumps`` writes ``id`` last), so that even that error reply carries it."""
+    view = bytes(data[:4096]) + b" " + bytes(data[-4096:])
+    found = _ID.findall(view)
+    return found[-1].decode("ascii") if found else None
+
+
+KEPT_SIGNALS = ("SIGCHLD", "SIGCONT", "SIGKILL", "SIGSTOP", "SIGWINCH", "SIGURG")
+
+
 class Zygote:
     """Forks one child per ``fork`` request; never runs student code or torch computation.
 
-    It is non-dumpable (a child with the same uid cannot ptrace it or read its memory) and a
-    child subreaper (orphans of a child come back to it), so before each fork it kills every
-    descendant and wipes the children's scratch directory: one live child at a time.
+    What a child can do to it, and why it does not matter (README "Security model"):
+
+    - Signals: it ignores every signal that can be ignored; SIGKILL and SIGSTOP cannot be, and
+      the parent's handle (``client.Zygote``) detects both, restarts the zygote and charges the
+      submission whose child was live. It is non-dumpable (no ptrace, no /proc/PID/mem) and the
+      children's seccomp filter refuses ptrace.
+    - Scratch: each child gets a fresh directory ``child-<n>``. The zygote never reads a file in
+      its scratch: it only removes entries (on the scratch's own device, links not followed)
+      after a child ends (op ``kill``) and before the next fork, so nothing a child leaves there
+      reaches the next child or the zygote.
+    - It is a child subreaper: orphans of a child come back to it and are killed with it.
     """
 
     def __init__(self, *, child_seccomp: bool, wipe_uid_files: bool):
         self.sock = socket.socket(fileno=REQ_FD)  # keeps fd 3 taken: received fds are >= 5
         self.scratch = os.getcwd()
-        self.child_dir = os.path.join(self.scratch, "child")
+        self.forks = 0
+        self.child_dir = self.scratch
         self.child_pid = 0
         self.statuses: dict[int, int] = {}
         self.cpu: dict[int, float] = {}      # CPU seconds each reaped child used
-        self.wipe_uid_files = wipe_uid_files
+        self.wipe_uid_files = wipe_uid_files and os.getuid() >= SANDBOX_UID_MIN
+        self.handlers: dict[int, object] = {}  # signal dispositions to give back to children
         self.seccomp = None
         if child_seccomp:  # the filter the launcher would have installed (no new processes)
             from autograder.sandbox import backends
             self.seccomp = (backends.install_seccomp, backends.seccomp_program())
+        if self.wipe_uid_files:   # found now, as this uid: the places it could write to
+            from autograder.sandbox import cleanup
+            cleanup.writable_places()
+
+    def ignore_signals(self) -> None:
+        """Ignore every signal that can be ignored (but those in ``KEPT_SIGNALS``)."""
+        kept = {getattr(signal, n) for n in KEPT_SIGNALS if hasattr(signal, n)}
+        for sig in signal.valid_signals():
+            if sig in kept:
+                continue
+            try:
+                self.handlers[sig] = signal.signal(sig, signal.SIG_IGN)
+            except (OSError, ValueError, RuntimeError):
+                continue
 
     def serve(self) -> None:
         prctl(PR_SET_DUMPABLE, 0)
         prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self.ignore_signals()
         while True:
             fds = []
             try:
@@ -716,18 +755,22 @@ class Zygote:
                 return
             if not data:
                 return
+            rid = request_id(data)
             try:
                 msg = protocol.loads(data)
+                if type(msg) is not dict:
+                    raise BadRequest("a request is a JSON object")
+                rid = msg.get("id", rid)
                 reply = self.handle(msg, fds)
             except BaseException as exc:
-                msg, reply = {}, kit_error(exc)
+                reply = kit_error(exc)
             finally:
                 for fd in fds:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
-            write_all(REP_FD, protocol.dumps({"id": msg.get("id"), **reply}))
+            write_all(REP_FD, protocol.dumps({"id": rid, **reply}))
 
     def handle(self, msg: dict, fds: list[int]) -> dict:
         op = msg.get("op")
@@ -737,6 +780,7 @@ class Zygote:
                     "threads": thread_count()}
         if op == "kill":
             self.kill_children()
+            self.wipe()
             return {"ok": True}
         if op == "status":
             pid = int(msg.get("pid", 0))
@@ -753,6 +797,9 @@ class Zygote:
                 raise BadRequest("fork needs three descriptors: request, reply, output")
             self.kill_children()
             self.wipe()
+            self.forks += 1
+            self.child_dir = os.path.join(self.scratch, f"child-{self.forks}")
+            os.mkdir(self.child_dir, 0o700)
             zygote_pid = os.getpid()
             pid = os.fork()
             if pid == 0:
@@ -771,6 +818,11 @@ class Zygote:
         if os.getppid() != zygote_pid:  # the zygote died before the death signal was set
             os._exit(1)
         prctl(PR_SET_CHILD_SUBREAPER, 0)
+        for sig, handler in self.handlers.items():
+            try:
+                signal.signal(sig, handler)
+            except (OSError, ValueError, TypeError, RuntimeError):
+                pass
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         self.sock.close()
@@ -783,26 +835,31 @@ class Zygote:
         start_plain_worker()
 
     def wipe(self) -> None:
-        """Remove everything a previous child could have left: every entry of the scratch
-        directory (but the launcher's read-only kit copy ``.kit``, which must not be ours) and,
-        under ``--wipe-uid-files`` with a sandbox uid, our uid's files in the shared temp dirs."""
+        """Remove every entry of the scratch directory a child could have made (those on the
+        scratch's own device: a bind-mounted kit or venv is left alone) and, under
+        ``--wipe-uid-files`` (fallback), our uid's files in every writable place of the host.
+        Reads no file; follows no link; never raises."""
         import shutil
 
-        me = os.getuid()
-        for entry in os.listdir(self.scratch):
-            path = os.path.join(self.scratch, entry)
-            if entry == ".kit":
-                if os.lstat(path).st_uid == me:
-                    raise BadRequest("the kit copy in the scratch directory was replaced")
+        try:
+            dev = os.lstat(self.scratch).st_dev
+            entries = list(os.scandir(self.scratch))
+        except OSError:
+            entries = []
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+                if st.st_dev != dev or (self.wipe_uid_files and st.st_uid != os.getuid()):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    os.unlink(e.path)
+            except OSError:
                 continue
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
-        os.makedirs(self.child_dir, mode=0o700)
-        if self.wipe_uid_files and me >= SANDBOX_UID_MIN:
-            for top in ("/tmp", "/var/tmp", "/dev/shm"):
-                remove_owned(top, me)
+        if self.wipe_uid_files:
+            from autograder.sandbox import cleanup
+            cleanup.remove_uid_files(os.getuid(), keep=(self.scratch,))
 
     def reap(self) -> None:
         while True:
@@ -871,26 +928,6 @@ def descendants(root: int) -> set[int]:
                 found.add(pid)
                 todo.append(pid)
     return found
-
-
-def remove_owned(top: str, uid: int) -> None:
-    """Delete the entries directly under ``top`` that ``uid`` owns (whole trees for dirs)."""
-    import shutil
-
-    try:
-        entries = list(os.scandir(top))
-    except OSError:
-        return
-    for e in entries:
-        try:
-            if e.stat(follow_symlinks=False).st_uid != uid:
-                continue
-            if e.is_dir(follow_symlinks=False):
-                shutil.rmtree(e.path, ignore_errors=True)
-            else:
-                os.unlink(e.path)
-        except OSError:
-            pass
 
 
 def recv_fds(sock: socket.socket, maxfds: int = 3) -> tuple[bytes, list[int]]:
