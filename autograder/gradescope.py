@@ -10,10 +10,11 @@ to build the image, and for every submission runs ``run_autograder``, which must
     autograder/                     the kit, with its hidden suites
     source/<assignment>/            the source notebook (the answer key and the points)
 
-so that ``/autograder/source`` is a course directory. ``setup.sh`` makes the instructor files
-(``source/``, ``autograder/suites/``, ``nbgrader_config.py``) root-only (0700/0600). Student code
-runs only in the kit's sandboxed worker: bubblewrap never mounts those paths, and the fallback
-sandbox runs it as an unprivileged uid that cannot read them. ``/autograder/results`` is
+so that ``/autograder/source`` is a course directory. ``setup.sh`` locks it down by allow-list
+(``lock_down_sh()``): everything is root-only, then only the kit's runtime
+(``backends.runtime_paths()``, the list the bubblewrap binds use) is made readable again. Student
+code runs only in the kit's sandboxed worker: bubblewrap never mounts anything else, and the
+fallback sandbox runs it as an unprivileged uid that can read nothing else. ``/autograder/results`` is
 root-only too, so only the trusted parent writes the result.
 
 For testing, ``AUTOGRADER_ROOT`` replaces ``/autograder`` in both scripts,
@@ -51,12 +52,7 @@ else
   "$ROOT/venv/bin/pip" install -q --disable-pip-version-check -r "$SRC/requirements.txt"
 fi
 
-# Instructor files: root only. The student's code never runs as root and never sees them.
-# (The kit's runtime stays readable: the sandbox mounts or copies it for the worker.)
-chmod 0755 "$SRC"
-for p in source solutions tests autograder/suites nbgrader_config.py; do
-  if [ -e "$SRC/$p" ]; then chmod -R go-rwx "$SRC/$p"; fi
-done
+__LOCK_DOWN__
 mkdir -p "$ROOT/results"
 chmod 0700 "$ROOT/results"
 echo "autograder set up in $ROOT"
@@ -83,13 +79,42 @@ exit 0
 EXCLUDED_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
 
 
+def lock_down_sh() -> str:
+    """The lock-down block of ``setup.sh``: an allow-list. All of ``$SRC`` becomes root-only;
+    then only the runtime (``runtime_paths()``) is readable again, with search permission on
+    the directories that lead to it. A file added to the bundle later stays root-only."""
+    from autograder.sandbox.backends import runtime_paths
+
+    paths = sorted(runtime_paths())
+    parents = sorted({str(Path(p).parent) for p in paths} - {"."})
+    lines = [
+        "# Lock-down by allow-list: nothing under $SRC is readable to other users but the kit's",
+        "# runtime (autograder.sandbox.backends.runtime_paths(), also what bubblewrap binds).",
+        "lock_down() {",
+        '  chmod -R go-rwx "$SRC"',
+        '  chmod 0711 "$SRC"' + "".join(f' "$SRC/{d}"' for d in parents),
+        "  local p",
+        "  for p in " + " ".join(paths) + "; do",
+        '    if [ -e "$SRC/$p" ]; then chmod -R go+rX "$SRC/$p"; fi',
+        "  done",
+        "}",
+        "lock_down",
+    ]
+    return "\n".join(lines)
+
+
+def setup_script() -> str:
+    """``setup.sh`` with its lock-down block."""
+    return SETUP_SH.replace("__LOCK_DOWN__", lock_down_sh())
+
+
 def bundle_files(course_dir: Path, assignment: str) -> dict[str, Path | bytes]:
     """``{name in the zip: file path or bytes}`` for the bundle."""
     source = course_dir / "source" / assignment
     if not any(source.glob("*.ipynb")):
         raise FileNotFoundError(f"no source notebook in {source}")
     files: dict[str, Path | bytes] = {
-        "setup.sh": SETUP_SH.encode(),
+        "setup.sh": setup_script().encode(),
         "run_autograder": RUN_AUTOGRADER.replace("__ASSIGNMENT__", assignment).encode(),
         "requirements.txt": REPO_ROOT / "requirements.txt",
         "nbgrader_config.py": course_dir / "nbgrader_config.py",

@@ -224,14 +224,19 @@ if c["seccomp_fd"]:                # bubblewrap reads the filter from a pipe (--
     argv = [str(r) if a == "@SECCOMP_FD@" else a for a in argv]
 if c["drop"]:                      # fallback: own uid, then the filter, then the worker
     os.umask(0o077)
-    os.chown(c["drop"], uid, uid)
+    os.chown(c["drop"], uid, uid)  # <scratch>/work; <scratch> and its .kit stay the grader's
     os.chmod(c["drop"], 0o700)
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     if os.getresuid() != (uid,) * 3 or os.getresgid() != (uid,) * 3 or os.getgroups():
         raise SystemExit("sandbox launcher: could not drop privileges")
+    os.chdir(c["drop"])
     install_seccomp(program)
+import ctypes                      # die with the grader, even when it is killed (SIGKILL):
+ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)   # PR_SET_PDEATHSIG (after the uid change, which clears it)
+if os.getppid() != c["parent"]:
+    raise SystemExit("sandbox launcher: the grader is gone")
 os.execve(argv[0], argv, os.environ)
 '''
 
@@ -330,34 +335,104 @@ def _readable_by_other(path: Path) -> bool:
     return bool(mode & stat.S_IROTH)
 
 
-def fallback_exposures(course_dir: str | os.PathLike) -> list[str]:
-    """Instructor files that a ``fallback`` worker could read: paths relative to ``course_dir``.
+def fallback_exposures(course_dir: str | os.PathLike, *,
+                       kit_root: str | os.PathLike | None = None) -> list[str]:
+    """Instructor files that a ``fallback`` worker could read: paths relative to ``course_dir``
+    (absolute for the kit's checkout when it lies outside the course).
 
     The fallback worker runs as a uid of its own, in no group, so only the "other" permission
-    bits count (ACLs are not consulted). Checked: ``source/``, ``solutions/``,
-    ``autograder/suites/``, ``tests/``, ``submitted/``, ``autograded/``, ``feedback/``,
-    ``reports/``, ``nbgrader_config.py`` (it holds the cohort seed), ``.git/`` and any
-    ``gradebook*.db*``. A directory counts when a file inside it can be reached and read, or when
-    it can be listed. An empty list means nothing sensitive is readable.
+    bits count (ACLs are not consulted). Checked in the course: ``SENSITIVE`` (``source/``,
+    ``solutions/``, ``autograder/suites/``, ``tests/``, ``submitted/``, ``autograded/``,
+    ``feedback/``, ``reports/``, ``nbgrader_config.py`` with the cohort seed, ``.git/``) and any
+    ``gradebook*``. In the kit's checkout ``kit_root`` (default: this one, ``KIT_ROOT``), by
+    allow-list: everything but the runtime (``runtime_paths()``) and the Python environment,
+    so its hidden suites, source notebooks, calibration code and compiled caches count. A
+    directory counts when a file inside it can be reached and read, or when it can be listed.
+    An empty list means nothing sensitive is readable.
 
     The instructor fixes it with ``chmod -R o-rwx`` on those paths (the worker itself needs none
     of the course: the fallback copies the kit's runtime into the worker's scratch). Keep the
     course directory ``o+x`` only if the Python environment lives inside it (``.venv``).
     """
     course = Path(course_dir)
+    kit = Path(KIT_ROOT if kit_root is None else kit_root)
     candidates = [course / rel for rel in SENSITIVE]
     try:
         candidates += sorted(p for p in course.iterdir() if p.name.startswith("gradebook"))
     except OSError:
         pass
-    found = []
+    candidates += _kit_candidates(kit)
+    found: list[str] = []
     for path in candidates:
         if not path.exists() or _other_blocked(str(path)):
             continue
         if _readable_by_other(path) and (not path.is_dir() or path.lstat().st_mode & stat.S_IROTH
                                           or _any_readable_inside(path)):
-            found.append(str(path.relative_to(course)))
+            full, top = os.path.abspath(path), os.path.abspath(course)
+            name = os.path.relpath(full, top) if _within(full, top) else full
+            if name not in found:
+                found.append(name)
     return found
+
+
+def runtime_paths() -> tuple[str, ...]:
+    """What of the kit a worker needs, relative to the kit's root: the one allow-list that the
+    bubblewrap binds, the fallback's kit copy and the Gradescope lock-down all use."""
+    return KIT_FILES
+
+
+def _kit_candidates(kit: Path) -> list[Path]:
+    """Every entry of the kit's checkout (and of its ``autograder/``) that is not the runtime,
+    nor on the way to it, nor the Python environment."""
+    keep = {str(kit / rel) for rel in runtime_paths()}
+    on_the_way = {str(p) for rel in runtime_paths() for p in (kit / rel).parents}
+    try:
+        env = python_dirs(sys.executable)
+    except BackendUnavailable:
+        env = []
+    out = []
+    stack = [kit]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = sorted(d.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if str(p) in keep or any(_within(e, str(p)) or _within(str(p), e) for e in env):
+                continue
+            if str(p) in on_the_way:
+                stack.append(p)
+            else:
+                out.append(p)
+    return out
+
+
+def exposure_flags(backend: str, course_dir: str | os.PathLike) -> list[dict]:
+    """The results flag ``fallback_exposed`` when ``backend`` is ``fallback`` and instructor
+    files are readable to the worker (``fallback_exposures``, computed once per process)."""
+    if backend != "fallback":
+        return []
+    found = _exposures_once(str(course_dir))
+    if not found:
+        return []
+    shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    return [{"code": "fallback_exposed", "message": "graded without bubblewrap, and these "
+             f"instructor files were readable to the student's code: {shown} (chmod -R o-rwx "
+             "them; README, Security model)"}]
+
+
+_exposure_cache: dict[str, list[str]] = {}
+
+
+def _exposures_once(course_dir: str) -> list[str]:
+    with _cache_lock:
+        cached = _exposure_cache.get(course_dir)
+    if cached is None:
+        cached = fallback_exposures(course_dir)
+        with _cache_lock:
+            _exposure_cache[course_dir] = cached
+    return list(cached)
 
 
 def _any_readable_inside(top: Path) -> bool:
@@ -435,7 +510,7 @@ def bwrap_argv(*, python: str, python_args: list[str], limits: Limits, device: s
     binds = _system_binds()
     for d in python_dirs(python):
         binds += ["--ro-bind", os.path.realpath(d), d]
-    for rel in KIT_FILES:
+    for rel in runtime_paths():
         binds += ["--ro-bind", str(KIT_ROOT / rel), f"{KIT_VIEW}/{rel}"]
     if device == "cuda":
         for d in ("/sys/devices", "/sys/bus", "/sys/class", "/sys/dev", "/sys/module"):
@@ -494,7 +569,8 @@ def command_spec(backend: str, *, python: str, python_args: list[str], limits: L
     root = os.geteuid() == 0
     values = rlimits(limits, device=device)
     cfg = {"fds": list(fds), "rlimits": values, "uid_base": None, "seccomp": None,
-           "seccomp_fd": False, "drop": None, "argv": [python, *python_args]}
+           "seccomp_fd": False, "drop": None, "argv": [python, *python_args],
+           "parent": os.getpid()}
     view = scratch_dir
     if backend == "bwrap":
         view = SCRATCH_VIEW
@@ -508,11 +584,17 @@ def command_spec(backend: str, *, python: str, python_args: list[str], limits: L
         if not root:
             raise BackendUnavailable("the fallback sandbox needs the grader to run as root "
                                      "(it switches the worker to an unprivileged uid)")
-        blocked = _other_blocked(scratch_dir)   # its parents; the launcher owns it to the uid
+        blocked = _other_blocked(scratch_dir)   # its parents
         if blocked:
             raise ValueError(f"scratch_dir {scratch_dir} is out of the worker's reach: {blocked}")
-        env = _env(device, scratch_dir, _copy_kit(scratch_dir))
-        cfg.update(uid_base=SANDBOX_UID_BASE, drop=scratch_dir,
+        # <scratch> (the grader's, 0711) holds the kit copy .kit (the grader's, read-only to
+        # the worker) and work/ (the launcher gives it to the worker's uid): nothing the worker
+        # can write is ever read by the kit, and the kit copy cannot be replaced.
+        os.chmod(scratch_dir, 0o711)
+        view = os.path.join(scratch_dir, "work")
+        os.makedirs(view, mode=0o700, exist_ok=True)
+        env = _env(device, view, _copy_kit(scratch_dir))
+        cfg.update(uid_base=SANDBOX_UID_BASE, drop=view,
                    seccomp=seccomp_program(allow_fork=allow_fork).hex())
     else:
         env = _env(device, scratch_dir, str(KIT_ROOT))
@@ -528,7 +610,7 @@ def _copy_kit(scratch_dir: str) -> str:
     """Copy the kit's runtime into ``<scratch_dir>/.kit`` (owned by the grader, world-readable) and
     return that directory: the fallback worker then needs nothing of the course directory."""
     dest = Path(scratch_dir) / ".kit"
-    for rel in KIT_FILES:
+    for rel in runtime_paths():
         src, dst = KIT_ROOT / rel, dest / rel
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"),
