@@ -73,6 +73,7 @@ USERNS_UID = 65534            # the worker's uid inside bubblewrap's user namesp
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
              "/etc/nsswitch.conf", "/etc/passwd", "/etc/group")
 PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+GPU_FRACTION_ENV = "AG_GPU_MEMORY_FRACTION"   # a CUDA worker's share of GPU memory (worker.py)
 SENSITIVE = ("source", "solutions", "autograder/suites", "tests", "submitted", "autograded",
              "feedback", "reports", "nbgrader_config.py", ".git")
 
@@ -601,6 +602,8 @@ def command_spec(backend: str, *, python: str, python_args: list[str], limits: L
         if not root:   # the uid is shared with the grader: bound growth, not the total
             n = _tasks_of_uid(os.getuid()) + limits.max_processes
             values["RLIMIT_NPROC"] = (n, n)
+    if device == "cuda" and backend != "trusted" and limits.gpu_memory_fraction:
+        env[GPU_FRACTION_ENV] = repr(float(limits.gpu_memory_fraction))
     argv = [python, "-I", "-S", "-c", _LAUNCHER, json.dumps(cfg)]
     return LaunchSpec(argv=argv, env=env, preexec_fn=None, pass_fds=tuple(fds), cwd=scratch_dir,
                       scratch_dir=view)

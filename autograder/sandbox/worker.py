@@ -648,10 +648,30 @@ def positional_names(fn, n: int) -> list[str]:
     return [params[i] if i < len(params) else f"args[{i}]" for i in range(n)]
 
 
+GPU_FRACTION_ENV = "AG_GPU_MEMORY_FRACTION"   # set by the launcher (backends.py) for CUDA
+
+
+def bound_gpu_memory(cuda) -> float | None:
+    """Cap this process's share of every visible GPU's memory at the fraction the grader set
+    (``Limits.gpu_memory_fraction``, in ``GPU_FRACTION_ENV``): torch's caching allocator then
+    raises OutOfMemoryError past it. Called before any student code uses CUDA. None: no cap."""
+    raw = os.environ.get(GPU_FRACTION_ENV)
+    if not raw:
+        return None
+    fraction = float(raw)
+    if not 0 < fraction <= 1:
+        raise BadRequest(f"GPU memory fraction {raw!r} is not in (0, 1]")
+    for index in range(cuda.device_count()):
+        cuda.set_per_process_memory_fraction(fraction, index)
+    return fraction
+
+
 def resolve_device(requested: str) -> tuple[str, str]:
-    """(device, note). CUDA falls back to the CPU (with a note) when torch cannot use it."""
+    """(device, note). CUDA falls back to the CPU (with a note) when torch cannot use it; on
+    CUDA the worker's share of GPU memory is bounded first (``bound_gpu_memory``)."""
     if requested in ("cuda", "auto"):
         if torch.cuda.is_available():
+            bound_gpu_memory(torch.cuda)
             return "cuda", ""
         return "cpu", "" if requested == "auto" else "CUDA is not available in the worker"
     return "cpu", ""
