@@ -199,3 +199,22 @@ def test_grading_under_the_fallback_warns_when_anything_is_exposed(open_dir):
     (flag,) = backends.exposure_flags("fallback", course)
     assert flag["code"] == "fallback_exposed" and "source" in flag["message"]
     assert backends.exposure_flags("bwrap", course) == []      # nothing to read under bwrap
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the fallback needs the grader to be root")
+def test_no_ipc_object_can_outlive_a_fallback_worker():
+    """Message queues, semaphore sets and POSIX queues live on after their process and are not
+    files: the worker may not create them at all."""
+    probe = """import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, *args):
+    ctypes.set_errno(0)
+    rc = getattr(libc, name)(*args)
+    return "created" if rc >= 0 else ctypes.get_errno()
+os.write(4, json.dumps({"msgget": call("msgget", 0, 0o1600), "semget": call("semget", 0, 1, 0o1600),
+                        "shmget": call("shmget", 0, 4096, 0o1600),
+                        "mq_open": call("mq_open", b"/adv-escape-q", 0o102, 0o600, None)}).encode())
+"""
+    report, handle = run_as_fallback(probe)
+    handle.cleanup()
+    assert report == {"msgget": 1, "semget": 1, "shmget": 1, "mq_open": 1}    # EPERM each

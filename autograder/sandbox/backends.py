@@ -107,17 +107,21 @@ _SYSCALLS = {
                    shmget=29, unshare=272, setns=308, mount=165, ptrace=101,
                    process_vm_readv=310, process_vm_writev=311, keyctl=250, add_key=248,
                    request_key=249, io_uring_setup=425, io_uring_enter=426,
-                   io_uring_register=427, userfaultfd=323, bpf=321, perf_event_open=298),
+                   io_uring_register=427, userfaultfd=323, bpf=321, perf_event_open=298,
+                   msgget=68, semget=64, mq_open=240),
     "aarch64": dict(clone=220, clone3=435, memfd_create=279, memfd_secret=447, shmget=194,
                     unshare=97, setns=268, mount=40, ptrace=117, process_vm_readv=270,
                     process_vm_writev=271, keyctl=219, add_key=217, request_key=218,
                     io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
-                    userfaultfd=282, bpf=280, perf_event_open=241),
+                    userfaultfd=282, bpf=280, perf_event_open=241, msgget=186, semget=190,
+                    mq_open=180),
 }
 _DENIED = ("memfd_create", "memfd_secret", "shmget", "unshare", "setns", "mount", "ptrace",
            "process_vm_readv", "process_vm_writev", "keyctl", "add_key", "request_key",
            "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "bpf",
-           "perf_event_open")
+           "perf_event_open", "msgget", "semget", "mq_open")
+# msgget, semget, mq_open (with shmget and memfd): kernel objects that outlive the process and
+# no file walk finds, so a worker may not make any (the fallback shares the host's IPC).
 _CLONE_THREAD = 0x00010000
 _CLONE_NEW_NAMESPACES = 0x7E020000   # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 _EPERM, _ENOSYS = 1, 38
