@@ -165,20 +165,21 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
-def make_scratch(kind: str) -> str:
+def make_scratch(kind: str, *, sweep_uids: bool = False) -> str:
     """A new scratch directory ``<tmp>/ag-<kind>-<pid>.<start time>-XXXX`` (0700). The name says
     which process owns it, so ``reap_stale()`` can tell a dead run's directory from a live one.
-    The first call in a process reaps what dead runs left (``reap_stale``)."""
+    The first call in a process reaps what dead runs left (``reap_stale``; with ``sweep_uids``,
+    for the fallback, their sandbox uids' files too)."""
     if kind not in ("zygote", "worker"):
         raise ValueError(kind)
-    _reap_once()
+    _reap_once(sweep_uids)
     pid = os.getpid()
     return tempfile.mkdtemp(prefix=f"ag-{kind}-{pid}.{_start_time(pid) or 0}-")
 
 
-@functools.lru_cache(maxsize=1)
-def _reap_once() -> None:
-    reap_stale()
+@functools.lru_cache(maxsize=2)
+def _reap_once(sweep_uids: bool) -> None:
+    reap_stale(sweep_uids=sweep_uids)
 
 
 def _live_uids() -> set[int]:
@@ -192,9 +193,10 @@ def _live_uids() -> set[int]:
     return uids
 
 
-def reap_stale(tmp: str | None = None, *, places: tuple[str, ...] | None = None) -> list[str]:
+def reap_stale(tmp: str | None = None, *, places: tuple[str, ...] | None = None,
+               sweep_uids: bool = True) -> list[str]:
     """Remove what killed runs left: scratch directories whose owning process (pid and start
-    time in the name) is gone, and, when we are root, files of sandbox uids
+    time in the name) is gone, and, with ``sweep_uids`` when we are root, files of sandbox uids
     (``SANDBOX_UID_RANGE``) that no live process has. Directories of live runs, of other users
     and without an owner in their name are left alone. Returns the paths removed."""
     tmp = tmp or tempfile.gettempdir()
@@ -218,7 +220,7 @@ def reap_stale(tmp: str | None = None, *, places: tuple[str, ...] | None = None)
             continue                          # its run is still alive
         shutil.rmtree(e.path, ignore_errors=True)
         removed.append(e.path)
-    if me == 0:
+    if me == 0 and sweep_uids:
         live = _live_uids()
         lo, hi = SANDBOX_UID_RANGE
         places = writable_places() if places is None else places

@@ -540,7 +540,7 @@ class Worker:
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
-        scratch = cleanup.make_scratch("worker")
+        scratch = cleanup.make_scratch("worker", sweep_uids=self.backend == "fallback")
         try:
             spec = backends.launch_spec(self.backend, python=self.python, worker_args=worker_args(),
                                         limits=self.limits, device=launch_device(self.device),
@@ -851,7 +851,7 @@ class Zygote:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
-        scratch = cleanup.make_scratch("zygote")
+        scratch = cleanup.make_scratch("zygote", sweep_uids=self.backend == "fallback")
         try:
             spec = backends.launch_spec(
                 self.backend, python=self.python,
@@ -981,8 +981,8 @@ class Zygote:
         if not self._closed:
             try:
                 self.start()
-            except WorkerError:
-                pass               # the next request tries again
+            except Exception:      # noqa: BLE001  the next request tries again, and says why
+                pass
 
     def _hard_restart(self) -> None:
         """Kill the zygote's whole tree (its children die with it); ``start`` makes a new one."""

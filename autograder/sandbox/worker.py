@@ -855,7 +855,7 @@ class Zygote:
         start_plain_worker()
 
     def wipe(self) -> None:
-        """Remove every entry of the scratch directory a child could have made (those on the
+        """Remove every entry of the scratch directory a child could have made (ours, on the
         scratch's own device: a bind-mounted kit or venv is left alone) and, under
         ``--wipe-uid-files`` (fallback), our uid's files in every writable place of the host.
         Reads no file; follows no link; never raises."""
@@ -869,8 +869,8 @@ class Zygote:
         for e in entries:
             try:
                 st = e.stat(follow_symlinks=False)
-                if st.st_dev != dev or (self.wipe_uid_files and st.st_uid != os.getuid()):
-                    continue
+                if st.st_dev != dev or st.st_uid != os.getuid():
+                    continue       # a mount point, or what bubblewrap made (not a child's)
                 if e.is_dir(follow_symlinks=False):
                     shutil.rmtree(e.path, ignore_errors=True)
                 else:
