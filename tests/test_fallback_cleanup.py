@@ -218,3 +218,33 @@ os.write(4, json.dumps({"msgget": call("msgget", 0, 0o1600), "semget": call("sem
     report, handle = run_as_fallback(probe)
     handle.cleanup()
     assert report == {"msgget": 1, "semget": 1, "shmget": 1, "mq_open": 1}    # EPERM each
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the fallback needs the grader to be root")
+def test_the_fallback_zygote_wipes_its_uids_files_between_children(canary):
+    """The zygote's own wipe (worker.Zygote.wipe, run as the sandbox uid between two children)
+    empties its scratch and removes the uid's files from the shared places; it follows no link
+    and leaves other users' files alone. (The system Python has no numpy: the worker module's
+    import of it is stubbed, the wipe does not use it.)"""
+    tops = [t for t in SHARED if os.path.isdir(t)]
+    probe = f"""import json, os, sys, types
+sys.modules["numpy"] = types.ModuleType("numpy")
+from autograder.sandbox import worker
+z = object.__new__(worker.Zygote)
+z.scratch, z.wipe_uid_files = os.getcwd(), True
+os.makedirs("child-1/deep", exist_ok=True)
+open("child-1/deep/f", "w").write("x")
+open("planted.py", "w").write("x")
+os.symlink({canary!r}, "link")
+for top in {tops!r}:
+    open(os.path.join(top, "adv-escape-z"), "w").write("x")
+    os.symlink({canary!r}, os.path.join(top, "adv-escape-zlink"))
+z.wipe()
+left = [t for t in {tops!r} for n in ("adv-escape-z", "adv-escape-zlink")
+        if os.path.lexists(os.path.join(t, n))]
+os.write(4, json.dumps({{"scratch": sorted(os.listdir(".")), "left": left}}).encode())
+"""
+    report, handle = run_as_fallback(probe)
+    handle.cleanup()
+    assert report == {"scratch": [], "left": []}
+    assert Path(canary).read_bytes() == b"grader's file"
