@@ -127,7 +127,7 @@ def test_the_worker_cannot_replace_the_kit_copy():
              "'worker.py'))\nos.write(4, json.dumps(out).encode())\n")
     report, handle = run_as_fallback(probe)
     handle.cleanup()
-    assert report["moved"] != True and report["readable"] is True   # noqa: E712
+    assert report["moved"] is not True and report["readable"] is True
 
 
 def test_dead_runs_scratch_is_reaped_and_live_runs_is_kept(tmp_path):

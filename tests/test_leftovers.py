@@ -20,8 +20,8 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder.course.demo import copy_course, solutions, submission, write_cohort
-from autograder.sandbox.client import _descendants
 from autograder.sandbox.cleanup import _start_time
+from autograder.sandbox.client import _descendants
 
 ASSIGNMENT = "ppo"
 
