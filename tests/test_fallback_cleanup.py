@@ -231,17 +231,17 @@ def test_the_fallback_zygote_wipes_its_uids_files_between_children(canary):
 sys.modules["numpy"] = types.ModuleType("numpy")
 from autograder.sandbox import worker
 z = object.__new__(worker.Zygote)
-z.scratch, z.wipe_uid_files = os.getcwd(), True
+z.scratch, z.wipe_uid_files, z.child_uid = os.getcwd(), True, None
 os.makedirs("child-1/deep", exist_ok=True)
 open("child-1/deep/f", "w").write("x")
 open("planted.py", "w").write("x")
 os.symlink({canary!r}, "link")
+names = ["adv-escape-z-%d" % os.getpid(), "adv-escape-zlink-%d" % os.getpid()]
 for top in {tops!r}:
-    open(os.path.join(top, "adv-escape-z"), "w").write("x")
-    os.symlink({canary!r}, os.path.join(top, "adv-escape-zlink"))
+    open(os.path.join(top, names[0]), "w").write("x")
+    os.symlink({canary!r}, os.path.join(top, names[1]))
 z.wipe()
-left = [t for t in {tops!r} for n in ("adv-escape-z", "adv-escape-zlink")
-        if os.path.lexists(os.path.join(t, n))]
+left = [t for t in {tops!r} for n in names if os.path.lexists(os.path.join(t, n))]
 os.write(4, json.dumps({{"scratch": sorted(os.listdir(".")), "left": left}}).encode())
 """
     report, handle = run_as_fallback(probe)

@@ -1,13 +1,17 @@
-"""A zygote a child cannot harm, in the real sandbox (bubblewrap).
+"""A zygote a child cannot harm.
 
-A child shares its zygote's uid. What it can try: signal the zygote (SIGSTOP, SIGKILL, and the
-signals the zygote ignores) and plant files in the scratch space. The rule under test: the harm
-is found and repaired on the offender's time, flagged on the offender, and the next honest
-student is forked at once, unflagged, into a clean scratch. Times are compared with baselines
-measured in the same run (an honest fork, the zygote's own start-up), never with constants.
+What a child can try: signal the zygote (SIGSTOP, SIGKILL, and the signals the zygote ignores)
+and plant files in the scratch space. Under bubblewrap with a root grader (this machine) the
+child runs as a uid of its own without capabilities, so every signal is refused. Where it shares
+the zygote's uid (here: the ``unsafe`` backend, as under bubblewrap without root or the
+fallback), the rule is that the harm is found and repaired on the offender's time, flagged on the
+offender, and the next honest student is forked at once, unflagged. Times are compared with
+baselines measured in the same run (an honest fork, the zygote's own start-up), never with
+constants.
 """
 from __future__ import annotations
 
+import os
 import textwrap
 import time
 from pathlib import Path
@@ -64,11 +68,25 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def zygote():
+    """A zygote in the real sandbox (bubblewrap)."""
     assert backends.resolve_backend("bwrap") == "bwrap"
     z = Zygote(settings(), backend="bwrap", device="cpu")
     z.start()
     yield z
     z.close()
+
+
+@pytest.fixture(scope="module")
+def shared_uid_zygote():
+    """A zygote in the real sandbox whose children share its uid: started without the
+    capabilities that give them a uid of their own (as under bubblewrap without root)."""
+    with pytest.MonkeyPatch.context() as mp:     # also for the zygotes that replace it
+        mp.setattr(backends, "ZYGOTE_CAPS", 0)
+        z = Zygote(settings(), backend="bwrap", device="cpu")
+        z.start()
+        assert z.ping()["child_uid"] is None
+        yield z
+        z.close()
 
 
 def codes(worker) -> list[str]:
@@ -98,8 +116,38 @@ def test_error_replies_carry_the_request_id(zygote):
     assert reply["error"]["stage"] == "worker"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="children get a uid of their own with a root grader")
+def test_a_child_cannot_signal_its_zygote(zygote):
+    assert zygote.ping()["child_uid"] is not None
+    before, generation = zygote.host_pid, zygote.generation
+    offender = zygote.spawn_worker()
+    offender.load(CELLS + [{"id": "who_answer", "source": textwrap.dedent("""
+        import os, signal
+        def who():
+            caps = [line.split()[1] for line in open("/proc/self/status")
+                    if line.startswith(("CapEff", "CapPrm", "CapAmb"))]
+            try:
+                os.kill(-1, signal.SIGKILL)        # every process it may signal (not itself)
+                everyone = "sent"
+            except OSError as exc:
+                everyone = exc.errno
+            return [os.getuid(), os.stat("/proc/%d" % os.getppid()).st_uid, caps, everyone]
+        """)}])
+    for name in ("SIGSTOP", "SIGKILL", "SIGTERM", "SIGCONT"):
+        with pytest.raises(StudentError, match="Operation not permitted"):
+            StudentProxy(offender).hit_parent(name)
+    uid, zygote_uid, caps, _ = StudentProxy(offender).who().value
+    assert uid != zygote_uid and caps == ["0" * 16] * 3
+    assert codes(offender) == []
+    assert (zygote.host_pid, zygote.generation) == (before, generation)
+    assert _proc_state(zygote.host_pid) not in (None, "T", "t")
+    _, flags = honest_student(zygote)
+    assert flags == []
+
+
 @pytest.mark.parametrize("signal_name", ["SIGSTOP", "SIGKILL"])
-def test_a_stopped_or_killed_zygote_is_charged_to_the_offender(zygote, signal_name):
+def test_a_stopped_or_killed_zygote_is_charged_to_the_offender(shared_uid_zygote, signal_name):
+    zygote = shared_uid_zygote
     baseline, flags = honest_student(zygote)
     assert flags == []
     before = zygote.host_pid
@@ -124,7 +172,8 @@ def test_a_stopped_or_killed_zygote_is_charged_to_the_offender(zygote, signal_na
     assert fork_seconds < 5 * max(baseline, 0.05)
 
 
-def test_signals_the_zygote_can_ignore_do_nothing(zygote):
+def test_signals_the_zygote_can_ignore_do_nothing(shared_uid_zygote):
+    zygote = shared_uid_zygote
     before, generation = zygote.host_pid, zygote.generation
     offender = zygote.spawn_worker()
     offender.load(CELLS)
@@ -149,6 +198,8 @@ def test_files_planted_in_the_scratch_never_reach_the_next_child(zygote):
     honest.load(CELLS)
     mine, shared = StudentProxy(honest).look().value
     assert mine == []                                   # a fresh, empty folder of its own
-    assert len(shared) == 1                             # nothing but that folder
+    own = [n for n in shared if n.startswith("child-")]
+    assert len(own) == 1                                # no other child's folder is left
+    assert not {"sitecustomize.py", ".kit-link", *planted} & (set(shared) - set(own))
     assert StudentProxy(honest).add(1, 1).value == 2
     assert codes(honest) == []

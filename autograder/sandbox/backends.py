@@ -199,6 +199,28 @@ def install_seccomp(program):
 '''
 exec(_SECCOMP_INSTALL)   # defines install_seccomp(program) here  # noqa: S102
 
+# One source for setting capability sets (the stub keeps a zygote's; the zygote's children drop
+# all of theirs before any student code).
+_CAPS_SET = r'''
+def set_capabilities(effective, permitted, inheritable):
+    """capset(2) for this thread: the three 32-bit masks (low half; capabilities 0-31)."""
+    import ctypes
+    class _Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+    class _Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    data = (_Data * 2)()
+    data[0].effective, data[0].permitted, data[0].inheritable = effective, permitted, inheritable
+    if libc.capset(ctypes.byref(_Header(0x20080522, 0)), data) != 0:   # _LINUX_CAPABILITY_VERSION_3
+        raise OSError(ctypes.get_errno(), "capset failed")
+'''
+exec(_CAPS_SET)   # defines set_capabilities(effective, permitted, inheritable)  # noqa: S102
+CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
+ZYGOTE_CAPS = (1 << CAP_KILL) | (1 << CAP_SETGID) | (1 << CAP_SETUID)
+CHILD_UID_OFFSET = 1 << 22    # a rootful zygote's children run as its uid + this (> any pid)
+
 # The launcher: runs as ``python -I -S -c _LAUNCHER CONFIG_JSON`` with the grader's uid.
 _LAUNCHER = _SECCOMP_INSTALL + r'''
 import fcntl, json, os, resource, sys
@@ -246,18 +268,29 @@ os.execve(argv[0], argv, os.environ)
 '''
 
 # The stub bubblewrap runs in the sandbox: RLIMIT_NPROC for this sandbox, the uid drop, the worker.
-_STUB = r'''
-import json, os, resource, sys
+# A zygote ("keep_caps") keeps CAP_KILL, CAP_SETUID and CAP_SETGID through the exec (as ambient
+# capabilities) so that its children can run as a uid of their own that cannot signal it.
+_STUB = _CAPS_SET + r'''
+import ctypes, json, os, resource, sys
 c = json.loads(sys.argv[1])
 os.umask(0o077)
 resource.setrlimit(resource.RLIMIT_NPROC, (c["nproc"], c["nproc"]))
+libc = ctypes.CDLL(None, use_errno=True)
 if c["uid"] is not None:
     u = int(c["uid"])
+    if c["keep_caps"]:
+        libc.prctl(8, 1, 0, 0, 0)                              # PR_SET_KEEPCAPS
     os.setgroups([])
     os.setresgid(u, u, u)
     os.setresuid(u, u, u)
     if os.getresuid() != (u,) * 3 or os.getresgid() != (u,) * 3 or os.getgroups():
         raise SystemExit("sandbox stub: could not drop privileges")
+    if c["keep_caps"]:
+        keep = c["keep_caps"]
+        set_capabilities(keep, keep, keep)
+        for cap in range(32):
+            if keep >> cap & 1 and libc.prctl(47, 2, cap, 0, 0) != 0:   # PR_CAP_AMBIENT_RAISE
+                raise SystemExit("sandbox stub: could not keep the zygote's capabilities")
 os.execv(c["argv"][0], c["argv"])
 '''
 
@@ -496,11 +529,14 @@ def _system_binds() -> list[str]:
 
 
 def bwrap_argv(*, python: str, python_args: list[str], limits: Limits, device: str,
-               rootful: bool) -> list[str]:
+               rootful: bool, zygote: bool = False) -> list[str]:
     """The bubblewrap command line (with the launcher's placeholders ``@SECCOMP_FD@``, ``@UID@``).
 
     ``rootful``: the grader is root, so bubblewrap runs privileged without a user namespace,
     keeps only CAP_SETUID/CAP_SETGID for the stub, which drops to ``SANDBOX_UID_BASE + pid``.
+    With ``zygote`` (rootful only) the stub lets the process keep ``ZYGOTE_CAPS`` (CAP_KILL,
+    CAP_SETUID, CAP_SETGID): its children then run as ``uid + CHILD_UID_OFFSET``, drop every
+    capability, and cannot signal it (worker.py, class Zygote).
     Otherwise a user namespace maps the grader's uid to ``USERNS_UID``. With ``device == "cuda"``
     the nodes of ``gpu_device_paths()`` are bound with device access, plus read-only sysfs.
     """
@@ -509,6 +545,8 @@ def bwrap_argv(*, python: str, python_args: list[str], limits: Limits, device: s
          "--unshare-cgroup", "--hostname", "sandbox", "--die-with-parent", "--new-session"]
     if rootful:
         a += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        if zygote:
+            a += ["--cap-add", "CAP_KILL"]
     else:
         a += ["--unshare-user", "--uid", str(USERNS_UID), "--gid", str(USERNS_UID),
               "--disable-userns"]
@@ -537,7 +575,7 @@ def bwrap_argv(*, python: str, python_args: list[str], limits: Limits, device: s
     a += ["--remount-ro", "/dev", "--remount-ro", "/",
           "--seccomp", "@SECCOMP_FD@", "--chdir", SCRATCH_VIEW, "--"]
     stub = {"nproc": limits.max_processes, "uid": "@UID@" if rootful else None,
-            "argv": [python, *python_args]}
+            "keep_caps": ZYGOTE_CAPS if rootful and zygote else 0, "argv": [python, *python_args]}
     return a + [python, "-I", "-S", "-c", _STUB, json.dumps(stub)]
 
 
@@ -582,7 +620,7 @@ def command_spec(backend: str, *, python: str, python_args: list[str], limits: L
         env = _env(device, view, KIT_VIEW)
         del values["RLIMIT_NPROC"]      # set by the stub inside the sandbox (see module docstring)
         cfg.update(argv=bwrap_argv(python=python, python_args=python_args, limits=limits,
-                                   device=device, rootful=root),
+                                   device=device, rootful=root, zygote=allow_fork),
                    uid_base=SANDBOX_UID_BASE if root else None,
                    seccomp=seccomp_program(allow_fork=allow_fork).hex(), seccomp_fd=True)
     elif backend == "fallback":

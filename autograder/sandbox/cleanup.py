@@ -151,7 +151,7 @@ def remove_uid_files(uid: int, places: tuple[str, ...] | list[str] | None = None
 # --- the kit's own scratch directories ---------------------------------------------------------
 
 SCRATCH_PREFIXES = ("ag-zygote-", "ag-worker-")
-SANDBOX_UID_RANGE = (1_900_000_000, 1_900_000_000 + (1 << 22))   # backends.SANDBOX_UID_BASE + pid
+SANDBOX_UID_RANGE = (1_900_000_000, 1_900_000_000 + (1 << 23))   # uid base + pid (+ 1 << 22)
 _OWNED = re.compile(r"^(ag-zygote-|ag-worker-)(\d+)\.(\d+)-")
 
 

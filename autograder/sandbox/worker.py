@@ -723,8 +723,11 @@ class Zygote:
 
     What a child can do to it, and why it does not matter (README "Security model"):
 
-    - Signals: it ignores every signal that can be ignored; SIGKILL and SIGSTOP cannot be, and
-      the parent's handle (``client.Zygote``) detects both, restarts the zygote and charges the
+    - Signals: when the zygote holds CAP_SETUID (bubblewrap with a root grader: the stub keeps
+      ``backends.ZYGOTE_CAPS`` for it), each child runs as ``child_uid`` (our uid +
+      ``CHILD_UID_OFFSET``) with no capability at all, so it cannot signal us (EPERM). Otherwise
+      it ignores every signal that can be ignored; SIGKILL and SIGSTOP cannot be, and the
+      parent's handle (``client.Zygote``) detects both, restarts the zygote and charges the
       submission whose child was live. It is non-dumpable (no ptrace, no /proc/PID/mem) and the
       children's seccomp filter refuses ptrace.
     - Scratch: each child gets a fresh directory ``child-<n>``. The zygote never reads a file in
@@ -751,6 +754,42 @@ class Zygote:
         if self.wipe_uid_files:   # found now, as this uid: the places it could write to
             from autograder.sandbox import cleanup
             cleanup.writable_places()
+        self.child_uid = None
+        if capabilities("CapEff") >> 7 & 1 and os.getuid() >= SANDBOX_UID_MIN:   # CAP_SETUID
+            from autograder.sandbox import backends
+            self.child_uid = os.getuid() + backends.CHILD_UID_OFFSET
+            self.set_capabilities = backends.set_capabilities
+            _libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+            backends.set_capabilities(backends.ZYGOTE_CAPS, backends.ZYGOTE_CAPS, 0)
+
+    def as_children(self):
+        """A context in which files are made and removed as the children's uid (effective uid
+        only: a child still cannot signal us, that needs our real or saved uid)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def switched():
+            if self.child_uid is None:
+                yield
+                return
+            os.setresuid(-1, self.child_uid, -1)
+            try:
+                yield
+            finally:
+                os.setresuid(-1, os.getuid(), -1)
+        return switched()
+
+    def become_child_uid(self) -> None:
+        """In a child: the children's uid and no capability left, or exit."""
+        u = self.child_uid
+        os.setgroups([])
+        os.setresgid(u, u, u)
+        os.setresuid(u, u, u)
+        _libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        self.set_capabilities(0, 0, 0)
+        if os.getresuid() != (u,) * 3 or any(capabilities(k) for k in
+                                              ("CapEff", "CapPrm", "CapInh", "CapAmb")):
+            os._exit(1)
 
     def ignore_signals(self) -> None:
         """Ignore every signal that can be ignored (but those in ``KEPT_SIGNALS``)."""
@@ -797,7 +836,7 @@ class Zygote:
         self.reap()
         if op == "ping":
             return {"ok": True, "pid": os.getpid(), "dumpable": prctl(PR_GET_DUMPABLE),
-                    "threads": thread_count()}
+                    "threads": thread_count(), "child_uid": self.child_uid}
         if op == "kill":
             self.kill_children()
             self.wipe()
@@ -819,7 +858,8 @@ class Zygote:
             self.wipe()
             self.forks += 1
             self.child_dir = os.path.join(self.scratch, f"child-{self.forks}")
-            os.mkdir(self.child_dir, 0o700)
+            with self.as_children():
+                os.mkdir(self.child_dir, 0o700)
             zygote_pid = os.getpid()
             pid = os.fork()
             if pid == 0:
@@ -834,7 +874,9 @@ class Zygote:
     def child(self, fds: list[int], zygote_pid: int) -> None:
         """In the forked child: become a fresh plain worker on the given descriptors."""
         os.setsid()
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if self.child_uid is not None:
+            self.become_child_uid()
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)    # after the uid change, which clears it
         if os.getppid() != zygote_pid:  # the zygote died before the death signal was set
             os._exit(1)
         prctl(PR_SET_CHILD_SUBREAPER, 0)
@@ -861,22 +903,24 @@ class Zygote:
         Reads no file; follows no link; never raises."""
         import shutil
 
+        owner = os.getuid() if self.child_uid is None else self.child_uid
         try:
             dev = os.lstat(self.scratch).st_dev
             entries = list(os.scandir(self.scratch))
         except OSError:
             entries = []
-        for e in entries:
-            try:
-                st = e.stat(follow_symlinks=False)
-                if st.st_dev != dev or st.st_uid != os.getuid():
-                    continue       # a mount point, or what bubblewrap made (not a child's)
-                if e.is_dir(follow_symlinks=False):
-                    shutil.rmtree(e.path, ignore_errors=True)
-                else:
-                    os.unlink(e.path)
-            except OSError:
-                continue
+        with self.as_children():
+            for e in entries:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                    if st.st_dev != dev or st.st_uid != owner:
+                        continue       # a mount point, or what bubblewrap made (not a child's)
+                    if e.is_dir(follow_symlinks=False):
+                        shutil.rmtree(e.path, ignore_errors=True)
+                    else:
+                        os.unlink(e.path)
+                except OSError:
+                    continue
         if self.wipe_uid_files:
             from autograder.sandbox import cleanup
             cleanup.remove_uid_files(os.getuid(), keep=(self.scratch,))
@@ -915,6 +959,21 @@ class Zygote:
                     break
                 time.sleep(0.005)
         self.reap()
+
+
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+
+
+def capabilities(kind: str) -> int:
+    """This process's capability set ``kind`` (CapEff, CapPrm, CapInh, CapAmb) as a mask."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(kind + ":"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def describe_status(status: int) -> dict:
