@@ -30,7 +30,9 @@ Invariants of ``bwrap`` and ``fallback``:
 
 - The worker never runs as uid 0 and holds no capabilities. When the grader is root its uid is
   ``SANDBOX_UID_BASE + <launcher pid>``: a uid no other live process has, so RLIMIT_NPROC, signals
-  and ``/proc`` access never reach another worker. When the grader is not root, bubblewrap maps
+  and ``/proc`` access never reach another worker. A zygote's children run as that uid +
+  ``CHILD_UID_OFFSET`` (worker.py, class Zygote), so they cannot signal their zygote. When the
+  grader is not root, bubblewrap maps
   the grader's uid to 65534 inside a user namespace.
 - A seccomp filter (``seccomp_program()``) refuses new processes (threads are allowed), memfds,
   SysV shared memory, namespaces, ptrace, keyrings, io_uring, userfaultfd, bpf and perf events.
