@@ -923,7 +923,8 @@ class Zygote:
                     continue
         if self.wipe_uid_files:
             from autograder.sandbox import cleanup
-            cleanup.remove_uid_files(os.getuid(), keep=(self.scratch,))
+            with self.as_children():
+                cleanup.remove_uid_files(owner, keep=(self.scratch,))
 
     def reap(self) -> None:
         while True:
