@@ -41,13 +41,18 @@ def load_settings(course_dir: str | Path) -> Settings:
     if unknown:
         raise ConfigError(f"unknown limits in nbgrader_config.py: {sorted(unknown)}")
     limits = replace(Limits(), **given)
+    jobs = int(kit.get("jobs", 2))
+    if not limits.gpu_memory_fraction:   # each slot runs a student worker and a reference
+        limits = replace(limits, gpu_memory_fraction=round(1 / (2 * max(1, jobs)), 4))
+    if not 0 < limits.gpu_memory_fraction <= 1:
+        raise ConfigError("c.PPOKit.limits gpu_memory_fraction must be in (0, 1]")
     db_url = cfg.CourseDirectory.get("db_url") or f"sqlite:///{course_dir}/gradebook.db"
     settings = Settings(
         course_dir=course_dir,
         cohort_seed=int(kit.get("cohort_seed", 0)),
         device=str(kit.get("device", "auto")),
         sandbox=str(kit.get("sandbox", "auto")),
-        jobs=int(kit.get("jobs", 2)),
+        jobs=jobs,
         limits=limits,
         db_url=db_url,
     )

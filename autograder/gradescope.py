@@ -14,10 +14,12 @@ to build the image, and for every submission runs ``run_autograder``, which must
 
 so that ``/autograder/source`` is a course directory. ``setup.sh`` first provisions a Python
 >= 3.11 (the image's ``python3``, else ``python3.11`` from apt or the deadsnakes PPA) and
-stops with a clear message when it cannot. It then makes the instructor files
-(``source/``, ``autograder/suites/``, ``nbgrader_config.py``) root-only (0700/0600). Student code
-runs only in the kit's sandboxed worker: bubblewrap never mounts those paths, and the fallback
-sandbox runs it as an unprivileged uid that cannot read them. ``/autograder/results`` is
+stops with a clear message when it cannot. It then locks the kit down by allow-list
+(``lock_down_sh()``): everything is root-only, then only the kit's runtime
+(``backends.runtime_paths()``, the list the bubblewrap binds use) is made readable again.
+Student code runs only in the kit's sandboxed worker: bubblewrap never mounts anything else,
+and the fallback sandbox runs it as an unprivileged uid that can read nothing else.
+``/autograder/results`` is
 root-only too, so only the trusted parent writes the result.
 
 Visibility comes from ``nbgrader_config.py``: ``c.PPOKit.gradescope_visibility`` (the whole
@@ -108,12 +110,7 @@ else
 fi
 # --- end of provisioning ------------------------------------------------------------------
 
-# Instructor files: root only. The student's code never runs as root and never sees them.
-# (The kit's runtime stays readable: the sandbox mounts or copies it for the worker.)
-chmod 0755 "$SRC"
-for p in source solutions tests autograder/suites nbgrader_config.py; do
-  if [ -e "$SRC/$p" ]; then chmod -R go-rwx "$SRC/$p"; fi
-done
+__LOCK_DOWN__
 mkdir -p "$ROOT/results"
 chmod 0700 "$ROOT/results"
 echo "autograder set up in $ROOT"
@@ -199,13 +196,42 @@ def staff_log(data: dict, notebook: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lock_down_sh() -> str:
+    """The lock-down block of ``setup.sh``: an allow-list. All of ``$SRC`` becomes root-only;
+    then only the runtime (``runtime_paths()``) is readable again, with search permission on
+    the directories that lead to it. A file added to the bundle later stays root-only."""
+    from autograder.sandbox.backends import runtime_paths
+
+    paths = sorted(runtime_paths())
+    parents = sorted({str(Path(p).parent) for p in paths} - {"."})
+    lines = [
+        "# Lock-down by allow-list: nothing under $SRC is readable to other users but the kit's",
+        "# runtime (autograder.sandbox.backends.runtime_paths(), also what bubblewrap binds).",
+        "lock_down() {",
+        '  chmod -R go-rwx "$SRC"',
+        '  chmod 0711 "$SRC"' + "".join(f' "$SRC/{d}"' for d in parents),
+        "  local p",
+        "  for p in " + " ".join(paths) + "; do",
+        '    if [ -e "$SRC/$p" ]; then chmod -R go+rX "$SRC/$p"; fi',
+        "  done",
+        "}",
+        "lock_down",
+    ]
+    return "\n".join(lines)
+
+
+def setup_script() -> str:
+    """``setup.sh`` with its lock-down block."""
+    return SETUP_SH.replace("__LOCK_DOWN__", lock_down_sh())
+
+
 def bundle_files(course_dir: Path, assignment: str) -> dict[str, Path | bytes]:
     """``{name in the zip: file path or bytes}`` for the bundle."""
     source = course_dir / "source" / assignment
     if not any(source.glob("*.ipynb")):
         raise FileNotFoundError(f"no source notebook in {source}")
     files: dict[str, Path | bytes] = {
-        "setup.sh": SETUP_SH.encode(),
+        "setup.sh": setup_script().encode(),
         "run_autograder": RUN_AUTOGRADER.replace("__ASSIGNMENT__", assignment).encode(),
         "requirements.txt": runtime_requirements(
             (REPO_ROOT / "requirements.txt").read_text()).encode(),

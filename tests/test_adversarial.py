@@ -69,7 +69,7 @@ CORPUS_LIMITS = dict(cpu_seconds=30, wall_seconds=60, call_timeout_seconds=3,
                      max_open_files=256, max_file_mb=64, max_output_kb=64)
 MEMORY_FLOOR = 8 << 30               # MemAvailable must stay above this during memory bombs
 KIT_SCRATCH = ("ag-worker-", "ag-zygote-", "ppo-probe-")   # the kit's own temporary dirs
-SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
 MAX_RESULT_BYTES = 200_000           # a result stays small whatever the submission printed
 GROUPS = ("loops-exits", "resources", "outside", "tampering", "return-values", "notebook")

@@ -125,7 +125,7 @@ def test_run_autograder_grades_a_submission(bundle, tmp_path):
     # instructor files are root-only; the worker's uid could read none of them
     from autograder.sandbox.backends import fallback_exposures
 
-    assert fallback_exposures(root / "source") == []
+    assert fallback_exposures(root / "source", kit_root=root / "source") == []
     for rel in ("source", "autograder/suites", "nbgrader_config.py"):
         assert not stat.S_IMODE((root / "source" / rel).stat().st_mode) & 0o077, rel
     assert not stat.S_IMODE((root / "results").stat().st_mode) & 0o077

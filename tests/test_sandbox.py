@@ -728,7 +728,8 @@ reply(out)
     uid = o["uid"][0]
     assert uid > backends.SANDBOX_UID_BASE and o["uid"] == [uid] * 3 == o["gid"]
     assert o["groups"] == [] and o["cap"] == 0 and o["seccomp"] == "2"
-    assert o["cwd_owner"] == uid and o["cwd_mode"] == 0o700 and o["cwd"] == r.spec.cwd
+    assert o["cwd_owner"] == uid and o["cwd_mode"] == 0o700 and o["cwd"] == r.spec.scratch_dir
+    assert r.spec.scratch_dir == r.spec.cwd + "/work"     # the kit copy lies outside it
     expected = rlimits(limits)
     for name in ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE",
                  "RLIMIT_CORE"):
@@ -786,12 +787,12 @@ def _check_exposures(tmp_path: Path):
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     os.chmod(course / "autograder/suites", 0o700)
     os.chmod(course / "submitted", 0o711)             # not listable, but names can be guessed
-    assert sorted(fallback_exposures(course)) == [
+    assert sorted(fallback_exposures(course, kit_root=tmp_path / "no-kit")) == [
         "gradebook.db", "nbgrader_config.py", "source", "submitted"]
     for rel in ("source", "submitted", "gradebook.db", "nbgrader_config.py"):
         subprocess.run(["chmod", "-R", "o-rwx", str(course / rel)], check=True)
-    assert fallback_exposures(course) == []
+    assert fallback_exposures(course, kit_root=tmp_path / "no-kit") == []
     os.chmod(course, 0o700)                            # or close the whole course directory
     for rel in ("source",):
         os.chmod(course / rel, 0o755)
-    assert fallback_exposures(course) == []
+    assert fallback_exposures(course, kit_root=tmp_path / "no-kit") == []

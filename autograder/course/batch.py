@@ -309,6 +309,8 @@ def run_slots(jobs: list[Job], *, course_dir: Path, assignment: str, n: int, gra
     finally:
         for s in slots:
             s.kill()
+        from autograder.sandbox.cleanup import reap_stale
+        reap_stale()    # the killed slots' scratch folders: their owners are dead now
 
 
 GRADER_ERROR_TEXT = ("This submission could not be graded because of an error in the grader; "

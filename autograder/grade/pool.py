@@ -22,7 +22,7 @@ def _kernel_limits(limits: Limits) -> tuple:
     """The limits the kernel enforces (fixed when a zygote starts); the parent's own limits
     (timeouts, wall clock, output cap) may change per worker."""
     return (limits.cpu_seconds, limits.memory_mb, limits.max_processes, limits.max_open_files,
-            limits.max_file_mb)
+            limits.max_file_mb, limits.gpu_memory_fraction)
 
 
 class WorkerPool:

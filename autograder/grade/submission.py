@@ -114,7 +114,7 @@ class Session:
 def grade_submission(path: Path, assignment: str, *, student: str, settings: Settings,
                      device: str = "auto", backend: str | None = None, pool=None) -> GradingResult:
     """Grade one notebook. Exit paths: graded, unreadable, or grader error; each is a result."""
-    from autograder.sandbox.backends import resolve_backend
+    from autograder.sandbox.backends import exposure_flags, resolve_backend
 
     started = time.monotonic()
     asg = load_assignment(assignment, settings.course_dir)
@@ -133,6 +133,7 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
     try:
         backend = resolve_backend(backend or settings.sandbox)
         extra["sandbox"] = backend
+        extra["flags"].extend(exposure_flags(backend, settings.course_dir))
         wdev = worker_device(settings.device if device == "auto" else device)
         from autograder.hints import Hints
 

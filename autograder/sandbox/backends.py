@@ -30,7 +30,9 @@ Invariants of ``bwrap`` and ``fallback``:
 
 - The worker never runs as uid 0 and holds no capabilities. When the grader is root its uid is
   ``SANDBOX_UID_BASE + <launcher pid>``: a uid no other live process has, so RLIMIT_NPROC, signals
-  and ``/proc`` access never reach another worker. When the grader is not root, bubblewrap maps
+  and ``/proc`` access never reach another worker. A zygote's children run as that uid +
+  ``CHILD_UID_OFFSET`` (worker.py, class Zygote), so they cannot signal their zygote. When the
+  grader is not root, bubblewrap maps
   the grader's uid to 65534 inside a user namespace.
 - A seccomp filter (``seccomp_program()``) refuses new processes (threads are allowed), memfds,
   SysV shared memory, namespaces, ptrace, keyrings, io_uring, userfaultfd, bpf and perf events.
@@ -73,6 +75,7 @@ USERNS_UID = 65534            # the worker's uid inside bubblewrap's user namesp
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
              "/etc/nsswitch.conf", "/etc/passwd", "/etc/group")
 PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+GPU_FRACTION_ENV = "AG_GPU_MEMORY_FRACTION"   # a CUDA worker's share of GPU memory (worker.py)
 SENSITIVE = ("source", "solutions", "autograder/suites", "tests", "submitted", "autograded",
              "feedback", "reports", "nbgrader_config.py", ".git")
 
@@ -106,17 +109,21 @@ _SYSCALLS = {
                    shmget=29, unshare=272, setns=308, mount=165, ptrace=101,
                    process_vm_readv=310, process_vm_writev=311, keyctl=250, add_key=248,
                    request_key=249, io_uring_setup=425, io_uring_enter=426,
-                   io_uring_register=427, userfaultfd=323, bpf=321, perf_event_open=298),
+                   io_uring_register=427, userfaultfd=323, bpf=321, perf_event_open=298,
+                   msgget=68, semget=64, mq_open=240),
     "aarch64": dict(clone=220, clone3=435, memfd_create=279, memfd_secret=447, shmget=194,
                     unshare=97, setns=268, mount=40, ptrace=117, process_vm_readv=270,
                     process_vm_writev=271, keyctl=219, add_key=217, request_key=218,
                     io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
-                    userfaultfd=282, bpf=280, perf_event_open=241),
+                    userfaultfd=282, bpf=280, perf_event_open=241, msgget=186, semget=190,
+                    mq_open=180),
 }
 _DENIED = ("memfd_create", "memfd_secret", "shmget", "unshare", "setns", "mount", "ptrace",
            "process_vm_readv", "process_vm_writev", "keyctl", "add_key", "request_key",
            "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "bpf",
-           "perf_event_open")
+           "perf_event_open", "msgget", "semget", "mq_open")
+# msgget, semget, mq_open (with shmget and memfd): kernel objects that outlive the process and
+# no file walk finds, so a worker may not make any (the fallback shares the host's IPC).
 _CLONE_THREAD = 0x00010000
 _CLONE_NEW_NAMESPACES = 0x7E020000   # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 _EPERM, _ENOSYS = 1, 38
@@ -194,6 +201,28 @@ def install_seccomp(program):
 '''
 exec(_SECCOMP_INSTALL)   # defines install_seccomp(program) here  # noqa: S102
 
+# One source for setting capability sets (the stub keeps a zygote's; the zygote's children drop
+# all of theirs before any student code).
+_CAPS_SET = r'''
+def set_capabilities(effective, permitted, inheritable):
+    """capset(2) for this thread: the three 32-bit masks (low half; capabilities 0-31)."""
+    import ctypes
+    class _Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+    class _Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    data = (_Data * 2)()
+    data[0].effective, data[0].permitted, data[0].inheritable = effective, permitted, inheritable
+    if libc.capset(ctypes.byref(_Header(0x20080522, 0)), data) != 0:   # _LINUX_CAPABILITY_VERSION_3
+        raise OSError(ctypes.get_errno(), "capset failed")
+'''
+exec(_CAPS_SET)   # defines set_capabilities(effective, permitted, inheritable)  # noqa: S102
+CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
+ZYGOTE_CAPS = (1 << CAP_KILL) | (1 << CAP_SETGID) | (1 << CAP_SETUID)
+CHILD_UID_OFFSET = 1 << 22    # a rootful zygote's children run as its uid + this (> any pid)
+
 # The launcher: runs as ``python -I -S -c _LAUNCHER CONFIG_JSON`` with the grader's uid.
 _LAUNCHER = _SECCOMP_INSTALL + r'''
 import fcntl, json, os, resource, sys
@@ -224,30 +253,46 @@ if c["seccomp_fd"]:                # bubblewrap reads the filter from a pipe (--
     argv = [str(r) if a == "@SECCOMP_FD@" else a for a in argv]
 if c["drop"]:                      # fallback: own uid, then the filter, then the worker
     os.umask(0o077)
-    os.chown(c["drop"], uid, uid)
+    os.chown(c["drop"], uid, uid)  # <scratch>/work; <scratch> and its .kit stay the grader's
     os.chmod(c["drop"], 0o700)
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     if os.getresuid() != (uid,) * 3 or os.getresgid() != (uid,) * 3 or os.getgroups():
         raise SystemExit("sandbox launcher: could not drop privileges")
+    os.chdir(c["drop"])
     install_seccomp(program)
+import ctypes                      # die with the grader, even when it is killed (SIGKILL):
+ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)   # PR_SET_PDEATHSIG (after the uid change, which clears it)
+if os.getppid() != c["parent"]:
+    raise SystemExit("sandbox launcher: the grader is gone")
 os.execve(argv[0], argv, os.environ)
 '''
 
 # The stub bubblewrap runs in the sandbox: RLIMIT_NPROC for this sandbox, the uid drop, the worker.
-_STUB = r'''
-import json, os, resource, sys
+# A zygote ("keep_caps") keeps CAP_KILL, CAP_SETUID and CAP_SETGID through the exec (as ambient
+# capabilities) so that its children can run as a uid of their own that cannot signal it.
+_STUB = _CAPS_SET + r'''
+import ctypes, json, os, resource, sys
 c = json.loads(sys.argv[1])
 os.umask(0o077)
 resource.setrlimit(resource.RLIMIT_NPROC, (c["nproc"], c["nproc"]))
+libc = ctypes.CDLL(None, use_errno=True)
 if c["uid"] is not None:
     u = int(c["uid"])
+    if c["keep_caps"]:
+        libc.prctl(8, 1, 0, 0, 0)                              # PR_SET_KEEPCAPS
     os.setgroups([])
     os.setresgid(u, u, u)
     os.setresuid(u, u, u)
     if os.getresuid() != (u,) * 3 or os.getresgid() != (u,) * 3 or os.getgroups():
         raise SystemExit("sandbox stub: could not drop privileges")
+    if c["keep_caps"]:
+        keep = c["keep_caps"]
+        set_capabilities(keep, keep, keep)
+        for cap in range(32):
+            if keep >> cap & 1 and libc.prctl(47, 2, cap, 0, 0) != 0:   # PR_CAP_AMBIENT_RAISE
+                raise SystemExit("sandbox stub: could not keep the zygote's capabilities")
 os.execv(c["argv"][0], c["argv"])
 '''
 
@@ -330,34 +375,104 @@ def _readable_by_other(path: Path) -> bool:
     return bool(mode & stat.S_IROTH)
 
 
-def fallback_exposures(course_dir: str | os.PathLike) -> list[str]:
-    """Instructor files that a ``fallback`` worker could read: paths relative to ``course_dir``.
+def fallback_exposures(course_dir: str | os.PathLike, *,
+                       kit_root: str | os.PathLike | None = None) -> list[str]:
+    """Instructor files that a ``fallback`` worker could read: paths relative to ``course_dir``
+    (absolute for the kit's checkout when it lies outside the course).
 
     The fallback worker runs as a uid of its own, in no group, so only the "other" permission
-    bits count (ACLs are not consulted). Checked: ``source/``, ``solutions/``,
-    ``autograder/suites/``, ``tests/``, ``submitted/``, ``autograded/``, ``feedback/``,
-    ``reports/``, ``nbgrader_config.py`` (it holds the cohort seed), ``.git/`` and any
-    ``gradebook*.db*``. A directory counts when a file inside it can be reached and read, or when
-    it can be listed. An empty list means nothing sensitive is readable.
+    bits count (ACLs are not consulted). Checked in the course: ``SENSITIVE`` (``source/``,
+    ``solutions/``, ``autograder/suites/``, ``tests/``, ``submitted/``, ``autograded/``,
+    ``feedback/``, ``reports/``, ``nbgrader_config.py`` with the cohort seed, ``.git/``) and any
+    ``gradebook*``. In the kit's checkout ``kit_root`` (default: this one, ``KIT_ROOT``), by
+    allow-list: everything but the runtime (``runtime_paths()``) and the Python environment,
+    so its hidden suites, source notebooks, calibration code and compiled caches count. A
+    directory counts when a file inside it can be reached and read, or when it can be listed.
+    An empty list means nothing sensitive is readable.
 
     The instructor fixes it with ``chmod -R o-rwx`` on those paths (the worker itself needs none
     of the course: the fallback copies the kit's runtime into the worker's scratch). Keep the
     course directory ``o+x`` only if the Python environment lives inside it (``.venv``).
     """
     course = Path(course_dir)
+    kit = Path(KIT_ROOT if kit_root is None else kit_root)
     candidates = [course / rel for rel in SENSITIVE]
     try:
         candidates += sorted(p for p in course.iterdir() if p.name.startswith("gradebook"))
     except OSError:
         pass
-    found = []
+    candidates += _kit_candidates(kit)
+    found: list[str] = []
     for path in candidates:
         if not path.exists() or _other_blocked(str(path)):
             continue
         if _readable_by_other(path) and (not path.is_dir() or path.lstat().st_mode & stat.S_IROTH
                                           or _any_readable_inside(path)):
-            found.append(str(path.relative_to(course)))
+            full, top = os.path.abspath(path), os.path.abspath(course)
+            name = os.path.relpath(full, top) if _within(full, top) else full
+            if name not in found:
+                found.append(name)
     return found
+
+
+def runtime_paths() -> tuple[str, ...]:
+    """What of the kit a worker needs, relative to the kit's root: the one allow-list that the
+    bubblewrap binds, the fallback's kit copy and the Gradescope lock-down all use."""
+    return KIT_FILES
+
+
+def _kit_candidates(kit: Path) -> list[Path]:
+    """Every entry of the kit's checkout (and of its ``autograder/``) that is not the runtime,
+    nor on the way to it, nor the Python environment."""
+    keep = {str(kit / rel) for rel in runtime_paths()}
+    on_the_way = {str(p) for rel in runtime_paths() for p in (kit / rel).parents}
+    try:
+        env = python_dirs(sys.executable)
+    except BackendUnavailable:
+        env = []
+    out = []
+    stack = [kit]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = sorted(d.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if str(p) in keep or any(_within(e, str(p)) or _within(str(p), e) for e in env):
+                continue
+            if str(p) in on_the_way:
+                stack.append(p)
+            else:
+                out.append(p)
+    return out
+
+
+def exposure_flags(backend: str, course_dir: str | os.PathLike) -> list[dict]:
+    """The results flag ``fallback_exposed`` when ``backend`` is ``fallback`` and instructor
+    files are readable to the worker (``fallback_exposures``, computed once per process)."""
+    if backend != "fallback":
+        return []
+    found = _exposures_once(str(course_dir))
+    if not found:
+        return []
+    shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    return [{"code": "fallback_exposed", "message": "graded without bubblewrap, and these "
+             f"instructor files were readable to the student's code: {shown} (chmod -R o-rwx "
+             "them; README, Security model)"}]
+
+
+_exposure_cache: dict[str, list[str]] = {}
+
+
+def _exposures_once(course_dir: str) -> list[str]:
+    with _cache_lock:
+        cached = _exposure_cache.get(course_dir)
+    if cached is None:
+        cached = fallback_exposures(course_dir)
+        with _cache_lock:
+            _exposure_cache[course_dir] = cached
+    return list(cached)
 
 
 def _any_readable_inside(top: Path) -> bool:
@@ -416,11 +531,14 @@ def _system_binds() -> list[str]:
 
 
 def bwrap_argv(*, python: str, python_args: list[str], limits: Limits, device: str,
-               rootful: bool) -> list[str]:
+               rootful: bool, zygote: bool = False) -> list[str]:
     """The bubblewrap command line (with the launcher's placeholders ``@SECCOMP_FD@``, ``@UID@``).
 
     ``rootful``: the grader is root, so bubblewrap runs privileged without a user namespace,
     keeps only CAP_SETUID/CAP_SETGID for the stub, which drops to ``SANDBOX_UID_BASE + pid``.
+    With ``zygote`` (rootful only) the stub lets the process keep ``ZYGOTE_CAPS`` (CAP_KILL,
+    CAP_SETUID, CAP_SETGID): its children then run as ``uid + CHILD_UID_OFFSET``, drop every
+    capability, and cannot signal it (worker.py, class Zygote).
     Otherwise a user namespace maps the grader's uid to ``USERNS_UID``. With ``device == "cuda"``
     the nodes of ``gpu_device_paths()`` are bound with device access, plus read-only sysfs.
     """
@@ -429,13 +547,15 @@ def bwrap_argv(*, python: str, python_args: list[str], limits: Limits, device: s
          "--unshare-cgroup", "--hostname", "sandbox", "--die-with-parent", "--new-session"]
     if rootful:
         a += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        if zygote:
+            a += ["--cap-add", "CAP_KILL"]
     else:
         a += ["--unshare-user", "--uid", str(USERNS_UID), "--gid", str(USERNS_UID),
               "--disable-userns"]
     binds = _system_binds()
     for d in python_dirs(python):
         binds += ["--ro-bind", os.path.realpath(d), d]
-    for rel in KIT_FILES:
+    for rel in runtime_paths():
         binds += ["--ro-bind", str(KIT_ROOT / rel), f"{KIT_VIEW}/{rel}"]
     if device == "cuda":
         for d in ("/sys/devices", "/sys/bus", "/sys/class", "/sys/dev", "/sys/module"):
@@ -457,7 +577,7 @@ def bwrap_argv(*, python: str, python_args: list[str], limits: Limits, device: s
     a += ["--remount-ro", "/dev", "--remount-ro", "/",
           "--seccomp", "@SECCOMP_FD@", "--chdir", SCRATCH_VIEW, "--"]
     stub = {"nproc": limits.max_processes, "uid": "@UID@" if rootful else None,
-            "argv": [python, *python_args]}
+            "keep_caps": ZYGOTE_CAPS if rootful and zygote else 0, "argv": [python, *python_args]}
     return a + [python, "-I", "-S", "-c", _STUB, json.dumps(stub)]
 
 
@@ -494,31 +614,40 @@ def command_spec(backend: str, *, python: str, python_args: list[str], limits: L
     root = os.geteuid() == 0
     values = rlimits(limits, device=device)
     cfg = {"fds": list(fds), "rlimits": values, "uid_base": None, "seccomp": None,
-           "seccomp_fd": False, "drop": None, "argv": [python, *python_args]}
+           "seccomp_fd": False, "drop": None, "argv": [python, *python_args],
+           "parent": os.getpid()}
     view = scratch_dir
     if backend == "bwrap":
         view = SCRATCH_VIEW
         env = _env(device, view, KIT_VIEW)
         del values["RLIMIT_NPROC"]      # set by the stub inside the sandbox (see module docstring)
         cfg.update(argv=bwrap_argv(python=python, python_args=python_args, limits=limits,
-                                   device=device, rootful=root),
+                                   device=device, rootful=root, zygote=allow_fork),
                    uid_base=SANDBOX_UID_BASE if root else None,
                    seccomp=seccomp_program(allow_fork=allow_fork).hex(), seccomp_fd=True)
     elif backend == "fallback":
         if not root:
             raise BackendUnavailable("the fallback sandbox needs the grader to run as root "
                                      "(it switches the worker to an unprivileged uid)")
-        blocked = _other_blocked(scratch_dir)   # its parents; the launcher owns it to the uid
+        blocked = _other_blocked(scratch_dir)   # its parents
         if blocked:
             raise ValueError(f"scratch_dir {scratch_dir} is out of the worker's reach: {blocked}")
-        env = _env(device, scratch_dir, _copy_kit(scratch_dir))
-        cfg.update(uid_base=SANDBOX_UID_BASE, drop=scratch_dir,
+        # <scratch> (the grader's, 0711) holds the kit copy .kit (the grader's, read-only to
+        # the worker) and work/ (the launcher gives it to the worker's uid): nothing the worker
+        # can write is ever read by the kit, and the kit copy cannot be replaced.
+        os.chmod(scratch_dir, 0o711)
+        view = os.path.join(scratch_dir, "work")
+        os.makedirs(view, mode=0o700, exist_ok=True)
+        env = _env(device, view, _copy_kit(scratch_dir))
+        cfg.update(uid_base=SANDBOX_UID_BASE, drop=view,
                    seccomp=seccomp_program(allow_fork=allow_fork).hex())
     else:
         env = _env(device, scratch_dir, str(KIT_ROOT))
         if not root:   # the uid is shared with the grader: bound growth, not the total
             n = _tasks_of_uid(os.getuid()) + limits.max_processes
             values["RLIMIT_NPROC"] = (n, n)
+    if device == "cuda" and backend != "trusted" and limits.gpu_memory_fraction:
+        env[GPU_FRACTION_ENV] = repr(float(limits.gpu_memory_fraction))
     argv = [python, "-I", "-S", "-c", _LAUNCHER, json.dumps(cfg)]
     return LaunchSpec(argv=argv, env=env, preexec_fn=None, pass_fds=tuple(fds), cwd=scratch_dir,
                       scratch_dir=view)
@@ -528,7 +657,7 @@ def _copy_kit(scratch_dir: str) -> str:
     """Copy the kit's runtime into ``<scratch_dir>/.kit`` (owned by the grader, world-readable) and
     return that directory: the fallback worker then needs nothing of the course directory."""
     dest = Path(scratch_dir) / ".kit"
-    for rel in KIT_FILES:
+    for rel in runtime_paths():
         src, dst = KIT_ROOT / rel, dest / rel
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"),

@@ -29,13 +29,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import weakref
 
 from autograder import bounds
 from autograder.load.untrusted import count_json_values
-from autograder.sandbox import backends, protocol
+from autograder.sandbox import backends, cleanup, protocol
 from autograder.sandbox.limits import Limits, scratch_bytes
 from autograder.sandbox.protocol import ProtocolError
 
@@ -43,6 +42,7 @@ START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hel
 LOAD_GRACE = 3.0          # seconds past a cell's own time limit before the parent stops it
 MAX_CELLS_LEFT_OUT = 5    # cells that hang or end the worker at load, left out one by one
 CONTROL_TIMEOUT = 15.0    # seconds for a zygote to answer fork/kill/status
+CONTROL_POLL = 0.2        # seconds between checks that the zygote is neither stopped nor gone
 READ_CHUNK = 4 << 20
 FLAG_FOR_SIGNAL = {"SIGXCPU": "limit_cpu", "SIGKILL": "limit_memory", "SIGXFSZ": "limit_file"}
 
@@ -366,7 +366,12 @@ class _Direct:
         return (None, sig, self.cpu_seconds) if sig is not None else (rc, None, self.cpu_seconds)
 
     def cleanup(self) -> None:
+        """Remove the scratch directory and, for ``fallback`` (the worker wrote to the host's
+        filesystems as a uid of its own), every file of that uid (``cleanup.remove_uid_files``).
+        Called once the process has ended."""
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.backend == "fallback" and os.geteuid() == 0:
+            cleanup.remove_uid_files(backends.SANDBOX_UID_BASE + self.pid)
 
 
 class _Forked:
@@ -564,7 +569,7 @@ class Worker:
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
-        scratch = tempfile.mkdtemp(prefix="ag-worker-")
+        scratch = cleanup.make_scratch("worker", sweep_uids=self.backend == "fallback")
         try:
             spec = backends.launch_spec(self.backend, python=self.python, worker_args=worker_args(),
                                         limits=self.limits, device=launch_device(self.device),
@@ -806,6 +811,8 @@ class Worker:
         (``limit_output`` when the captured output went over ``max_output_kb``)."""
         if self._chan is not None:
             self._chan.drain()
+        if self._zygote is not None and isinstance(self._proc, _Forked):
+            self._zygote.audit(self)        # a harmed zygote is restarted now, on our time
         out: dict[str, dict] = {}
         for e in self.events:
             if e["code"] in ("restart",):
@@ -836,6 +843,15 @@ class Zygote:
     ``spawn_worker()`` returns a started ``Worker`` whose process is a child of the zygote. The
     zygote serves one live child at a time: spawning the next kills the previous child with all
     its leftovers and wipes its scratch directory, and closes the previous handle.
+
+    A child shares the zygote's uid, so it can SIGSTOP or SIGKILL it (the zygote ignores every
+    other signal and reads nothing a child wrote). Invariant: such harm is found and repaired on
+    the time of the submission whose child was live, never on the next one's. Every control
+    request checks every ``CONTROL_POLL`` s that the zygote is neither stopped nor gone (no
+    waiting out ``CONTROL_TIMEOUT``); ``audit(worker)``, called when the worker's flags are read
+    (the end of its submission), checks it once more. A zygote found harmed is replaced at once
+    (the new one is started before the call returns) and the live worker gets the flag
+    ``zygote_restart``.
     """
 
     _ids = itertools.count(1)
@@ -846,6 +862,7 @@ class Zygote:
         self.python = python or sys.executable
         self.events: list[dict] = []
         self.pid: int | None = None
+        self.host_pid: int | None = None     # the zygote's pid as the grader sees it
         self.spawn_seconds: float | None = None
         self._proc: _Direct | None = None
         self._chan: Channel | None = None
@@ -853,6 +870,7 @@ class Zygote:
         self._current: Worker | None = None
         self._child_pid: int | None = None
         self._finalizer = None
+        self._closed = False
         self.generation = 0          # bumped whenever the zygote process is replaced
 
     def start(self) -> None:
@@ -862,7 +880,7 @@ class Zygote:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
-        scratch = tempfile.mkdtemp(prefix="ag-zygote-")
+        scratch = cleanup.make_scratch("zygote", sweep_uids=self.backend == "fallback")
         try:
             spec = backends.launch_spec(
                 self.backend, python=self.python,
@@ -887,10 +905,12 @@ class Zygote:
             self.close()
             raise WorkerDied(f"the zygote did not start\n{self._tail.text()[-2000:]}") from None
         self.pid = hello.get("pid")
+        self.host_pid = _host_pid(popen.pid, self.pid)
         self.spawn_seconds = time.monotonic() - started
 
     def close(self) -> None:
         """Kill the zygote and every child it forked."""
+        self._closed = True
         current, self._current = self._current, None
         self._hard_restart()
         if current is not None:
@@ -911,6 +931,7 @@ class Zygote:
         """
         if self._current is not None:
             self._current.close()
+        self._closed = False
         worker = Worker(settings or self.settings, backend=self.backend, device=self.device,
                         zygote=self)
         self._current = worker
@@ -920,28 +941,77 @@ class Zygote:
     def ping(self) -> dict:
         return self._control({"op": "ping"})
 
+    def harm(self) -> str | None:
+        """Why the zygote process cannot serve (stopped by a signal, or gone); None if it can."""
+        if self._proc is None or self.host_pid is None:
+            return None
+        state = _proc_state(self.host_pid)
+        if state is None or state in "ZX":
+            return "it was killed"
+        if state in "Tt":
+            return "it was stopped (SIGSTOP)"
+        return None
+
+    def audit(self, worker: "Worker") -> None:
+        """Check the zygote while ``worker`` is its live child (end of the submission): a
+        zygote that was stopped, killed or does not answer is replaced now, and ``worker`` is
+        flagged. Never raises."""
+        if self._proc is None or worker is not self._current:
+            return
+        try:
+            self._control({"op": "ping"}, charge=worker)
+        except WorkerDied:
+            pass
+
     # -- used by Worker -----------------------------------------------------------------------
-    def _control(self, msg: dict, fds: tuple = (), retry: bool = False) -> dict:
-        """One control request; a zygote that does not answer is killed (and, with ``retry``,
-        restarted once)."""
+    def _control(self, msg: dict, fds: tuple = (), retry: bool = False,
+                 charge: "Worker | None" = None) -> dict:
+        """One control request; a zygote that is stopped, gone or does not answer is replaced
+        (the new one started before this returns; with ``retry`` the request is sent to it once
+        more). ``charge``: the worker whose child was live, flagged ``zygote_restart`` then."""
         for attempt in (0, 1):
             self.start()
             rid = f"z{next(self._ids)}"
+            line = protocol.dumps({**msg, "id": rid})
+            deadline = time.monotonic() + CONTROL_TIMEOUT
+            why = None
             try:
-                reply = self._chan.exchange(protocol.dumps({**msg, "id": rid}), rid,
-                                            time.monotonic() + CONTROL_TIMEOUT, fds=fds)
-            except (_EOF, _Expired) as exc:
-                self.events.append({"code": "zygote_restart", "message":
-                                    f"the zygote stopped answering ({type(exc).__name__})"})
-                self._hard_restart()
+                while True:
+                    try:
+                        reply = self._chan.exchange(line, rid, min(
+                            deadline, time.monotonic() + CONTROL_POLL), fds=fds)
+                        break
+                    except _Expired:
+                        line, fds = None, ()
+                        why = self.harm() or (
+                            "it did not answer" if time.monotonic() >= deadline else None)
+                        if why is not None:
+                            raise
+            except (_EOF, _Expired):
+                why = why or self.harm() or "it closed its control channel"
+                self._replace(why, charge)
                 if retry and attempt == 0:
                     continue
-                raise WorkerDied("the zygote stopped answering") from None
+                raise WorkerDied(f"the zygote stopped answering: {why}") from None
             if not reply.get("ok"):
                 raise WorkerDied(f"the zygote refused {msg.get('op')}: "
                                  f"{protocol.decode_error(reply.get('error'))['message']}")
             return reply
         raise AssertionError("unreachable")
+
+    def _replace(self, why: str, charge: "Worker | None") -> None:
+        """Kill a harmed zygote and start the next one now (on the current submission's time)."""
+        event = {"code": "zygote_restart", "message": f"the process workers are forked from "
+                 f"had to be restarted ({why}) while this submission's code ran"}
+        self.events.append(event)
+        if charge is not None:
+            charge.events.append(event)
+        self._hard_restart()
+        if not self._closed:
+            try:
+                self.start()
+            except Exception:      # noqa: BLE001  the next request tries again, and says why
+                pass
 
     def _hard_restart(self) -> None:
         """Kill the zygote's whole tree (its children die with it); ``start`` makes a new one."""
@@ -951,6 +1021,7 @@ class Zygote:
         proc, chan = self._proc, self._chan
         self._proc = self._chan = None
         self._child_pid = None
+        self.host_pid = None
         self.generation += 1
         if proc is not None:
             _finalize(proc, chan)
@@ -976,7 +1047,7 @@ class Zygote:
         if self._proc is None or pid != self._child_pid:
             return
         try:
-            self._control({"op": "kill"})
+            self._control({"op": "kill"}, charge=self._current)
         except WorkerDied:
             pass
 
@@ -984,9 +1055,38 @@ class Zygote:
         if self._proc is None or pid != self._child_pid:
             return None, int(signal.SIGKILL)
         try:
-            reply = self._control({"op": "status", "pid": pid, "wait": wait})
+            reply = self._control({"op": "status", "pid": pid, "wait": wait},
+                                  charge=self._current)
         except WorkerDied:
             return None
         if reply.get("running"):
             return None
         return reply.get("code"), reply.get("signal"), reply.get("cpu_seconds")
+
+
+def _proc_state(pid: int) -> str | None:
+    """The state letter of ``pid`` in /proc (R, S, D, T, t, Z, ...); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return data[data.rfind(b")") + 2:].split()[0].decode("ascii")
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def _host_pid(root: int, inner_pid) -> int | None:
+    """The pid, as the grader sees it, of the process in ``root``'s tree whose innermost pid
+    (its own PID namespace, as under bubblewrap) is ``inner_pid``."""
+    if not isinstance(inner_pid, int):
+        return None
+    for pid in sorted({root} | _descendants(root)):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        if int(line.split()[-1]) == inner_pid:
+                            return pid
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return None

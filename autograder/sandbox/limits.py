@@ -22,6 +22,7 @@ class Limits:
     max_open_files: int = 256         # RLIMIT_NOFILE
     max_file_mb: int = 64             # RLIMIT_FSIZE
     max_output_kb: int = 64           # captured stdout+stderr kept
+    gpu_memory_fraction: float = 0.0  # share of each GPU's memory (0: 1 / (2 x jobs), config.py)
 
 
 def cpu_kill_grace_seconds(limits: Limits) -> int:

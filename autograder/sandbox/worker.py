@@ -438,7 +438,7 @@ class Server:
             try:
                 line = self.reader.readline()
             except ProtocolError as exc:
-                self.send({"id": None, **kit_error(exc)})
+                self.send({"id": request_id(self.reader.buf), **kit_error(exc)})
                 self.reader.buf.clear()
                 continue
             if line is None:
@@ -446,7 +446,7 @@ class Server:
             try:
                 msg = protocol.loads(line)
             except ProtocolError as exc:
-                self.send({"id": None, **kit_error(exc)})
+                self.send({"id": request_id(line), **kit_error(exc)})
                 continue
             del line
             self.send({"id": msg.get("id"), **self.handle(msg)})
@@ -648,10 +648,30 @@ def positional_names(fn, n: int) -> list[str]:
     return [params[i] if i < len(params) else f"args[{i}]" for i in range(n)]
 
 
+GPU_FRACTION_ENV = "AG_GPU_MEMORY_FRACTION"   # set by the launcher (backends.py) for CUDA
+
+
+def bound_gpu_memory(cuda) -> float | None:
+    """Cap this process's share of every visible GPU's memory at the fraction the grader set
+    (``Limits.gpu_memory_fraction``, in ``GPU_FRACTION_ENV``): torch's caching allocator then
+    raises OutOfMemoryError past it. Called before any student code uses CUDA. None: no cap."""
+    raw = os.environ.get(GPU_FRACTION_ENV)
+    if not raw:
+        return None
+    fraction = float(raw)
+    if not 0 < fraction <= 1:
+        raise BadRequest(f"GPU memory fraction {raw!r} is not in (0, 1]")
+    for index in range(cuda.device_count()):
+        cuda.set_per_process_memory_fraction(fraction, index)
+    return fraction
+
+
 def resolve_device(requested: str) -> tuple[str, str]:
-    """(device, note). CUDA falls back to the CPU (with a note) when torch cannot use it."""
+    """(device, note). CUDA falls back to the CPU (with a note) when torch cannot use it; on
+    CUDA the worker's share of GPU memory is bounded first (``bound_gpu_memory``)."""
     if requested in ("cuda", "auto"):
         if torch.cuda.is_available():
+            bound_gpu_memory(torch.cuda)
             return "cuda", ""
         return "cpu", "" if requested == "auto" else "CUDA is not available in the worker"
     return "cpu", ""
@@ -684,30 +704,108 @@ def flush_std() -> None:
 
 # --- the zygote ------------------------------------------------------------------------------
 
+_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_.:-]{1,64})"')
+
+
+def request_id(data) -> str | None:
+    """The id of a request that could not be parsed, looked for in its first and last 4 KiB
+    (``protocol.dumps`` writes ``id`` last), so that even that error reply carries it."""
+    view = bytes(data[:4096]) + b" " + bytes(data[-4096:])
+    found = _ID.findall(view)
+    return found[-1].decode("ascii") if found else None
+
+
+KEPT_SIGNALS = ("SIGCHLD", "SIGCONT", "SIGKILL", "SIGSTOP", "SIGWINCH", "SIGURG")
+
+
 class Zygote:
     """Forks one child per ``fork`` request; never runs student code or torch computation.
 
-    It is non-dumpable (a child with the same uid cannot ptrace it or read its memory) and a
-    child subreaper (orphans of a child come back to it), so before each fork it kills every
-    descendant and wipes the children's scratch directory: one live child at a time.
+    What a child can do to it, and why it does not matter (README "Security model"):
+
+    - Signals: when the zygote holds CAP_SETUID (bubblewrap with a root grader: the stub keeps
+      ``backends.ZYGOTE_CAPS`` for it), each child runs as ``child_uid`` (our uid +
+      ``CHILD_UID_OFFSET``) with no capability at all, so it cannot signal us (EPERM). Otherwise
+      it ignores every signal that can be ignored; SIGKILL and SIGSTOP cannot be, and the
+      parent's handle (``client.Zygote``) detects both, restarts the zygote and charges the
+      submission whose child was live. It is non-dumpable (no ptrace, no /proc/PID/mem) and the
+      children's seccomp filter refuses ptrace.
+    - Scratch: each child gets a fresh directory ``child-<n>``. The zygote never reads a file in
+      its scratch: it only removes entries (on the scratch's own device, links not followed)
+      after a child ends (op ``kill``) and before the next fork, so nothing a child leaves there
+      reaches the next child or the zygote.
+    - It is a child subreaper: orphans of a child come back to it and are killed with it.
     """
 
     def __init__(self, *, child_seccomp: bool, wipe_uid_files: bool):
         self.sock = socket.socket(fileno=REQ_FD)  # keeps fd 3 taken: received fds are >= 5
         self.scratch = os.getcwd()
-        self.child_dir = os.path.join(self.scratch, "child")
+        self.forks = 0
+        self.child_dir = self.scratch
         self.child_pid = 0
         self.statuses: dict[int, int] = {}
         self.cpu: dict[int, float] = {}      # CPU seconds each reaped child used
-        self.wipe_uid_files = wipe_uid_files
+        self.wipe_uid_files = wipe_uid_files and os.getuid() >= SANDBOX_UID_MIN
+        self.handlers: dict[int, object] = {}  # signal dispositions to give back to children
         self.seccomp = None
         if child_seccomp:  # the filter the launcher would have installed (no new processes)
             from autograder.sandbox import backends
             self.seccomp = (backends.install_seccomp, backends.seccomp_program())
+        if self.wipe_uid_files:   # found now, as this uid: the places it could write to
+            from autograder.sandbox import cleanup
+            cleanup.writable_places()
+        self.child_uid = None
+        if capabilities("CapEff") >> 7 & 1 and os.getuid() >= SANDBOX_UID_MIN:   # CAP_SETUID
+            from autograder.sandbox import backends
+            self.child_uid = os.getuid() + backends.CHILD_UID_OFFSET
+            self.set_capabilities = backends.set_capabilities
+            _libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+            backends.set_capabilities(backends.ZYGOTE_CAPS, backends.ZYGOTE_CAPS, 0)
+
+    def as_children(self):
+        """A context in which files are made and removed as the children's uid (effective uid
+        only: a child still cannot signal us, that needs our real or saved uid)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def switched():
+            if self.child_uid is None:
+                yield
+                return
+            os.setresuid(-1, self.child_uid, -1)
+            try:
+                yield
+            finally:
+                os.setresuid(-1, os.getuid(), -1)
+        return switched()
+
+    def become_child_uid(self) -> None:
+        """In a child: the children's uid and no capability left, or exit."""
+        u = self.child_uid
+        os.setgroups([])
+        os.setresgid(u, u, u)
+        os.setresuid(u, u, u)
+        _libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        self.set_capabilities(0, 0, 0)
+        if os.getresuid() != (u,) * 3 or any(capabilities(k) for k in
+                                              ("CapEff", "CapPrm", "CapInh", "CapAmb")):
+            os._exit(1)
+
+    def ignore_signals(self) -> None:
+        """Ignore every signal that can be ignored (but those in ``KEPT_SIGNALS``)."""
+        kept = {getattr(signal, n) for n in KEPT_SIGNALS if hasattr(signal, n)}
+        for sig in signal.valid_signals():
+            if sig in kept:
+                continue
+            try:
+                self.handlers[sig] = signal.signal(sig, signal.SIG_IGN)
+            except (OSError, ValueError, RuntimeError):
+                continue
 
     def serve(self) -> None:
         prctl(PR_SET_DUMPABLE, 0)
         prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self.ignore_signals()
         while True:
             fds = []
             try:
@@ -716,27 +814,32 @@ class Zygote:
                 return
             if not data:
                 return
+            rid = request_id(data)
             try:
                 msg = protocol.loads(data)
+                if type(msg) is not dict:
+                    raise BadRequest("a request is a JSON object")
+                rid = msg.get("id", rid)
                 reply = self.handle(msg, fds)
             except BaseException as exc:
-                msg, reply = {}, kit_error(exc)
+                reply = kit_error(exc)
             finally:
                 for fd in fds:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
-            write_all(REP_FD, protocol.dumps({"id": msg.get("id"), **reply}))
+            write_all(REP_FD, protocol.dumps({"id": rid, **reply}))
 
     def handle(self, msg: dict, fds: list[int]) -> dict:
         op = msg.get("op")
         self.reap()
         if op == "ping":
             return {"ok": True, "pid": os.getpid(), "dumpable": prctl(PR_GET_DUMPABLE),
-                    "threads": thread_count()}
+                    "threads": thread_count(), "child_uid": self.child_uid}
         if op == "kill":
             self.kill_children()
+            self.wipe()
             return {"ok": True}
         if op == "status":
             pid = int(msg.get("pid", 0))
@@ -753,6 +856,10 @@ class Zygote:
                 raise BadRequest("fork needs three descriptors: request, reply, output")
             self.kill_children()
             self.wipe()
+            self.forks += 1
+            self.child_dir = os.path.join(self.scratch, f"child-{self.forks}")
+            with self.as_children():
+                os.mkdir(self.child_dir, 0o700)
             zygote_pid = os.getpid()
             pid = os.fork()
             if pid == 0:
@@ -767,10 +874,17 @@ class Zygote:
     def child(self, fds: list[int], zygote_pid: int) -> None:
         """In the forked child: become a fresh plain worker on the given descriptors."""
         os.setsid()
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if self.child_uid is not None:
+            self.become_child_uid()
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)    # after the uid change, which clears it
         if os.getppid() != zygote_pid:  # the zygote died before the death signal was set
             os._exit(1)
         prctl(PR_SET_CHILD_SUBREAPER, 0)
+        for sig, handler in self.handlers.items():
+            try:
+                signal.signal(sig, handler)
+            except (OSError, ValueError, TypeError, RuntimeError):
+                pass
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         self.sock.close()
@@ -783,26 +897,34 @@ class Zygote:
         start_plain_worker()
 
     def wipe(self) -> None:
-        """Remove everything a previous child could have left: every entry of the scratch
-        directory (but the launcher's read-only kit copy ``.kit``, which must not be ours) and,
-        under ``--wipe-uid-files`` with a sandbox uid, our uid's files in the shared temp dirs."""
+        """Remove every entry of the scratch directory a child could have made (ours, on the
+        scratch's own device: a bind-mounted kit or venv is left alone) and, under
+        ``--wipe-uid-files`` (fallback), our uid's files in every writable place of the host.
+        Reads no file; follows no link; never raises."""
         import shutil
 
-        me = os.getuid()
-        for entry in os.listdir(self.scratch):
-            path = os.path.join(self.scratch, entry)
-            if entry == ".kit":
-                if os.lstat(path).st_uid == me:
-                    raise BadRequest("the kit copy in the scratch directory was replaced")
-                continue
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
-        os.makedirs(self.child_dir, mode=0o700)
-        if self.wipe_uid_files and me >= SANDBOX_UID_MIN:
-            for top in ("/tmp", "/var/tmp", "/dev/shm"):
-                remove_owned(top, me)
+        owner = os.getuid() if self.child_uid is None else self.child_uid
+        try:
+            dev = os.lstat(self.scratch).st_dev
+            entries = list(os.scandir(self.scratch))
+        except OSError:
+            entries = []
+        with self.as_children():
+            for e in entries:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                    if st.st_dev != dev or st.st_uid != owner:
+                        continue       # a mount point, or what bubblewrap made (not a child's)
+                    if e.is_dir(follow_symlinks=False):
+                        shutil.rmtree(e.path, ignore_errors=True)
+                    else:
+                        os.unlink(e.path)
+                except OSError:
+                    continue
+        if self.wipe_uid_files:
+            from autograder.sandbox import cleanup
+            with self.as_children():
+                cleanup.remove_uid_files(owner, keep=(self.scratch,))
 
     def reap(self) -> None:
         while True:
@@ -840,6 +962,21 @@ class Zygote:
         self.reap()
 
 
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+
+
+def capabilities(kind: str) -> int:
+    """This process's capability set ``kind`` (CapEff, CapPrm, CapInh, CapAmb) as a mask."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(kind + ":"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def describe_status(status: int) -> dict:
     if os.WIFSIGNALED(status):
         return {"signal": os.WTERMSIG(status), "code": None}
@@ -871,26 +1008,6 @@ def descendants(root: int) -> set[int]:
                 found.add(pid)
                 todo.append(pid)
     return found
-
-
-def remove_owned(top: str, uid: int) -> None:
-    """Delete the entries directly under ``top`` that ``uid`` owns (whole trees for dirs)."""
-    import shutil
-
-    try:
-        entries = list(os.scandir(top))
-    except OSError:
-        return
-    for e in entries:
-        try:
-            if e.stat(follow_symlinks=False).st_uid != uid:
-                continue
-            if e.is_dir(follow_symlinks=False):
-                shutil.rmtree(e.path, ignore_errors=True)
-            else:
-                os.unlink(e.path)
-        except OSError:
-            pass
 
 
 def recv_fds(sock: socket.socket, maxfds: int = 3) -> tuple[bytes, list[int]]:
