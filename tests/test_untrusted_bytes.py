@@ -425,7 +425,7 @@ def honest_outcome(course: Path, student: str) -> dict:
                       "g.notebook_id = n.id join submitted_assignment a on n.assignment_id = "
                       "a.id where a.student_id = ? order by c.name", (student,)).fetchall()
     db.close()
-    feedback = (course / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb".replace(".ipynb", ".html")).read_text()
+    feedback = (course / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
     report = (course / "reports" / ASSIGNMENT / "index.html").read_text()
     return {"score": result["score"], "cells": result["extra_data"]["grade_cells"],
             "flags": result["extra_data"]["flags"], "gradebook": rows,
@@ -496,7 +496,7 @@ def test_every_hostile_submission_is_its_own_zero_and_is_named(cohorts):
         assert result["score"] == 0 and untrusted.CODE in codes, (what, codes)
         assert "grader_error" not in codes
         assert student in summary, (what, summary[-3000:])
-        assert (course / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb".replace(".ipynb", ".html")).exists()
+        assert (course / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").exists()
     huge = json.loads((course / "autograded" / "huge" / ASSIGNMENT / "results.json").read_text())
     assert huge["score"] == 0 and "unreadable_notebook" in str(huge["extra_data"]["flags"])
     patho = json.loads((course / "autograded" / "patho" / ASSIGNMENT / "results.json")

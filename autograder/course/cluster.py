@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 
@@ -149,12 +148,13 @@ def grade_task(notebook: bytes | None, name: str, *, student: str, assignment: s
 
     from autograder.config import load_settings
     from autograder.course.slot import DEFAULT_GRADER, load_grader
+    from autograder.sandbox.cleanup import make_scratch
     from autograder.sandbox.limits import Limits
 
     base = load_settings(worker_course_dir())
     settings = base.with_(cohort_seed=int(cohort_seed), limits=replace(Limits(), **limits))
     grade = load_grader(grader)
-    folder = tempfile.mkdtemp(prefix="ag-dask-")
+    folder = make_scratch("dask")      # reaped by a later run if this worker is killed
     try:
         path = Path(folder, os.path.basename(name) or f"{assignment}.ipynb")
         path.write_bytes(notebook or b"")

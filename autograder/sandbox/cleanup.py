@@ -152,7 +152,7 @@ def remove_uid_files(uid: int, places: tuple[str, ...] | list[str] | None = None
 
 SCRATCH_PREFIXES = ("ag-zygote-", "ag-worker-")
 SANDBOX_UID_RANGE = (1_900_000_000, 1_900_000_000 + (1 << 23))   # uid base + pid (+ 1 << 22)
-_OWNED = re.compile(r"^(ag-zygote-|ag-worker-)(\d+)\.(\d+)-")
+_OWNED = re.compile(r"^(ag-zygote-|ag-worker-|ag-dask-)(\d+)\.(\d+)-")
 
 
 def _start_time(pid: int) -> int | None:
@@ -170,7 +170,7 @@ def make_scratch(kind: str, *, sweep_uids: bool = False) -> str:
     which process owns it, so ``reap_stale()`` can tell a dead run's directory from a live one.
     The first call in a process reaps what dead runs left (``reap_stale``; with ``sweep_uids``,
     for the fallback, their sandbox uids' files too)."""
-    if kind not in ("zygote", "worker"):
+    if kind not in ("zygote", "worker", "dask"):
         raise ValueError(kind)
     _reap_once(sweep_uids)
     pid = os.getpid()
