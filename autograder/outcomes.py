@@ -114,6 +114,9 @@ OUTCOMES = OutcomeCollection([
     _o("magic_lines_dropped", "Lines not run at grading",
        "Shell and magic lines (!cmd, %magic, get_ipython()) were dropped; the feedback lists them.",
        category="note"),
+    _o("fallback_exposed", "Sandbox could read course files",
+       "Graded under the fallback sandbox while course or kit files were readable to its uid "
+       "(fallback_exposures() lists them); chmod them as the README says.", category="note"),
     _o("locked_cell_modified", "A read-only cell was changed",
        "A locked cell differs from the source (nbgrader checksum); the source's cell was used.",
        serious=True),

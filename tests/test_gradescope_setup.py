@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from autograder import REPO_ROOT
-from autograder.gradescope import (SETUP_SH, apply_visibility, runtime_requirements,
+from autograder.sandbox.backends import runtime_paths
+from autograder.gradescope import (apply_visibility, runtime_requirements, setup_script,
                                    staff_log, visibility_options)
 from test_gradescope import ASSIGNMENT, bundle, install, run_autograder  # noqa: F401
 
@@ -57,7 +58,9 @@ def stand_in(tmp_path: Path, python3: str, **env) -> tuple[Path, dict]:
     src.mkdir(parents=True)
     (src / "requirements.txt").write_text(
         runtime_requirements((REPO_ROOT / "requirements.txt").read_text()))
-    (src / "setup.sh").write_text(SETUP_SH)
+    (src / "setup.sh").write_text(setup_script())
+    for p in runtime_paths():               # the folders the lock-down opens for the runtime
+        (src / p).parent.mkdir(parents=True, exist_ok=True)
     fake = tmp_path / "bin"
     fake.mkdir()
     for d in ("/usr/local/bin", "/usr/bin", "/bin"):
