@@ -293,7 +293,8 @@ def find_notebook(folder: Path, assignment: str, student: str):
 def run(root: Path, assignment: str) -> int:
     """Grade the Gradescope submission under ``root`` into ``root/results/results.json``."""
     from autograder.config import load_settings
-    from autograder.course.batch import GRADER_ERROR_TEXT, finish, zero_result
+    from autograder.course.batch import finish, zero_result
+    from autograder.outcomes import GRADER_ERROR_TEXT
     from autograder.course.paths import grade_cell_points
     from autograder.results import write_atomic
 

@@ -9,7 +9,9 @@ here, with:
   detail (details that could leak internals, such as a grader error's traceback, are replaced);
 - ``category``: ``"unread"`` (nothing could be graded), ``"error"`` (the kit failed, a regrade
   is owed), ``"note"`` (not an integrity finding), or ``"integrity"`` (worth a look);
-- ``serious``: shown first and counted as a problem in the report.
+- ``serious``: shown first and counted as a problem in the report;
+- ``flagged``: worth a staff member's look (the summary's "flagged"); by default, every
+  ``integrity`` and ``note`` outcome.
 
 Every module builds flags with ``flag(code, detail)``, which refuses an unknown code;
 ``tests/test_outcomes.py`` also fails on any code written as a literal in the kit that this
@@ -28,6 +30,13 @@ class Outcome:
     student: str = ""
     category: str = "integrity"      # "unread" | "error" | "note" | "integrity"
     serious: bool = False
+    flagged: bool | None = None      # None: category is "integrity" or "note"
+
+    @property
+    def needs_a_look(self) -> bool:
+        if self.flagged is None:
+            return self.category in ("integrity", "note")
+        return self.flagged
 
 
 GRADER_ERROR_TEXT = ("This submission could not be fully graded because of an error in the "
@@ -63,13 +72,23 @@ class OutcomeCollection:
         o = self._by_code.get(code)
         return (o.student if o and o.student else str(detail))[:1000]
 
+    def needs_a_look(self, code: str) -> bool:
+        """An integrity finding or a failure staff should see; unknown codes count."""
+        o = self._by_code.get(code)
+        return True if o is None else o.needs_a_look
+
+    def serious(self, code: str) -> bool:
+        o = self._by_code.get(code)
+        return bool(o and o.serious)
+
     def title(self, code: str) -> str:
         o = self._by_code.get(code)
         return o.title if o else code.replace("_", " ")
 
 
-def _o(code, title, staff, student="", category="integrity", serious=False) -> Outcome:
-    return Outcome(code, title, staff, student, category, serious)
+def _o(code, title, staff, student="", category="integrity", serious=False,
+       flagged=None) -> Outcome:
+    return Outcome(code, title, staff, student, category, serious, flagged)
 
 
 OUTCOMES = OutcomeCollection([
@@ -83,8 +102,9 @@ OUTCOMES = OutcomeCollection([
        "Several notebooks and none with the assignment's name; rename the right one and regrade.",
        category="unread", serious=True),
     _o("not_a_regular_file", "Not a regular file",
-       "A submitted path is a link, FIFO, device or folder; it was not followed or read.",
-       category="unread", serious=True),
+       "A submitted path is a link, FIFO, device or folder; it was not followed or read. A link "
+       "to the answer key or a classmate is an attempt, not an accident.",
+       category="unread", serious=True, flagged=True),
     # --- the kit failed ------------------------------------------------------------------------
     _o("grader_error", "Grading problem",
        "An error in the kit itself; the detail has the traceback. The submission is regraded on "
@@ -95,7 +115,7 @@ OUTCOMES = OutcomeCollection([
     # --- notes -----------------------------------------------------------------------------------
     _o("device_fallback", "Device",
        "CUDA was asked for but not usable where the worker ran; graded on the CPU.",
-       category="note"),
+       category="note", flagged=False),
     _o("renamed_notebook", "Notebook renamed",
        "The only notebook had another name; it was graded.", category="note"),
     _o("extra_notebooks", "More than one notebook",
@@ -107,13 +127,13 @@ OUTCOMES = OutcomeCollection([
        "folder and regrade to give the student their own id."),
     _o("gradebook_error", "Gradebook row not written",
        "The coordinator could not write this student's gradebook row; the result stands.",
-       category="error"),
+       category="note"),
     _o("feedback_error", "Feedback page not written",
        "The coordinator could not write this student's feedback page or autograded notebook.",
-       category="error"),
+       category="note"),
     _o("magic_lines_dropped", "Lines not run at grading",
        "Shell and magic lines (!cmd, %magic, get_ipython()) were dropped; the feedback lists them.",
-       category="note"),
+       category="note", flagged=False),
     _o("fallback_exposed", "Sandbox could read course files",
        "Graded under the fallback sandbox while course or kit files were readable to its uid "
        "(fallback_exposures() lists them); chmod them as the README says.", category="note"),

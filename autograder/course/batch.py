@@ -28,6 +28,7 @@ from autograder.course.paths import CoursePaths, course_paths, grade_cell_points
 from autograder.course.kinds import is_flagged, kind
 from autograder.course.slot import DEFAULT_GRADER
 from autograder.load import untrusted
+from autograder.outcomes import GRADER_ERROR_TEXT
 from autograder.results import GradingResult, TestResult, grade_cell_totals, write_atomic
 
 
@@ -205,7 +206,8 @@ def finish(result: GradingResult, job: Job) -> GradingResult:
     """Add what the coordinator knows (choice-of-notebook flags, the sha256) to a result."""
     extra = result.extra_data
     known = {(f.get("code"), f.get("message")) for f in extra.setdefault("flags", [])}
-    extra["flags"] = [f for f in job.flags if (f["code"], f["message"]) not in known] + extra["flags"]
+    extra["flags"] = [f for f in job.flags
+                      if (f["code"], f["message"]) not in known] + extra["flags"]
     extra["submission_sha256"] = job.sha256
     extra.setdefault("student", job.student)
     return result
@@ -313,8 +315,6 @@ def run_slots(jobs: list[Job], *, course_dir: Path, assignment: str, n: int, gra
         reap_stale()    # the killed slots' scratch folders: their owners are dead now
 
 
-GRADER_ERROR_TEXT = ("This submission could not be graded because of an error in the grader; "
-                     "your course staff will regrade it.")
 
 
 class UsageError(Exception):

@@ -15,30 +15,11 @@ from pathlib import Path
 
 from autograder.course.kinds import attempted, cell_of
 from autograder.course.training_plot import training_svg
+from autograder.outcomes import OUTCOMES
 from autograder.points import fmt_percent, fmt_points
 from autograder.results import write_atomic
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-FLAG_TITLES = {
-    "locked_cell_modified": "A read-only cell was changed",
-    "renamed_notebook": "Notebook renamed",
-    "extra_notebooks": "More than one notebook",
-    "ambiguous_submission": "Could not tell which notebook to grade",
-    "no_notebook": "No notebook",
-    "unreadable_notebook": "Notebook could not be read",
-    "grader_error": "Grading problem",
-    "worker_died": "Your code crashed the grading process",
-    "limit_cpu": "CPU time limit reached",
-    "limit_memory": "Memory limit reached",
-    "limit_wall": "Time limit reached",
-    "device_fallback": "Device",
-    "magic_lines_dropped": "Lines not run at grading",
-}
-GRADER_ERROR_TEXT = ("An error in the grader stopped part of the grading. Your course staff have "
-                     "been told and will regrade this submission.")
-SERIOUS = {"grader_error", "unreadable_notebook", "no_notebook", "ambiguous_submission",
-           "locked_cell_modified", "worker_died"}
 
 
 def environment():
@@ -56,9 +37,8 @@ def student_flags(flags: list[dict]) -> list[dict]:
     shown = []
     for f in flags:
         code = f.get("code", "")
-        message = GRADER_ERROR_TEXT if code == "grader_error" else str(f.get("message", ""))
-        shown.append({"code": code, "title": FLAG_TITLES.get(code, code.replace("_", " ")),
-                      "message": message[:1000]})
+        shown.append({"code": code, "title": OUTCOMES.title(code),
+                      "message": OUTCOMES.student_text(code, str(f.get("message", "")))})
     return shown
 
 
@@ -143,7 +123,7 @@ def render_feedback(data: dict) -> str:
         assignment=extra.get("assignment", ""), student=extra.get("student", ""),
         score=score, max_score=max_score,
         percent=round(100 * score / max_score, 1) if max_score else 0,
-        output=output, flags=flags, serious=any(f["code"] in SERIOUS for f in flags),
+        output=output, flags=flags, serious=any(OUTCOMES.serious(f["code"]) for f in flags),
         questions=questions(data), plot=training_svg, sandbox=extra.get("sandbox", ""),
         device=extra.get("device", ""))
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import re
 
-# "Nothing could be graded": the summary's "failed to read".
-UNREAD_CODES = {"unreadable_notebook", "no_notebook", "ambiguous_submission",
-                "not_a_regular_file"}
-# Flags that are not integrity findings (a link or special file submitted is one).
-NOT_INTEGRITY = (UNREAD_CODES - {"not_a_regular_file"}) | {"grader_error", "device_fallback"}
+from autograder.outcomes import OUTCOMES
+
+# "Nothing could be graded": the summary's "failed to read" (autograder/outcomes.py).
+UNREAD_CODES = OUTCOMES.codes("unread")
+ERROR_CODES = OUTCOMES.codes("error")
 
 
 def flag_codes(result: dict) -> set[str]:
@@ -17,7 +17,7 @@ def flag_codes(result: dict) -> set[str]:
 def kind(result: dict) -> str:
     """'grader error', 'failed to read' or 'graded'."""
     codes = flag_codes(result)
-    if "grader_error" in codes:
+    if codes & ERROR_CODES:
         return "grader error"
     if codes & UNREAD_CODES:
         return "failed to read"
@@ -26,7 +26,7 @@ def kind(result: dict) -> str:
 
 def is_flagged(result: dict) -> bool:
     """Has an integrity finding (a renamed notebook, a changed locked cell, a limit hit...)."""
-    return bool(flag_codes(result) - NOT_INTEGRITY)
+    return any(OUTCOMES.needs_a_look(c) for c in flag_codes(result) if c)
 
 
 # A check of a function still left as the release's stub fails with this in its message.

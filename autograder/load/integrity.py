@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autograder import outcomes
+
 if TYPE_CHECKING:
     from autograder.assignments import Assignment
     from autograder.load.notebook import StudentCell
@@ -51,7 +53,8 @@ def nbgrader_utils():
 
 
 def flag(code: str, message: str) -> dict:
-    return {"code": code, "message": message}
+    """A result flag; ``code`` must be declared in ``autograder/outcomes.py``."""
+    return outcomes.flag(code, message)
 
 
 def nbgrader_meta(cell: Any) -> dict:
