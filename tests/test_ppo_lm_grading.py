@@ -15,7 +15,6 @@ catching a mistake) train at full length.
 """
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
