@@ -16,7 +16,7 @@ array; the parent turns them into best-arm probabilities with the arm means it d
 """
 from __future__ import annotations
 
-from autograder.harness import Adam, HarnessStop, kit_namespace
+from autograder.harness import Adam, HarnessStop, kit_namespace, surrogate
 
 
 def train(student, *, kit_source: str, arm_means, episodes: int = 500, lr: float = 0.05,
@@ -46,7 +46,7 @@ def train(student, *, kit_source: str, arm_means, episodes: int = 500, lr: float
                               f"{loss.shape}) during training, not a single loss; reduce it "
                               "with .mean()")
         optimizer.zero_grad()
-        log_probs.backward(torch.as_tensor(grad, dtype=log_probs.dtype))
+        surrogate(float(loss.reshape(())), [log_probs], [grad]).backward()
         optimizer.step()
     return {"logits": policy.logits.detach().T.contiguous().cpu().numpy(),
             "round_trips": student.round_trips, "checked": sum(student.checked.values())}

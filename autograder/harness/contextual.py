@@ -18,7 +18,7 @@ fixed set of states.
 """
 from __future__ import annotations
 
-from autograder.harness import Adam, HarnessStop, kit_namespace
+from autograder.harness import Adam, HarnessStop, kit_namespace, surrogate
 
 
 def train(student, *, kit_source: str, weights, iterations: int = 200,
@@ -70,9 +70,8 @@ def train(student, *, kit_source: str, weights, iterations: int = 200,
                 raise HarnessStop(f"`ppo_combined_loss` returned a total loss of shape "
                                   f"{total.shape} during training, not a single number")
             optimizer.zero_grad()
-            torch.autograd.backward([log_probs_new, new_values],
-                                    [torch.as_tensor(g_new, dtype=log_probs_new.dtype),
-                                     torch.as_tensor(g_values, dtype=new_values.dtype)])
+            surrogate(float(total.reshape(())), [log_probs_new, new_values],
+                      [g_new, g_values]).backward()
             optimizer.step()
     return {"actor": actor_layers(policy.actor), "round_trips": student.round_trips,
             "checked": sum(student.checked.values())}

@@ -34,7 +34,7 @@ import types
 
 # Imported here, once: the worker executes a harness afresh with its own copy of this package,
 # so a later ``from autograder.harness import ...`` inside a function would bind other classes.
-from autograder.harness import Adam, HarnessStop, describe_error, kit_namespace
+from autograder.harness import Adam, HarnessStop, describe_error, kit_namespace, surrogate
 
 FUNCTIONS = ("per_token_rewards", "compute_token_gae", "token_ppo_loss", "masked_mean")
 
@@ -125,19 +125,6 @@ def stand_ins(student) -> dict:
 
     return {"per_token_rewards": per_token_rewards, "compute_token_gae": compute_token_gae,
             "masked_mean": masked_mean, "token_ppo_loss": token_ppo_loss}
-
-
-def surrogate(value: float, inputs: list, grads: list):
-    """A 0-dim tensor equal to ``value`` whose gradient with respect to each of ``inputs`` is
-    the matching array of ``grads``: what the student's loss is, to the trainer's graph."""
-    import torch
-
-    total = torch.tensor(value, dtype=inputs[0].dtype, device=inputs[0].device)
-    for x, g in zip(inputs, grads):
-        g = torch.as_tensor(g, dtype=x.dtype, device=x.device)
-        term = (x * g).sum()
-        total = total + term - term.detach()
-    return total
 
 
 def _loop_error(exc: BaseException, policy) -> str:
