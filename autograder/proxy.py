@@ -245,7 +245,10 @@ class StudentProxy:
                     raise WorkerTimeout(f"the training run did not finish within {limit:g} s")
                 answer = student.forward(reply["need"])
             except BaseException:
-                self._worker.request({"op": "train_reply", "abort": True}, limit)
+                try:    # stop the trainer; the student's failure is what the test reports
+                    self._worker.request({"op": "train_reply", "abort": True}, limit)
+                except WorkerError:
+                    pass
                 raise
             reply = self._worker.request({"op": "train_reply", "reply": answer}, limit)
         if not reply.get("ok"):
