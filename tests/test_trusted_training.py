@@ -101,3 +101,59 @@ def test_lm_functions_that_hunt_for_the_models_find_nothing_and_score_0(tmp_path
     assert any("`token_ppo_loss` returned a loss with no gradient" in m for m in messages)
     # per_token_rewards is the answer key's with a hunt that finds nothing: full marks
     assert cells["per_token_rewards"][0] == cells["per_token_rewards"][1]
+
+
+# --- the relay itself, with real workers -----------------------------------------------------------
+
+EXITS_ON_THIRD_CALL = '''
+import os
+_calls = [0]
+
+def reinforce_loss(log_probs, rewards):
+    _calls[0] += 1
+    if _calls[0] == 3:
+        os._exit(3)
+    return -(log_probs * torch.as_tensor(rewards, dtype=log_probs.dtype)).mean()
+'''
+
+
+def test_a_student_worker_that_dies_mid_run_stops_only_that_run():
+    """The student's worker ends mid-run: the run raises WorkerDied (the student's message), the
+    trusted trainer is stopped, and the same trusted worker trains the next submission."""
+    pytest.importorskip("torch")
+    from autograder.config import load_settings
+    from autograder.grade.submission import reference_cells
+    from autograder.hints import mutant_cells
+    from autograder.proxy import NotDefined, StudentProxy, WorkerDied
+    from autograder.sandbox.client import Worker
+    from autograder.suites.ppo import training as T
+
+    settings = load_settings(REPO_ROOT)
+    asg = load_assignment("ppo", REPO_ROOT)
+    key = reference_cells(asg)
+    params = dict(T.bandit_params(7, T.kit_source(asg, ["BanditPolicy"])), episodes=20)
+    params["check"] = T.check_params(asg, 7, {"reinforce_loss": 20})
+    workers = [Worker(settings, backend="trusted", device="cpu", trusted=True)]
+    try:
+        trusted = workers[0]
+        trusted.start()
+        trusted.load(key + mutant_cells(asg))
+
+        def student(cells):
+            w = Worker(settings, backend="unsafe", device="cpu")
+            workers.append(w)
+            w.start()
+            w.load(cells)
+            return StudentProxy(w)
+
+        dying = student(key + [{"id": "exits", "source": EXITS_ON_THIRD_CALL}])
+        with pytest.raises(WorkerDied):
+            StudentProxy(trusted).train("bandit", dying, **params)
+        missing = student([c for c in key if "def reinforce_loss" not in c["source"]])
+        with pytest.raises(NotDefined):
+            StudentProxy(trusted).train("bandit", missing, **params)
+        out = StudentProxy(trusted).train("bandit", student(key), **params)
+        assert "error" not in out and out["round_trips"] == 20
+    finally:
+        for w in workers:
+            w.close()
