@@ -45,7 +45,7 @@ class StudentError(Exception):
 
     def __str__(self) -> str:
         where = {"backward": f"Calling .backward() on the result of {self.function}",
-                 "harness": f"The training run ({self.function})"}.get(
+                 "harness": "Your code"}.get(
             self.stage, f"{self.function}" if self.function else "Your code")
         text = f"{where} raised {self.type}: {self.message}"
         return f"{text}\n{self.trace}" if self.trace else text
