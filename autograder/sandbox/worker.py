@@ -554,7 +554,7 @@ class Server:
             leaves[lname] = builder.tensor(payload["$tensor"])
         args = [builder.value(a) for a in msg.get("args", [])]
         kwargs = {k: builder.value(v) for k, v in (msg.get("kwargs") or {}).items()}
-        named = dict(zip(positional_names(fn, len(args)), args)) | kwargs
+        named = dict(zip(self.names_of(fn, len(args)), args)) | kwargs
         before = {k: safe_fingerprint(v) for k, v in named.items()}
         backward = msg.get("backward")
         self.reset_state(msg.get("seed"))
@@ -580,6 +580,21 @@ class Server:
             grads = {w: tensor_grad(leaves[w]) for w in wrt}
             reply["grads"] = {w: None if g is None else encode_value(g) for w, g in grads.items()}
         return reply
+
+    def names_of(self, fn, n: int) -> list[str]:
+        """``positional_names``, remembered per function object (``inspect.signature`` costs
+        more than a training step's whole call)."""
+        cache = self.__dict__.setdefault("_names", {})
+        try:
+            key = (id(fn), n)
+            hit = cache.get(key)
+            if hit is not None and hit[0] is fn:
+                return hit[1]
+        except BaseException:
+            return positional_names(fn, n)
+        names = positional_names(fn, n)
+        cache[key] = (fn, names)
+        return names
 
     def op_map(self, msg: dict) -> dict:
         """Call ``fn`` once per row of ``columns`` (arrays with one row per call; call i gets
