@@ -300,13 +300,18 @@ given classes, or the answer key. The thresholds live in `autograder/suites/ppo/
 
 ## What is measured
 
-- **REINFORCE** (`reinforce_training`, harness `autograder/harness/bandit.py`): {T.BANDIT_RUNS}
+Each run is the suite's own: the trusted trainer, each call of a student function sent through
+the worker's request handler as data and its reply checked against the answer key and its
+catalogued mistakes (`autograder/harness/relay.py`). A control that is not a catalogued mistake
+fails that check (it scores NaN, counted as -inf), which is what grading would do with it.
+
+- **REINFORCE** (`reinforce_training`, trainer `autograder/harness/bandit.py`): {T.BANDIT_RUNS}
   independent five-armed bandits per student, trained at once for 500 episodes with Adam
   (lr 0.05) and the notebook's `BanditPolicy`. The arm means are the notebook's levels
   (0.1, 0.2, 0.3, 0.5, 0.8), shuffled per bandit by the hidden seed and jittered by at most
   ±{T.BANDIT_JITTER}. The score is the final probability of each bandit's best arm, averaged
   over the {T.BANDIT_RUNS} bandits.
-- **PPO** (`ppo_training`, harness `autograder/harness/contextual.py`): the notebook's PPO loop
+- **PPO** (`ppo_training`, trainer `autograder/harness/contextual.py`): the notebook's PPO loop
   (200 iterations, batch 64, 4 epochs, Adam lr 3e-4, epsilon 0.2, vf_coeff 0.5) on the
   notebook's `ContextualBandit` and `PPOPolicy`, bandit weights drawn from the hidden seed. The
   parent scores the trained actor (greedy action) on {T.EVAL_STATES:,} fixed evaluation states,
