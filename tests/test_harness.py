@@ -353,3 +353,21 @@ def test_batched_gae_is_the_per_episode_gae(reference):
             for r, v in zip(rewards, values)]
     np.testing.assert_array_equal(np.concatenate(got), np.concatenate(want).astype(np.float64))
     assert student.checked == {"compute_gae": 1} and student.round_trips == 1
+
+
+def test_batched_gae_reads_any_sequence_and_names_a_failure(reference):
+    """Lists, tensors and tuples of 0-dim tensors all read as the advantages; an exception in one
+    episode stops training with the function named and the student's own line."""
+    rng = np.random.default_rng(1)
+    columns = [rng.normal(size=(8, 1)), np.c_[rng.normal(size=8), np.zeros(8)]]
+    want = relay.Student(relay.local_ask(reference), None, seed=0).map("compute_gae", columns)
+    gae = reference["compute_gae"]
+    for wrap in (lambda a: a.tolist(), lambda a: tuple(a.unbind()), lambda a: a.double()):
+        ns = dict(reference, compute_gae=lambda r, v, gamma=0.99, lam=0.95, w=wrap:
+                  w(gae(r, v, gamma, lam)))
+        got = relay.Student(relay.local_ask(ns), None, seed=0).map("compute_gae", columns)
+        np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=1e-6)
+    broken = with_override(reference, "def compute_gae(rewards, values, gamma=0.99, lam=0.95):\n"
+                                      "    return [1.0 / (values[0] > 10)]\n")
+    with pytest.raises(HarnessStop, match="`compute_gae` raised ZeroDivisionError"):
+        relay.Student(relay.local_ask(broken), None, seed=0).map("compute_gae", columns)
