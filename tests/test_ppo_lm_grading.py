@@ -183,7 +183,8 @@ def test_training_catches_the_kl_sign_flip(graded):
     g = graded["rewards_kl_sign_flipped"]
     assert not g.short_training
     assert g.lost["lm_ppo_training"] == pytest.approx(POINTS["lm_ppo_training"])
-    assert "the KL must stay at most" in g.outputs["lm_ppo_training"]
+    # first or second of the problems named (the first is capitalised)
+    assert "the kl must stay at most" in g.outputs["lm_ppo_training"].lower()
 
 
 # --- the pieces of the training test -------------------------------------------------------------
