@@ -306,8 +306,12 @@ def describe_failure(fn: str, error) -> str:
         return f"`{fn}` failed during training"
     text = err["message"].strip().splitlines()
     what = f"{err['type']}: {text[0][:300]}" if text else err["type"]
-    if err["stage"] == "backward":
-        head = f"calling .backward() on the loss `{fn}` returned raised {what} during training"
+    if err["stage"] == "backward" and err["type"] == "TypeError" and not err["trace"] and \
+            err["message"].startswith(("the output is a", "expected a tuple of outputs")):
+        head = (f"`{fn}` did not return a loss tensor during training ({text[0][:200]}), so "
+                "no gradient step was possible")
+    elif err["stage"] == "backward":
+        head = f"calling .backward() on what `{fn}` returned raised {what} during training"
     elif err["stage"] == "worker":
         head = f"`{fn}` could not be called during training ({what})"
     else:
