@@ -3,7 +3,9 @@
     python -m autograder.calibrate [--assignment ppo] [--seeds 200] [--controls 20]
 
 Runs the source notebook's own solutions (the instructor's code, so in this process, without a
-sandbox) through both training harnesses over ``--seeds`` hidden seeds, drawn exactly as the
+sandbox) through both trusted trainers (``autograder/harness/bandit.py``, ``contextual.py``),
+every call of a student function served by the worker's own request handler and checked
+against the answer key and its mutants as a student's is (``relay.local_student``), over ``--seeds`` hidden seeds, drawn exactly as the
 suites draw them (``derive_seed(cohort_seed, student id, test key)`` with made-up student ids).
 It records the distribution of the best-arm probability (REINFORCE) and of the fraction of the
 random-to-optimal gap closed (PPO), runs negative controls (a sign-flipped loss, a loss that
@@ -58,11 +60,13 @@ def threshold_rule(worst: float) -> float:
 def reference_namespace(assignment) -> dict:
     """The answer key as the trusted reference worker runs it: every code cell but the grade
     cells (``reference_cells``: set-up and solution cells in full, other given cells' definitions),
-    executed cell by cell in one namespace (a cell that raises is skipped, as the worker does)."""
+    then the mutants (``autograder.hints.mutant_cells``), executed cell by cell in one namespace
+    (a cell that raises is skipped, as the worker does)."""
     from autograder.grade.submission import reference_cells
+    from autograder.hints import mutant_cells
 
     ns: dict = {"__name__": "__main__"}
-    for cell in reference_cells(assignment):
+    for cell in reference_cells(assignment) + mutant_cells(assignment):
         try:
             exec(compile(cell["source"], f"<cell {cell['id']}>", "exec"), ns)
         except Exception:
@@ -79,21 +83,35 @@ def with_override(ns: dict, source: str) -> dict:
     return out
 
 
-def run_reinforce(ns: dict, kit: str, seed: int) -> float:
-    from autograder.harness import bandit
+def train(trainer: str, ns: dict, reference: dict, params: dict, check: dict) -> dict:
+    """One trusted training run as the suite makes it, the student's functions taken from
+    ``ns``; a run the checks stop gives ``{"error": ...}``."""
+    import importlib
 
+    from autograder.harness import relay
+
+    module = importlib.import_module(f"autograder.harness.{trainer}")
+    try:
+        return module.train(relay.local_student(ns, reference, check), **params)
+    except relay.HarnessStop as stop:
+        return {"error": str(stop)}
+
+
+def run_reinforce(ns: dict, kit: str, seed: int, assignment=None, reference=None) -> float:
     params = T.bandit_params(seed, kit)
-    out = bandit.run(ns, **params)
+    check = T.check_params(assignment, seed, {"reinforce_loss": params["episodes"]})
+    out = train("bandit", ns, reference if reference is not None else ns, params, check)
     if "error" in out:
         return float("nan")
     return T.best_arm_probability(out["logits"], params["arm_means"])
 
 
-def run_ppo(ns: dict, kit: str, seed: int) -> float:
-    from autograder.harness import contextual
-
+def run_ppo(ns: dict, kit: str, seed: int, assignment=None, reference=None) -> float:
     params = T.contextual_params(seed, kit)
-    out = contextual.run(ns, **params)
+    check = T.check_params(assignment, seed, {"compute_gae": params["iterations"],
+                                              "ppo_combined_loss": params["iterations"]
+                                              * params["ppo_epochs"]})
+    out = train("contextual", ns, reference if reference is not None else ns, params, check)
     if "error" in out:
         return float("nan")
     return T.gap_closed(out["actor"], params["weights"], T.evaluation_states(seed))["gap_closed"]
@@ -174,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[float]] = {"reinforce": [], "ppo": []}
     for i, (s1, s2) in enumerate(zip(seeds(REINFORCE_KEY, args.seeds, "ref"),
                                      seeds(PPO_KEY, args.seeds, "ref"))):
-        results["reinforce"].append(run_reinforce(reference, bandit_kit, s1))
-        results["ppo"].append(run_ppo(reference, ppo_kit, s2))
+        results["reinforce"].append(run_reinforce(reference, bandit_kit, s1, assignment,
+                                                  reference))
+        results["ppo"].append(run_ppo(reference, ppo_kit, s2, assignment, reference))
         if (i + 1) % 10 == 0:
             print(f"  {i + 1}/{args.seeds} seeds, {time.monotonic() - started:.0f} s: "
                   f"best-arm min {min(results['reinforce']):.4f}, "
@@ -187,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
 
     controls = {
         "reinforce: sign flipped": [run_reinforce(with_override(reference, SIGN_FLIPPED[
-            "reinforce_loss"]), bandit_kit, s) for s in seeds(REINFORCE_KEY, args.controls,
-                                                                "flip")],
+            "reinforce_loss"]), bandit_kit, s, assignment, reference)
+            for s in seeds(REINFORCE_KEY, args.controls, "flip")],
         "reinforce: a policy always on arm 2": [always_arm_2(s) for s in seeds(
             REINFORCE_KEY, args.controls, "arm2")],
         "ppo: policy loss sign flipped": [run_ppo(with_override(reference, SIGN_FLIPPED[
-            "ppo_combined_loss"]), ppo_kit, s) for s in seeds(PPO_KEY, args.controls, "flip")],
+            "ppo_combined_loss"]), ppo_kit, s, assignment, reference)
+            for s in seeds(PPO_KEY, args.controls, "flip")],
     }
     stats = {"reinforce": summary(results["reinforce"]), "ppo": summary(results["ppo"])}
     thresholds = {
@@ -280,13 +300,18 @@ given classes, or the answer key. The thresholds live in `autograder/suites/ppo/
 
 ## What is measured
 
-- **REINFORCE** (`reinforce_training`, harness `autograder/harness/bandit.py`): {T.BANDIT_RUNS}
+Each run is the suite's own: the trusted trainer, each call of a student function sent through
+the worker's request handler as data and its reply checked against the answer key and its
+catalogued mistakes (`autograder/harness/relay.py`). A control that is not a catalogued mistake
+fails that check (it scores NaN, counted as -inf), which is what grading would do with it.
+
+- **REINFORCE** (`reinforce_training`, trainer `autograder/harness/bandit.py`): {T.BANDIT_RUNS}
   independent five-armed bandits per student, trained at once for 500 episodes with Adam
   (lr 0.05) and the notebook's `BanditPolicy`. The arm means are the notebook's levels
   (0.1, 0.2, 0.3, 0.5, 0.8), shuffled per bandit by the hidden seed and jittered by at most
   ±{T.BANDIT_JITTER}. The score is the final probability of each bandit's best arm, averaged
   over the {T.BANDIT_RUNS} bandits.
-- **PPO** (`ppo_training`, harness `autograder/harness/contextual.py`): the notebook's PPO loop
+- **PPO** (`ppo_training`, trainer `autograder/harness/contextual.py`): the notebook's PPO loop
   (200 iterations, batch 64, 4 epochs, Adam lr 3e-4, epsilon 0.2, vf_coeff 0.5) on the
   notebook's `ContextualBandit` and `PPOPolicy`, bandit weights drawn from the hidden seed. The
   parent scores the trained actor (greedy action) on {T.EVAL_STATES:,} fixed evaluation states,

@@ -45,7 +45,7 @@ class StudentError(Exception):
 
     def __str__(self) -> str:
         where = {"backward": f"Calling .backward() on the result of {self.function}",
-                 "harness": f"The training run ({self.function})"}.get(
+                 "harness": "Your code"}.get(
             self.stage, f"{self.function}" if self.function else "Your code")
         text = f"{where} raised {self.type}: {self.message}"
         return f"{text}\n{self.trace}" if self.trace else text
@@ -216,16 +216,72 @@ class StudentProxy:
         if seed is not None:
             msg["seed"] = int(seed)
         reply = self._worker.request(msg, timeout or self._worker.limits.harness_timeout_seconds)
-        if reply.get("harness_replaced"):
-            self._worker.events.append({"code": "harness_replaced", "message": "the submission "
-                                        f"replaced the kit's training harness {name!r} in its "
-                                        "worker; the kit's own was run"})
         if not reply.get("ok"):
             raise self._error(reply, name)
         try:
             return protocol.decode(reply.get("value"))[0]
         except ProtocolError as exc:
             raise self._malformed(name, exc) from None
+
+    def train(self, name: str, student: "StudentProxy", *, timeout: float | None = None,
+              **params) -> dict:
+        """On the trusted proxy: run the trainer ``autograder/harness/<name>.py`` in the trusted
+        worker, relaying each student call it asks for to ``student``'s worker and the raw reply
+        back (one round trip each; the parent decodes nothing). Returns the trainer's result
+        (``{"error": message}`` when the student's functions stopped training). A student
+        function that is not defined, hangs or ends its process raises as in ``call``."""
+        import time
+
+        if not self._worker.trusted:
+            raise RuntimeError("training runs in the trusted worker only")
+        limit = timeout or self._worker.limits.harness_timeout_seconds
+        deadline = time.monotonic() + limit
+        msg = {"op": "train", "name": name,
+               "params": {k: protocol.encode(v) for k, v in params.items()}}
+        reply = self._worker.request(msg, limit)
+        while reply.get("ok") and "need" in reply:
+            try:
+                if time.monotonic() > deadline:
+                    raise WorkerTimeout(f"the training run did not finish within {limit:g} s")
+                answer = student.forward(reply["need"])
+            except BaseException:
+                try:    # stop the trainer; the student's failure is what the test reports
+                    self._worker.request({"op": "train_reply", "abort": True}, limit)
+                except WorkerError:
+                    pass
+                raise
+            reply = self._worker.request({"op": "train_reply", "reply": answer}, limit)
+        if not reply.get("ok"):
+            raise self._error(reply, name)
+        try:
+            return protocol.decode(reply.get("value"))[0]
+        except ProtocolError as exc:
+            raise self._malformed(name, exc) from None
+
+    def forward(self, msg: dict) -> dict:
+        """Send a trainer's ``call`` or ``map`` request to this worker; the raw reply (a claim,
+        checked by the trainer). Raises NotDefined, WorkerDied, WorkerTimeout like ``call``."""
+        fn = msg.get("fn")
+        if msg.get("op") not in ("call", "map") or not isinstance(fn, str):
+            raise RuntimeError(f"a trainer asked for {msg.get('op')!r}")
+        if fn not in self.defined:
+            raise NotDefined(fn, self.why_not_defined(fn))
+        if fn in self._failed:
+            earlier = self._failed[fn]
+            raise type(earlier)(f"{earlier}; {fn} was not called again after that")
+        try:
+            reply = self._worker.request(msg, self._worker.limits.call_timeout_seconds)
+        except WorkerError as exc:
+            if not self._worker.out_of_wall_time:
+                self._failed[fn] = exc
+            raise
+        if not reply.get("ok"):
+            limit = limit_of(reply.get("error") or {}) if isinstance(reply.get("error"),
+                                                                    dict) else None
+            if limit is not None and limit != "call_timeout":
+                reply["error"]["message"] = (f"{reply['error'].get('message', '')} "
+                                             f"({limit_note(limit, self._worker.limits)})")
+        return reply
 
     # -- helpers ------------------------------------------------------------------------------
     def _input(self, x, leaves: dict, owners: dict):

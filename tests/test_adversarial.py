@@ -654,7 +654,7 @@ def grade_controls(pool, settings, ctx: Context, trimmed, asg, root: Path) -> di
     probe = build(probe_case, dataclasses.replace(ctx, port=listener.getsockname()[1]), root)
     key = build(key_case, ctx, root)
 
-    def injected(self, name, **params):
+    def injected(self, name, student, **params):
         raise KeyError("injected fault in the kit's harness call")
 
     out = {}
@@ -664,7 +664,7 @@ def grade_controls(pool, settings, ctx: Context, trimmed, asg, root: Path) -> di
             probe, ASSIGNMENT, student="probe", settings=settings, backend="unsafe",
             pool=pool).to_json()
         mp.setattr(submission_module, "load_assignment", lambda name, d: asg)
-        mp.setattr(StudentProxy, "harness", injected)
+        mp.setattr(StudentProxy, "train", injected)
         out["kit_fault"] = submission_module.grade_submission(
             key, ASSIGNMENT, student="fault", settings=settings, pool=pool).to_json()
     with pytest.MonkeyPatch.context() as mp:   # last: it replaces the pool's reference worker
@@ -785,7 +785,7 @@ def test_the_probes_find_secrets_and_the_listener_when_unconfined(corpus):
 
 
 def test_a_fault_in_the_suite_costs_only_the_tests_it_hits(corpus):
-    """A kit bug during the hidden tests (injected: every training-harness call raises) fails
+    """A kit bug during the hidden tests (injected: every trusted training run raises) fails
     the tests it hits with the generic message and a grader_error flag for the staff; the other
     questions are graded as usual and the fault's text never reaches the student."""
     result = corpus.controls["kit_fault"]

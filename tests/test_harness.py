@@ -1,7 +1,8 @@
-"""The training harnesses: they learn with the answer key, fail with a sign-flipped loss, use
+"""The trusted trainers: they learn with the answer key, fail with a sign-flipped loss, use
 the notebook's own classes whatever the submission defines, and the batched bandit runs do not
-influence each other. The harnesses run in this process here (the answer key is trusted code);
-``tests/test_mutants.py`` runs them through the sandboxed worker."""
+influence each other. The trainers run in this process here, the "student" functions served by
+the worker's own request handler (``relay.local_student``: the answer key is trusted code);
+``tests/test_mutants.py`` and ``tests/test_trusted_training.py`` run them through the workers."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ torch = pytest.importorskip("torch")
 from autograder import REPO_ROOT  # noqa: E402
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.calibrate import SIGN_FLIPPED, reference_namespace, with_override  # noqa: E402
-from autograder.harness import bandit, contextual  # noqa: E402
+from autograder.harness import HarnessStop, bandit, contextual, relay  # noqa: E402
 from autograder.suites.ppo import training as T  # noqa: E402
 
 SEED = 20261123
@@ -43,9 +44,19 @@ def thresholds():
     return T.load_thresholds()["thresholds"]
 
 
+def run(trainer, ns, params, check=None):
+    """One trusted run with the functions of ``ns``; replies checked against ``check``'s
+    reference namespace when given (``(reference, check params)``)."""
+    reference, check = check if check is not None else (None, None)
+    try:
+        return trainer.train(relay.local_student(ns, reference, check), **params)
+    except HarnessStop as stop:
+        return {"error": str(stop)}
+
+
 def bandit_score(ns, kit, seed, **overrides):
     params = {**T.bandit_params(seed, kit), **overrides}
-    out = bandit.run(ns, **params)
+    out = run(bandit, ns, params)
     assert "error" not in out, out
     return T.best_arm_probability(out["logits"], params["arm_means"]), out
 
@@ -82,8 +93,8 @@ def test_batched_bandit_runs_do_not_couple(reference, bandit_kit):
     params = T.bandit_params(SEED, bandit_kit, runs=6)
     changed = [list(row) for row in params["arm_means"]]
     changed[0] = changed[0][::-1]
-    a = bandit.run(reference, **params)["logits"]
-    b = bandit.run(reference, **{**params, "arm_means": changed})["logits"]
+    a = run(bandit, reference, params)["logits"]
+    b = run(bandit, reference, {**params, "arm_means": changed})["logits"]
     assert not np.allclose(a[0], b[0])
     np.testing.assert_allclose(a[1:], b[1:], rtol=0, atol=1e-6)
 
@@ -94,8 +105,8 @@ def test_batch_size_scaling_does_not_matter(reference, bandit_kit):
     summed = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"
                                       "    return -(log_probs * rewards).sum()\n")
     params = T.bandit_params(SEED, bandit_kit, runs=8)
-    a = bandit.run(reference, **params)["logits"]
-    b = bandit.run(summed, **params)["logits"]
+    a = run(bandit, reference, params)["logits"]
+    b = run(bandit, summed, params)["logits"]
     np.testing.assert_allclose(a, b, atol=1e-3)
 
 
@@ -111,17 +122,17 @@ def test_bandit_reports_an_unusable_loss(reference, bandit_kit):
     as_float = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"
                                         "    loss = -(log_probs * rewards).mean()\n"
                                         "    return float(loss.detach())\n")
-    out = bandit.run(as_float, **T.bandit_params(SEED, bandit_kit))
-    assert "not a tensor" in out["error"]
+    out = run(bandit, as_float, T.bandit_params(SEED, bandit_kit))
+    assert "not a tensor" in out["error"] and "`reinforce_loss`" in out["error"]
     raises = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"
                                       "    raise ValueError('nope')\n")
-    out = bandit.run(raises, **T.bandit_params(SEED, bandit_kit))
-    assert "ValueError: nope" in out["error"]
+    out = run(bandit, raises, T.bandit_params(SEED, bandit_kit))
+    assert "`reinforce_loss` raised ValueError: nope" in out["error"]
 
 
 def ppo_score(ns, kit, seed, **overrides):
     params = {**T.contextual_params(seed, kit), **overrides}
-    out = contextual.run(ns, **params)
+    out = run(contextual, ns, params)
     assert "error" not in out, out
     return T.gap_closed(out["actor"], params["weights"], T.evaluation_states(seed))
 
@@ -199,3 +210,164 @@ def test_the_harness_adam_is_torchs_adam():
                 optimizer.step()
         for p, q in zip(a.parameters(), b.parameters()):
             assert torch.equal(p, q)
+
+
+# --- the trusted side checks what the student's worker sends back ----------------------------------
+
+BEST_ARM_SO_FAR = '''
+_best = {}
+
+def reinforce_loss(log_probs, rewards):
+    """Statistics across calls: only the runs whose reward beats their best so far count."""
+    rewards = torch.as_tensor(rewards, dtype=log_probs.dtype)
+    key = len(rewards)
+    best = _best.get(key, torch.full_like(rewards, -1e9))
+    keep = (rewards >= best).to(rewards.dtype)
+    _best[key] = torch.maximum(best, rewards)
+    return -(log_probs * rewards * keep).mean()
+'''
+
+
+def bandit_check(assignment, seed=SEED):
+    return T.check_params(assignment, seed, {"reinforce_loss": 500})
+
+
+def test_a_loss_with_state_across_calls_fails_the_comparison(reference, bandit_kit, assignment):
+    cheat = with_override(reference, BEST_ARM_SO_FAR)
+    out = run(bandit, cheat, T.bandit_params(SEED, bandit_kit),
+              (reference, bandit_check(assignment)))
+    assert "`reinforce_loss` did not give the same result during training" in out["error"]
+    # without the comparison the same loss trains, and better than chance: it is worth catching
+    score, _ = bandit_score(cheat, bandit_kit, SEED)
+    assert score > 0.5
+
+
+def test_the_answer_key_and_a_catalogued_mistake_pass_the_comparison(reference, bandit_kit,
+                                                                     assignment):
+    params = T.bandit_params(SEED, bandit_kit)
+    out = run(bandit, reference, params, (reference, bandit_check(assignment)))
+    assert "error" not in out and out["checked"] >= 8
+    assert out["round_trips"] == params["episodes"]
+    summed = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"
+                                      "    return -(log_probs * rewards).sum()\n")
+    assert "reinforce_sum" in {m.name for m in __import__("autograder.hints", fromlist=["x"])
+                               .load_mutants(assignment)}
+    out = run(bandit, summed, params, (reference, bandit_check(assignment)))
+    assert "error" not in out
+
+
+def test_switching_between_the_key_and_a_mistake_fails_the_comparison(reference, bandit_kit,
+                                                                      assignment):
+    """Each reply alone matches a candidate (the key or the sign-flipped mistake), but one
+    function must be one candidate for the whole run: steering call by call does not pay."""
+    switching = with_override(reference, '''
+_calls = [0]
+
+def reinforce_loss(log_probs, rewards):
+    _calls[0] += 1
+    rewards = torch.as_tensor(rewards, dtype=log_probs.dtype)
+    sign = 1.0 if _calls[0] % 2 else -1.0
+    return -sign * (log_probs * rewards).mean()
+''')
+    out = run(bandit, switching, T.bandit_params(SEED, bandit_kit),
+              (reference, bandit_check(assignment)))
+    assert "`reinforce_loss` did not give the same result during training" in out["error"]
+
+
+def test_training_messages_name_the_function_and_the_cause(reference, ppo_kit, bandit_kit):
+    params = T.contextual_params(SEED, ppo_kit, iterations=2)
+    in_place = with_override(reference, '''
+_key = ppo_combined_loss
+
+def ppo_combined_loss(log_probs_new, log_probs_old, advantages, values, returns,
+                      epsilon=0.2, vf_coeff=0.5):
+    out = _key(log_probs_new, log_probs_old, advantages, values, returns, epsilon, vf_coeff)
+    returns.sub_(values.detach())
+    return out
+''')
+    out = run(contextual, in_place, params)
+    assert "`ppo_combined_loss` changed one of its inputs in place (returns)" in out["error"]
+    detached = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"
+                                        "    return -(log_probs * rewards).mean().detach()"
+                                        ".requires_grad_()\n")
+    out = run(bandit, detached, T.bandit_params(SEED, bandit_kit))
+    assert "`reinforce_loss` returned a loss with no gradient" in out["error"]
+    unreduced = with_override(reference, "def reinforce_loss(log_probs, rewards):\n"
+                                         "    return -(log_probs * rewards)\n")
+    out = run(bandit, unreduced, T.bandit_params(SEED, bandit_kit))
+    assert "`reinforce_loss`" in out["error"] and "single number" in out["error"]
+    for text in (out["error"],):
+        assert "harness" not in text and "relay" not in text and "HarnessStop" not in text
+
+
+def test_the_student_gets_only_each_calls_inputs(reference, bandit_kit, ppo_kit):
+    """What goes to the student's worker: call and map requests of the student's functions,
+    holding arrays of the batch's own shapes, never the arm means or the bandit's weights."""
+    from autograder.sandbox import protocol
+
+    sent = []
+    ask = relay.local_ask(reference)
+
+    def spy(msg):
+        sent.append(protocol.loads(protocol.dumps(msg)))
+        return ask(msg)
+
+    bparams = T.bandit_params(SEED, bandit_kit, runs=4)
+    bandit.train(relay.Student(spy, None, seed=1), **{**bparams, "episodes": 20})
+    cparams = T.contextual_params(SEED, ppo_kit, iterations=2)
+    contextual.train(relay.Student(spy, None, seed=1), **cparams)
+    secrets = [np.asarray(bparams["arm_means"], dtype=np.float32),
+               np.asarray(cparams["weights"], dtype=np.float32)]
+    arrays = []
+
+    def collect(v):
+        if isinstance(v, dict):
+            for tag, body in v.items():
+                if tag in ("$tensor", "$ndarray"):
+                    arrays.append(protocol.payload_array(body))
+                else:
+                    collect(body)
+        elif isinstance(v, list):
+            for x in v:
+                collect(x)
+
+    for msg in sent:
+        assert msg["op"] in ("call", "map")
+        assert msg["fn"] in ("reinforce_loss", "compute_gae", "ppo_combined_loss")
+        collect(msg)
+    assert len(sent) == 20 + 2 + 2 * 4
+    assert arrays and all(a.shape[0] in (4, 64) and a.ndim <= 2 for a in arrays)
+    values = np.concatenate([a.reshape(-1).astype(np.float32) for a in arrays])
+    for secret in secrets:
+        assert not np.isin(secret.reshape(-1), values).any()
+
+
+def test_batched_gae_is_the_per_episode_gae(reference):
+    """One ``map`` request gives what one call per episode gives, with the trusted check on."""
+    rng = np.random.default_rng(0)
+    rewards, values = rng.normal(size=(64, 1)), rng.normal(size=(64, 2))
+    values[:, 1] = 0.0
+    student = relay.Student(relay.local_ask(reference), reference, seed=3)
+    got = student.map("compute_gae", [rewards, values], {"gamma": 0.99, "lam": 0.95})
+    want = [np.asarray(reference["compute_gae"](r.tolist(), v.tolist(), 0.99, 0.95))
+            for r, v in zip(rewards, values)]
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(want).astype(np.float64))
+    assert student.checked == {"compute_gae": 1} and student.round_trips == 1
+
+
+def test_batched_gae_reads_any_sequence_and_names_a_failure(reference):
+    """Lists, tensors and tuples of 0-dim tensors all read as the advantages; an exception in one
+    episode stops training with the function named and the student's own line."""
+    rng = np.random.default_rng(1)
+    columns = [rng.normal(size=(8, 1)), np.c_[rng.normal(size=8), np.zeros(8)]]
+    want = relay.Student(relay.local_ask(reference), None, seed=0).map("compute_gae", columns)
+    gae = reference["compute_gae"]
+    for wrap in (lambda a: a.tolist(), lambda a: tuple(a.unbind()), lambda a: a.double()):
+        ns = dict(reference, compute_gae=lambda r, v, gamma=0.99, lam=0.95, w=wrap:
+                  w(gae(r, v, gamma, lam)))
+        got = relay.Student(relay.local_ask(ns), None, seed=0).map("compute_gae", columns)
+        np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=1e-6)
+    broken = with_override(reference, "def compute_gae(rewards, values, gamma=0.99, lam=0.95):\n"
+                                      "    return [1.0 / (values[0] > 10)]\n")
+    with pytest.raises(HarnessStop, match="`compute_gae` raised ZeroDivisionError"):
+        relay.Student(relay.local_ask(broken), None, seed=0).map("compute_gae", columns)

@@ -15,7 +15,6 @@ catching a mistake) train at full length.
 """
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
@@ -42,7 +41,6 @@ CATALOGUE = {
                           "ppo_policy_mean_over_padding"],
     "GAE leaking across rows": ["gae_leaks_across_rows"],
     "GAE leaking through padding": ["gae_leaks_through_padding", "gae_padding_not_zeroed"],
-    "reference model left trainable": ["reference_left_trainable"],
     "unmasked value loss": ["ppo_unmasked_value_loss"],
     "kl_coef missing": ["rewards_kl_coef_missing"],
     "score at the first token": ["rewards_score_at_first_token"],
@@ -185,14 +183,8 @@ def test_training_catches_the_kl_sign_flip(graded):
     g = graded["rewards_kl_sign_flipped"]
     assert not g.short_training
     assert g.lost["lm_ppo_training"] == pytest.approx(POINTS["lm_ppo_training"])
-    assert "the KL must stay at most" in g.outputs["lm_ppo_training"]
-
-
-def test_a_trainable_reference_is_named_in_the_message(graded):
-    g = graded["reference_left_trainable"]
-    assert g.lost["lm_ppo_training"] == pytest.approx(POINTS["lm_ppo_training"])
-    assert "frozen reference model became trainable in `per_token_rewards`" in \
-        g.outputs["lm_ppo_training"]
+    # first or second of the problems named (the first is capitalised)
+    assert "the kl must stay at most" in g.outputs["lm_ppo_training"].lower()
 
 
 # --- the pieces of the training test -------------------------------------------------------------
@@ -242,17 +234,18 @@ def test_evaluation_of_the_pretrained_model_is_neutral(assignment):
 
 
 def test_harness_adam_trains_like_torch_adam(assignment):
-    """The loop with the harness's Adam (what the worker runs) and with torch's own Adam give
-    the same history and weights (two short iterations)."""
+    """The trusted trainer (its Adam, the student's functions relayed through the worker's
+    request handler, their gradients pushed back) and the notebook's loop run directly with
+    torch's own Adam give the same history and weights (two short iterations)."""
     torch = pytest.importorskip("torch")
     from autograder.calibrate import reference_namespace
-    from autograder.harness import lm
+    from autograder.harness import lm, relay
 
     ns = reference_namespace(assignment)
     params = dict(T.lm_params(99, assignment), iterations=2, batch_size=16)
     threads = torch.get_num_threads()
     try:
-        ours = lm.run(ns, **params)
+        ours = lm.train(relay.local_student(ns, ns), **params)
         kit: dict = {}
         exec(params["kit_source"], kit)
         kit["load_pretrained"] = lambda path=None, device="cpu": _loaded(kit, params["weights"])
@@ -276,25 +269,6 @@ def _loaded(kit, weights):
     model = kit["TinyLM"]()
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
     return model
-
-
-def test_reference_guard_stops_on_any_change(assignment):
-    torch = pytest.importorskip("torch")
-    from autograder.harness import HarnessStop
-    from autograder.harness.lm import ReferenceGuard
-
-    ns: dict = {}
-    exec(T.kit_source(assignment), ns)
-    for change, words in [(lambda m: m.requires_grad_(True), "became trainable in `f`"),
-                          (lambda m: m.head.bias.data.add_(1e-3), "was changed in `f`"),
-                          (lambda m: m.train(), "training mode in `f`")]:
-        model = _loaded(ns, T.pretrained_weights(assignment)).eval().requires_grad_(False)
-        guard = ReferenceGuard(model)
-        guard.check("f")
-        change(model)
-        with pytest.raises(HarnessStop, match=re.escape(words)):
-            guard.check("f")
-    assert torch.is_grad_enabled()
 
 
 def test_isolated_call_uses_the_kit_masked_mean_and_restores_the_student_one():

@@ -1,14 +1,16 @@
-"""The kit's training harnesses. They run inside the worker, next to the student's code.
+"""The kit's trainers. They run in the trusted reference worker, never next to student code.
 
-Contract: a module ``autograder/harness/<name>.py`` defines
-``run(namespace: dict, **params) -> dict`` where ``namespace`` holds the student's loaded
-definitions and the result is plain data (numbers, lists, numpy arrays). A harness imports only
-torch, numpy, the standard library and this package.
+Contract: a module ``autograder/harness/<name>.py`` (``bandit``, ``contextual``, ``lm``) defines
+``train(student, **params) -> dict`` where ``student`` is a ``relay.Student`` (each call of a
+student function becomes one request to the student's worker, relayed by the parent) and the
+result is plain data (numbers, lists, numpy arrays). A trainer imports only torch, numpy, the
+standard library and this package. (``lm.run(namespace, task="call")`` is the one helper that
+runs in a student's worker: one call of a unit test with the kit's ``masked_mean``.)
 
 The environment and policy classes a harness trains come from the *source* notebook's locked
-cells: the parent passes their code in ``params["kit_source"]`` and the harness executes it in a
-fresh namespace (``kit_namespace``). The student's namespace is used only for the functions the
-student wrote, so redefining a given class in a submission changes nothing.
+cells: the parent passes their code in ``params["kit_source"]`` and the trainer executes it in a
+fresh namespace (``kit_namespace``), so redefining a given class in a submission changes
+nothing.
 """
 from __future__ import annotations
 
@@ -66,39 +68,20 @@ def kit_namespace(kit_source: str) -> dict:
     return namespace
 
 
-def student_function(namespace: dict, name: str):
-    """The student's function ``name``, or HarnessStop saying it is missing."""
-    fn = namespace.get(name)
-    if not callable(fn):
-        raise HarnessStop(f"`{name}` is not defined, so training could not run")
-    return fn
-
-
 def describe_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
 
 
-def call_student(fn, name: str, *args, **kwargs):
-    """Call a student function; an exception becomes a HarnessStop with a plain message."""
-    try:
-        out = fn(*args, **kwargs)
-    except Exception as exc:  # the student's code raised: say so, training stops
-        raise HarnessStop(f"`{name}` raised {describe_error(exc)} during training") from None
-    return out
-
-
-def as_scalar_loss(out, name: str):
-    """The 0-dim tensor a loss must be, or HarnessStop saying why it cannot be trained on."""
+def surrogate(value: float, inputs: list, grads: list):
+    """A 0-dim tensor equal to ``value`` whose gradient with respect to each of ``inputs`` is
+    the matching array of ``grads``: the student's loss, as the trainer's graph sees it.
+    (``x.backward(g)`` would do for one input, but its first call imports torch's symbolic
+    shapes, about 0.3 s of CPU in every fresh worker.)"""
     import torch
 
-    if not isinstance(out, torch.Tensor):
-        raise HarnessStop(f"`{name}` returned {type(out).__name__} during training, not a tensor, "
-                          "so no gradient step was possible")
-    if out.numel() != 1:
-        raise HarnessStop(f"`{name}` returned a tensor of shape {tuple(out.shape)} during "
-                          "training, not a single number, so no gradient step was possible")
-    if out.grad_fn is None and not out.requires_grad:
-        raise HarnessStop(f"`{name}` returned a tensor with no gradient during training, so "
-                          "the parameters could not be updated")
-    return out.reshape(())
+    total = torch.tensor(value, dtype=inputs[0].dtype, device=inputs[0].device)
+    for x, g in zip(inputs, grads):
+        term = (x * torch.as_tensor(g, dtype=x.dtype, device=x.device)).sum()
+        total = total + term - term.detach()
+    return total

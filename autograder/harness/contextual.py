@@ -1,32 +1,34 @@
 """PPO on a contextual bandit with the student's ``compute_gae`` and ``ppo_combined_loss``
-(grade cell ``ppo_training``).
+(grade cell ``ppo_training``). Runs in the trusted worker; only the two functions' calls go to
+the student.
 
 The environment and the network are the notebook's own ``ContextualBandit`` and ``PPOPolicy``
 (from the source notebook's locked cells, passed in ``kit_source``); the bandit's weights come
-from the hidden seed. The loop is the notebook's PPO training loop (``ppo_loop``): the batch is
-collected in one forward pass with the notebook's batch methods, every sample is a one-step
-episode (``compute_gae([r], [V(s), 0.0])``), the returns are advantages plus values, the
-advantages are normalised over the batch, and each batch gets ``ppo_epochs`` steps of Adam on
-the student's total loss.
+from the hidden seed and never leave this process. The loop is the notebook's PPO training loop
+(``ppo_loop``): the batch is collected in one forward pass with the notebook's batch methods,
+every sample is a one-step episode (``compute_gae([r], [V(s), 0.0])``, all of a batch in one
+``map`` request), the returns are advantages plus values, the advantages are normalised over
+the batch, and each batch gets ``ppo_epochs`` steps of Adam on the student's total loss: the
+student's worker gets the new log-probabilities and the values as leaves, returns the three
+losses and the gradients of the total with respect to both leaves, and the trainer pushes
+those gradients through its own network.
 
 Returns the trained actor as a list of layers (plain arrays); the parent evaluates it on a large
 fixed set of states.
 """
 from __future__ import annotations
 
-from autograder.harness import (Adam, HarnessStop, as_scalar_loss, call_student,
-                                kit_namespace, student_function)
+from autograder.harness import Adam, HarnessStop, kit_namespace, surrogate
 
 
-def run(namespace: dict, *, kit_source: str, weights, iterations: int = 200,
-        batch_size: int = 64, ppo_epochs: int = 4, lr: float = 3e-4, epsilon: float = 0.2,
-        gamma: float = 0.99, lam: float = 0.95, vf_coeff: float = 0.5, seed: int = 0) -> dict:
+def train(student, *, kit_source: str, weights, iterations: int = 200,
+          batch_size: int = 64, ppo_epochs: int = 4, lr: float = 3e-4, epsilon: float = 0.2,
+          gamma: float = 0.99, lam: float = 0.95, vf_coeff: float = 0.5, seed: int = 0) -> dict:
+    """``student`` is a ``relay.Student``; the result is plain data."""
     import torch
     import torch.nn.functional as F
 
     kit = kit_namespace(kit_source)
-    gae_fn = student_function(namespace, "compute_gae")
-    loss_fn = student_function(namespace, "ppo_combined_loss")
     gen = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
 
@@ -37,55 +39,42 @@ def run(namespace: dict, *, kit_source: str, weights, iterations: int = 200,
     policy = kit["PPOPolicy"](state_dim, n_actions)
     optimizer = Adam(policy.parameters(), lr=lr)
 
-    try:
-        for _ in range(iterations):
-            # --- collect a batch: one forward pass for all the states (the notebook's loop) ---
-            states = env.get_states(batch_size, generator=gen)
-            with torch.no_grad():
-                actions, log_probs_old, values = policy.get_actions(states)
-            rewards = env.step_batch(states, actions)
+    for _ in range(iterations):
+        # --- collect a batch: one forward pass for all the states (the notebook's loop) ---
+        states = env.get_states(batch_size, generator=gen)
+        with torch.no_grad():
+            actions, log_probs_old, values = policy.get_actions(states)
+        rewards = env.step_batch(states, actions)
 
-            # --- advantages with the student's GAE: one-step episodes, bootstrap value 0 ---
-            advantages = torch.tensor([
-                _first_number(call_student(gae_fn, "compute_gae", [r], [v, 0.0], gamma=gamma,
-                                        lam=lam))
-                for r, v in zip(rewards.tolist(), values.tolist())], dtype=torch.float32)
-            returns = advantages + values
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        # --- advantages with the student's GAE: one-step episodes, bootstrap value 0 ---
+        episodes = [rewards.reshape(-1, 1).numpy(),                  # [r]
+                    torch.stack([values, torch.zeros_like(values)], 1).numpy()]   # [v, 0.0]
+        gae = student.map("compute_gae", episodes, {"gamma": gamma, "lam": lam})
+        if any(a.size < 1 for a in gae):
+            raise HarnessStop("`compute_gae` returned no advantage for a one-step episode "
+                              "during training")
+        advantages = torch.tensor([float(a[0]) for a in gae], dtype=torch.float32)
+        returns = advantages + values
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-            # --- PPO update with the student's combined loss (several epochs, same batch) ---
-            for _ in range(ppo_epochs):
-                logits, new_values = policy(states)
-                log_probs_all = F.log_softmax(logits, dim=-1)
-                log_probs_new = log_probs_all.gather(1, actions.unsqueeze(1)).squeeze(1)
-                out = call_student(loss_fn, "ppo_combined_loss", log_probs_new, log_probs_old,
-                                advantages, new_values, returns, epsilon=epsilon,
-                                vf_coeff=vf_coeff)
-                if not isinstance(out, (tuple, list)) or len(out) != 3:
-                    raise HarnessStop("`ppo_combined_loss` did not return the three losses "
-                                      "(total, policy, value) during training")
-                loss = as_scalar_loss(out[0], "ppo_combined_loss")
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            if not torch.isfinite(loss.detach()):
-                raise HarnessStop("the loss became NaN or infinite during training")
-    except HarnessStop as stop:
-        return {"error": str(stop)}
-    return {"actor": actor_layers(policy.actor)}
-
-
-def _first_number(adv) -> float:
-    """The single advantage of a one-step episode, from whatever sequence type came back."""
-    import torch
-
-    try:
-        t = torch.as_tensor(adv if not isinstance(adv, torch.Tensor) else adv.detach(),
-                            dtype=torch.float32).reshape(-1)
-        return float(t[0])
-    except Exception:
-        raise HarnessStop(f"`compute_gae` returned {type(adv).__name__} during training, "
-                          "which could not be read as a sequence of advantages") from None
+        # --- PPO update with the student's combined loss (several epochs, same batch) ---
+        for _ in range(ppo_epochs):
+            logits, new_values = policy(states)
+            log_probs_all = F.log_softmax(logits, dim=-1)
+            log_probs_new = log_probs_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+            (total, _, _), (g_new, g_values) = student.call(
+                "ppo_combined_loss", [log_probs_new, log_probs_old, advantages, new_values,
+                                      returns], {"epsilon": epsilon, "vf_coeff": vf_coeff},
+                grad=(0, 3), output=0, outputs=3)
+            if total.size != 1:
+                raise HarnessStop(f"`ppo_combined_loss` returned a total loss of shape "
+                                  f"{total.shape} during training, not a single number")
+            optimizer.zero_grad()
+            surrogate(float(total.reshape(())), [log_probs_new, new_values],
+                      [g_new, g_values]).backward()
+            optimizer.step()
+    return {"actor": actor_layers(policy.actor), "round_trips": student.round_trips,
+            "checked": sum(student.checked.values())}
 
 
 def actor_layers(actor) -> list:

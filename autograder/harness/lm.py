@@ -3,32 +3,29 @@ functions (grade cell ``lm_ppo_training`` of assignment ``ppo_lm``); and calls o
 function with the kit's ``masked_mean`` in place of the student's (the unit tests of
 ``token_ppo_loss``).
 
-``run(namespace, task="train", ...)``: the notebook's own ``make_rlhf_models`` and ``rlhf_train``
-(the source notebook's cells ``corpus``, ``lm_model``, ``sampling``, ``reward_fn`` and
-``rlhf_loop``, passed in ``kit_source`` and executed in a fresh namespace) run with the student's
-``per_token_rewards``, ``compute_token_gae``, ``token_ppo_loss`` and ``masked_mean``. The
-pretrained weights arrive as plain arrays in ``weights`` (the worker cannot read ``source/``):
-the notebook's ``load_pretrained`` is replaced by one that loads them. Returns the trained
-policy's and the reference model's weights as arrays, and the loop's history; the parent scores
-the trained policy itself (``autograder/suites/ppo_lm/training.py``).
-
-The reference model must stay frozen. The loop hands the student's functions only detached
-log-probabilities, so the only way a function can unfreeze or change the reference model is by
-reaching outside its arguments (the caller's frames, the garbage collector). After every call
-of a student function the harness checks the reference model: no parameter requires a
-gradient, eval mode, every parameter bit for bit as loaded. The first violation stops training
-with a message naming the function; the parent also compares the returned reference weights
-with the weights it sent.
+``train(student, ...)`` runs in the trusted worker: the notebook's own ``make_rlhf_models`` and
+``rlhf_train`` (the source notebook's cells ``corpus``, ``lm_model``, ``sampling``, ``reward_fn``
+and ``rlhf_loop``, passed in ``kit_source`` and executed in a fresh namespace), with stand-ins
+for the student's ``per_token_rewards``, ``compute_token_gae``, ``token_ppo_loss`` and
+``masked_mean`` that send each call's inputs to the student's worker as data
+(``relay.Student``). The policy, the frozen reference model, the critic, the reward and the
+optimizer stay in this process: a student function sees only its arguments (log-probabilities,
+scores, masks, values), so it cannot reach, unfreeze or change any model. ``token_ppo_loss``
+gets the new log-probabilities and the values as leaves; the gradients of its total loss come
+back and are pushed through the trainer's own policy and critic. The pretrained weights arrive
+as plain arrays in ``weights``: the notebook's ``load_pretrained`` is replaced by one that
+loads them. Returns the trained policy's weights and the loop's history; the parent scores the
+policy itself (``autograder/suites/ppo_lm/training.py``).
 
 ``torch.optim.Adam`` in the loop is the harness's ``Adam`` (the same update; it saves the
 seconds that importing ``torch._dynamo`` costs a fresh worker): the loop sees a view of ``torch``
 that differs only in ``optim.Adam``.
 
-``run(namespace, task="call", ...)``: one call of a student function with ``masked_mean`` bound
-to the kit's implementation below while it runs, so that ``token_ppo_loss`` is graded on its own
-and a mistake in ``masked_mean`` costs points on ``masked_mean`` only. Reports the outputs, their
-tensor metadata, the gradients of the requested inputs and whether any input was changed, as
-plain data.
+``run(namespace, task="call", ...)`` runs in the student's worker: one call of a student
+function with ``masked_mean`` bound to the kit's implementation below while it runs, so that
+``token_ppo_loss`` is graded on its own and a mistake in ``masked_mean`` costs points on
+``masked_mean`` only. Reports the outputs, their tensor metadata, the gradients of the requested
+inputs and whether any input was changed, as plain data.
 """
 from __future__ import annotations
 
@@ -37,25 +34,23 @@ import types
 
 # Imported here, once: the worker executes a harness afresh with its own copy of this package,
 # so a later ``from autograder.harness import ...`` inside a function would bind other classes.
-from autograder.harness import (Adam, HarnessStop, as_scalar_loss, describe_error, kit_namespace,
-                                student_function)
+from autograder.harness import Adam, HarnessStop, describe_error, kit_namespace, surrogate
 
 FUNCTIONS = ("per_token_rewards", "compute_token_gae", "token_ppo_loss", "masked_mean")
 
 
-def run(namespace: dict, *, task: str = "train", **params) -> dict:
-    if task == "train":
-        return train(namespace, **params)
+def run(namespace: dict, *, task: str = "call", **params) -> dict:
     if task == "call":
         return isolated_call(namespace, **params)
     raise ValueError(f"unknown task {task!r}")
 
 
-# --- training ----------------------------------------------------------------------------------
+# --- training (trusted worker) -------------------------------------------------------------------
 
-def train(namespace: dict, *, kit_source: str, weights: dict, iterations: int = 30,
+def train(student, *, kit_source: str, weights: dict, iterations: int = 30,
           batch_size: int = 64, seed: int = 0, value_seed: int = 0, device: str = "cpu",
           **loop_kwargs) -> dict:
+    """``student`` is a ``relay.Student``; the result is plain data."""
     import torch
 
     torch.set_num_threads(1)   # as in the notebook: the model is tiny, one thread is fastest
@@ -72,133 +67,64 @@ def train(namespace: dict, *, kit_source: str, weights: dict, iterations: int = 
     kit["load_pretrained"] = load_pretrained
     kit["torch"] = _torch_with_harness_adam(torch)
     policy, ref_model, value_head = kit["make_rlhf_models"](None, device, seed=int(value_seed))
-    guard = ReferenceGuard(ref_model)
+    functions = stand_ins(student)
     try:
-        functions = {name: _guarded(student_function(namespace, name), name, guard)
-                     for name in FUNCTIONS}
-        try:
-            history = kit["rlhf_train"](policy, ref_model, value_head, **functions,
-                                        iterations=int(iterations), batch_size=int(batch_size),
-                                        seed=int(seed), device=device, log_every=0,
-                                        **loop_kwargs)
-        except HarnessStop:
-            raise
-        except Exception as exc:   # the loop broke on what a student function returned
-            raise HarnessStop(_loop_error(exc, policy)) from None
-        guard.check("training")
-    except HarnessStop as stop:
-        return {"error": str(stop), "seconds": time.perf_counter() - started}
-    return {"policy": _weights(policy), "reference": _weights(ref_model),
+        history = kit["rlhf_train"](policy, ref_model, value_head, **functions,
+                                    iterations=int(iterations), batch_size=int(batch_size),
+                                    seed=int(seed), device=device, log_every=0, **loop_kwargs)
+    except HarnessStop:
+        raise
+    except Exception as exc:   # the loop broke on what a student function returned
+        raise HarnessStop(_loop_error(exc, policy)) from None
+    return {"policy": _weights(policy),
             "history": {k: [float(x) for x in v] for k, v in history.items()},
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "round_trips": student.round_trips,
+            "checked": sum(student.checked.values())}
 
 
-class ReferenceGuard:
-    """Checks that the reference model is still frozen: eval mode, no parameter that requires a
-    gradient, every parameter bit for bit as it was loaded."""
+def stand_ins(student) -> dict:
+    """The four functions as the notebook's loop calls them, each relayed to the student."""
+    import torch
 
-    def __init__(self, model):
-        self.model = model
-        self.snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
-
-    def check(self, who: str) -> None:
-        import torch
-
-        model = self.model
-        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-        changed = [n for n, p in model.named_parameters()
-                   if n not in self.snapshot or p.shape != self.snapshot[n].shape
-                   or not torch.equal(p.detach(), self.snapshot[n])]
-        where = "during training" if who == "training" else f"in `{who}`"
-        if trainable:
-            raise HarnessStop(
-                f"the frozen reference model became trainable {where}: its parameters "
-                f"{', '.join(trainable[:3])}{' ...' if len(trainable) > 3 else ''} require "
-                "gradients again. The reference must stay frozen (no gradients, never updated), "
-                "or the KL penalty no longer measures the distance to the pretrained model")
-        if changed:
-            raise HarnessStop(
-                f"the frozen reference model was changed {where} (its parameters "
-                f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}). The reference "
-                "must stay exactly the pretrained model")
-        if model.training:
-            raise HarnessStop(f"the frozen reference model was put in training mode {where}; "
-                              "it must stay in eval mode")
-
-
-def _guarded(fn, name: str, guard: ReferenceGuard):
-    """``fn`` as the loop calls it: an exception becomes a HarnessStop naming ``name``; the
-    reference model is checked after every call; the output is read as the loop needs it."""
-    def call(*args, **kwargs):
-        try:
-            out = fn(*args, **kwargs)
-        except HarnessStop:
-            raise
-        except Exception as exc:
-            raise HarnessStop(f"`{name}` raised {describe_error(exc)} during training") from None
-        guard.check(name)
-        return _READERS[name](out, args)
-    call.__name__ = name
-    return call
-
-
-def _per_token(name: str):
-    """per_token_rewards and compute_token_gae: a (B, T) tensor like their first argument;
-    lists and arrays are read as numbers (their type costs a unit check only)."""
-    def read(out, args):
-        import torch
-
-        like = args[0]
-        try:
-            t = out if isinstance(out, torch.Tensor) else torch.as_tensor(
-                _array(out), dtype=like.dtype)
-        except Exception:
-            raise HarnessStop(f"`{name}` returned {type(out).__name__} during training, which "
-                              "could not be read as a (B, T) tensor") from None
-        if tuple(t.shape) != tuple(like.shape):
+    def like(arr, ref, name):
+        t = torch.as_tensor(arr, dtype=ref.dtype, device=ref.device)
+        if tuple(t.shape) != tuple(ref.shape):
             raise HarnessStop(f"`{name}` returned shape {tuple(t.shape)} during training; the "
-                              f"batch is {tuple(like.shape)}")
-        return t.to(device=like.device, dtype=like.dtype)
-    return read
+                              f"batch is {tuple(ref.shape)}")
+        return t
 
+    def per_token_rewards(logprobs, ref_logprobs, scores, mask, kl_coef=0.1):
+        (out,), _ = student.call("per_token_rewards", [logprobs, ref_logprobs, scores, mask],
+                                 {"kl_coef": kl_coef})
+        return like(out, logprobs, "per_token_rewards")
 
-def _read_mean(out, args):
-    import torch
+    def compute_token_gae(rewards, values, mask, gamma=1.0, lam=0.95):
+        (out,), _ = student.call("compute_token_gae", [rewards, values, mask],
+                                 {"gamma": gamma, "lam": lam})
+        return like(out, rewards, "compute_token_gae")
 
-    like = args[0]
-    try:
-        t = out if isinstance(out, torch.Tensor) else torch.as_tensor(_array(out),
-                                                                      dtype=like.dtype)
-    except Exception:
-        raise HarnessStop(f"`masked_mean` returned {type(out).__name__} during training, not "
-                          "a number") from None
-    if t.numel() != 1:
-        raise HarnessStop(f"`masked_mean` returned shape {tuple(t.shape)} during training, not "
-                          "a single number")
-    return t.reshape(()).to(device=like.device)
+    def masked_mean(x, mask):
+        (out,), _ = student.call("masked_mean", [x, mask])
+        if out.size != 1:
+            raise HarnessStop(f"`masked_mean` returned shape {out.shape} during training, not "
+                              "a single number")
+        return torch.as_tensor(out.reshape(()), dtype=x.dtype, device=x.device)
 
+    def token_ppo_loss(logprobs_new, logprobs_old, advantages, values, returns, mask,
+                       epsilon=0.2, vf_coeff=0.5):
+        (total, policy_loss, value_loss), (g_new, g_values) = student.call(
+            "token_ppo_loss", [logprobs_new, logprobs_old, advantages, values, returns, mask],
+            {"epsilon": epsilon, "vf_coeff": vf_coeff}, grad=(0, 3), output=0, outputs=3)
+        for name, part in (("total", total), ("policy", policy_loss), ("value", value_loss)):
+            if part.size != 1:
+                raise HarnessStop(f"`token_ppo_loss` returned a {name} loss of shape "
+                                  f"{part.shape} during training, not a single number")
+        return (surrogate(float(total.reshape(())), [logprobs_new, values], [g_new, g_values]),
+                torch.tensor(float(policy_loss.reshape(()))),
+                torch.tensor(float(value_loss.reshape(()))))
 
-def _read_losses(out, args):
-    import torch
-
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        raise HarnessStop("`token_ppo_loss` did not return the three losses (total, policy, "
-                          "value) during training")
-    total = as_scalar_loss(out[0], "token_ppo_loss")
-    rest = []
-    for part in out[1:]:
-        try:
-            rest.append(torch.as_tensor(part.detach() if isinstance(part, torch.Tensor)
-                                        else _array(part), dtype=torch.float64).reshape(()))
-        except Exception:
-            raise HarnessStop("`token_ppo_loss` returned a policy or value loss that is not a "
-                              "single number during training") from None
-    return total, rest[0], rest[1]
-
-
-_READERS = {"per_token_rewards": _per_token("per_token_rewards"),
-            "compute_token_gae": _per_token("compute_token_gae"),
-            "masked_mean": _read_mean, "token_ppo_loss": _read_losses}
+    return {"per_token_rewards": per_token_rewards, "compute_token_gae": compute_token_gae,
+            "masked_mean": masked_mean, "token_ppo_loss": token_ppo_loss}
 
 
 def _loop_error(exc: BaseException, policy) -> str:

@@ -244,6 +244,31 @@ def tensor_numpy(t) -> "np.ndarray":
         return T.numpy(d)
 
 
+def encode_rows(values: list):
+    """Results of many calls as one float64 ``$ndarray`` with a row per call when each is a
+    tensor, a number or a flat list of numbers, all of one length; else a list of encoded
+    values. Read with the functions taken at start-up (``Pristine``)."""
+    try:
+        rows = []
+        for v in values:
+            if T.isinstance(v, T.Tensor):
+                row = tensor_numpy(v).reshape(-1)
+            elif T.type(v) in (int, float) or (T.type(v) in (list, tuple) and T.all(
+                    T.type(x) in (int, float) for x in v)):
+                row = T.asarray(v, dtype="float64").reshape(-1)
+            else:
+                raise TypeError
+            if row.dtype.kind not in "fiub" or (rows and row.shape != rows[0].shape):
+                raise TypeError
+            rows.append(row)
+        if rows:
+            stacked = T.ascontiguous([r.astype("float64") for r in rows], dtype="float64")
+            return {"$ndarray": T.payload(stacked)}
+    except BaseException:
+        pass
+    return [encode_value(v) for v in values]
+
+
 def tensor_grad(t):
     """The ``.grad`` of a leaf tensor, read with torch's own accessor."""
     with T.no_subclass():
@@ -456,7 +481,8 @@ class Server:
     def handle(self, msg: dict) -> dict:
         op = msg.get("op")
         handler = {"load": self.op_load, "call": self.op_call, "harness": self.op_harness,
-                   "ping": self.op_ping}.get(op)
+                   "ping": self.op_ping, "map": self.op_map, "train": self.op_train,
+                   "train_reply": self.op_train_reply}.get(op)
         try:
             if handler is None:
                 raise BadRequest(f"unknown op {op!r}")
@@ -476,7 +502,11 @@ class Server:
             seed = int(seed)
             random.seed(seed)
             np.random.seed(seed % (1 << 32))
-            torch.manual_seed(seed % (1 << 64))
+            # torch.manual_seed's CPU part; its lazy seeding of every other backend costs ~2 ms
+            # per call, more than a whole training step
+            torch.default_generator.manual_seed(seed % (1 << 64))
+            if self.device == "cuda":
+                torch.cuda.manual_seed_all(seed % (1 << 64))
 
     def op_load(self, msg: dict) -> dict:
         self.device, note = resolve_device(msg.get("device", "cpu"))
@@ -524,7 +554,7 @@ class Server:
             leaves[lname] = builder.tensor(payload["$tensor"])
         args = [builder.value(a) for a in msg.get("args", [])]
         kwargs = {k: builder.value(v) for k, v in (msg.get("kwargs") or {}).items()}
-        named = dict(zip(positional_names(fn, len(args)), args)) | kwargs
+        named = dict(zip(self.names_of(fn, len(args)), args)) | kwargs
         before = {k: safe_fingerprint(v) for k, v in named.items()}
         backward = msg.get("backward")
         self.reset_state(msg.get("seed"))
@@ -551,11 +581,105 @@ class Server:
             reply["grads"] = {w: None if g is None else encode_value(g) for w, g in grads.items()}
         return reply
 
+    def names_of(self, fn, n: int) -> list[str]:
+        """``positional_names``, remembered per function object (``inspect.signature`` costs
+        more than a training step's whole call)."""
+        cache = self.__dict__.setdefault("_names", {})
+        try:
+            key = (id(fn), n)
+            hit = cache.get(key)
+            if hit is not None and hit[0] is fn:
+                return hit[1]
+        except BaseException:
+            return positional_names(fn, n)
+        names = positional_names(fn, n)
+        cache[key] = (fn, names)
+        return names
+
+    def op_map(self, msg: dict) -> dict:
+        """Call ``fn`` once per row of ``columns`` (arrays with one row per call; call i gets
+        ``[col[i].tolist() for col in columns]`` as its positional arguments, plain lists as a
+        notebook loop builds them) and the shared ``kwargs``; seeded once, no gradients, no
+        mutation report (each call's lists are fresh and used once). Reply ``values``: one
+        float64 array with a row per call when every result is a tensor, number or list of
+        numbers of one length, else one encoded value per call; or the first failing call's
+        error with its ``index``."""
+        name = msg.get("fn")
+        fn = self.ns.get(name) if isinstance(name, str) else None
+        if fn is None or not callable(fn):
+            return {"ok": False, "error": {"type": "NotDefined", "stage": "call", "trace": "",
+                                           "message": f"{name} is not defined",
+                                           "in_student_code": False}}
+        builder = Builder(self.device, {})
+        columns = [builder.value(c) for c in (msg.get("columns") or [])]
+        if not columns or not all(type(c) is T.ndarray and c.ndim >= 1 and
+                                  c.shape[0] == columns[0].shape[0] for c in columns):
+            raise BadRequest("map needs columns: arrays with one row per call")
+        rows = [c.tolist() for c in columns]
+        kwargs = {k: builder.value(v) for k, v in (msg.get("kwargs") or {}).items()}
+        self.reset_state(msg.get("seed"))
+        values, started = [], time.perf_counter()
+        for i in range(columns[0].shape[0]):
+            try:
+                values.append(fn(*[r[i] for r in rows], **dict(kwargs)))
+            except BaseException as exc:
+                reply = error_reply(exc, "call")
+                reply["index"] = i
+                return reply
+        sys.setrecursionlimit(RECURSION_LIMIT)
+        return {"ok": True, "values": encode_rows(values),
+                "seconds": time.perf_counter() - started}
+
+    def op_train(self, msg: dict) -> dict:
+        """Trusted workers only: start the trainer ``autograder/harness/<name>.py`` (its
+        ``train``) in a thread. The reply is the trainer's first student call (``need``) or its
+        result (``value``); ``train_reply`` hands it each student reply in turn."""
+        from autograder.harness import relay
+
+        name = msg.get("name")
+        if name not in ("bandit", "contextual", "lm"):
+            raise BadRequest(f"bad trainer name {name!r}")
+        if getattr(self, "training", None) is not None:
+            self.training.abort()
+        module = importlib.import_module(f"autograder.harness.{name}")
+        params = {k: Builder(self.device, {}).value(v) for k, v in (msg.get("params") or {}).items()}
+        check = params.pop("check", {}) or {}
+        ns = self.ns
+
+        def target(ask):
+            student = relay.Student(ask, ns, seed=int(check.get("seed", 0)),
+                                    mutants=check.get("mutants"),
+                                    calls_expected=check.get("calls"))
+            return module.train(student, **params)
+
+        self.training = relay.Relay(target)
+        return self.train_event(self.training.start())
+
+    def op_train_reply(self, msg: dict) -> dict:
+        training = getattr(self, "training", None)
+        if training is None or training.finished:
+            raise BadRequest("no training run is waiting for a reply")
+        reply = msg.get("reply")
+        if msg.get("abort") or type(reply) is not dict:
+            training.abort()
+            self.training = None
+            return {"ok": True, "value": None}
+        return self.train_event(training.resume(reply))
+
+    def train_event(self, event) -> dict:
+        kind, body = event
+        if kind == "need":
+            return {"ok": True, "need": body}
+        self.training = None
+        if kind == "failed":
+            return kit_error(body)
+        return {"ok": True, "value": encode_value(body)}
+
     def op_harness(self, msg: dict) -> dict:
         name = msg.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise BadRequest(f"bad harness name {name!r}")
-        module, replaced = fresh_harness(name)
+        module = fresh_harness(name)
         params = {k: Builder(self.device, {}).value(v) for k, v in (msg.get("params") or {}).items()}
         namespace = self.ns
         unavailable = msg.get("unavailable") or {}
@@ -570,28 +694,23 @@ class Server:
         except BaseException as exc:
             return error_reply(exc, "harness")
         sys.setrecursionlimit(RECURSION_LIMIT)
-        return {"ok": True, "value": encode_value(value), "seconds": time.perf_counter() - started,
-                "harness_replaced": replaced}
+        return {"ok": True, "value": encode_value(value), "seconds": time.perf_counter() - started}
 
 
 HARNESS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness")
 
 
 def fresh_harness(name: str):
-    """(module, replaced): the kit's harness ``autograder/harness/<name>.py`` executed afresh
-    from its file, with a fresh ``autograder.harness`` package for its imports, so that what a
-    submission did to the imported modules (``autograder.harness.bandit.run = ...``) does not
-    run. ``replaced`` says whether the imported module's ``run`` is no longer the kit's."""
+    """The kit's harness ``autograder/harness/<name>.py`` executed afresh from its file, with a
+    fresh ``autograder.harness`` package for its imports, so that what a submission did to the
+    imported modules (``autograder.harness.lm.run = ...``) does not run. (Training runs in the
+    trusted worker; in a student's worker only the per-call helpers of ``lm`` run this way.)"""
     import types
 
     path = os.path.join(HARNESS_DIR, f"{name}.py")
     if not os.path.isfile(path):
         raise ModuleNotFoundError(f"No module named 'autograder.harness.{name}'")
     package_name, module_name = "autograder.harness", f"autograder.harness.{name}"
-    imported = sys.modules.get(module_name)
-    run = getattr(imported, "run", None) if imported is not None else None
-    replaced = imported is not None and getattr(getattr(run, "__code__", None), "co_filename",
-                                                None) != path
     package = types.ModuleType(package_name)
     package.__path__, package.__file__ = [HARNESS_DIR], os.path.join(HARNESS_DIR, "__init__.py")
     module = types.ModuleType(module_name)
@@ -609,7 +728,7 @@ def fresh_harness(name: str):
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
-    return module, bool(replaced)
+    return module
 
 
 class EarlierCallFailed(Exception):

@@ -1,7 +1,9 @@
 """Training-test helpers, used in the trusted parent (numpy only, no torch).
 
-The hidden seed decides each student's environments; the parent keeps the ground truth (arm
-means, bandit weights, evaluation states) and scores the plain arrays the harness returns.
+The hidden seed decides each student's environments. The trainer runs in the trusted worker
+(``StudentProxy.train``; ``autograder/harness/relay.py``): the ground truth (arm means, bandit
+weights) goes there and never to the student's worker; the parent scores the plain arrays the
+trainer returns, with evaluation states it keeps to itself.
 ``autograder/calibrate.py`` uses the very same functions, so the calibrated thresholds measure
 exactly what the suites measure.
 """
@@ -35,6 +37,19 @@ def torch_seed(seed: int) -> int:
     return int(seed) % (2**62)
 
 
+def check_params(assignment, hidden_seed: int, calls: dict[str, int]) -> dict:
+    """What the trusted trainer needs to check the student's replies (``relay.Student``): the
+    seed of its sample of calls, the catalogued mistakes of each function (their names in the
+    reference worker), and how many calls of each function a run makes."""
+    from autograder.hints import MUTANT_PREFIX, load_mutants
+
+    mutants: dict[str, list[str]] = {fn: [] for fn in calls}
+    for m in load_mutants(assignment):
+        if m.function in mutants:
+            mutants[m.function].append(MUTANT_PREFIX + m.name)
+    return {"seed": torch_seed(hidden_seed ^ 0xC4EC), "mutants": mutants, "calls": dict(calls)}
+
+
 # --- REINFORCE on bandits --------------------------------------------------------------------
 def bandit_arm_means(hidden_seed: int, runs: int = BANDIT_RUNS) -> np.ndarray:
     """(runs, 5) arm means: the notebook's levels, shuffled per run, each jittered slightly.
@@ -47,6 +62,7 @@ def bandit_arm_means(hidden_seed: int, runs: int = BANDIT_RUNS) -> np.ndarray:
 
 
 def bandit_params(hidden_seed: int, kit_source: str, runs: int = BANDIT_RUNS) -> dict:
+    """The bandit trainer's parameters (the arm means stay in the trusted worker)."""
     return {"kit_source": kit_source, "arm_means": bandit_arm_means(hidden_seed, runs).tolist(),
             "episodes": 500, "lr": 0.05, "noise": 0.1, "seed": torch_seed(hidden_seed ^ 0x5EED)}
 

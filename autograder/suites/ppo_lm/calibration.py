@@ -3,8 +3,10 @@
     python -m autograder.calibrate --assignment ppo_lm [--seeds 100] [--controls 5]
 
 (``make calibrate`` runs it after Part 1's calibration.) The source notebook's own solutions
-(the instructor's code, so in this process, without a sandbox) go through the training harness
-``autograder/harness/lm.py`` over ``--seeds`` hidden seeds drawn exactly as the suite draws them
+(the instructor's code, so in this process, without a sandbox) go through the trusted trainer
+``autograder/harness/lm.py``, every call of a student function served by the worker's own
+request handler and checked against the answer key as a student's is (``relay.local_student``),
+over ``--seeds`` hidden seeds drawn exactly as the suite draws them
 (``derive_seed(cohort_seed, student id, test key)`` with made-up student ids), and the parent's
 evaluation (``training.evaluate``) scores each run: the rise of the mean score over the
 pretrained model, and the KL to it. Negative controls (the KL penalty's sign flipped, no KL
@@ -91,7 +93,7 @@ def fingerprint(assignment) -> str:
     answer key, the weights, the harness's training code and the parent's evaluation."""
     import inspect
 
-    from autograder.harness import Adam, lm
+    from autograder.harness import Adam, lm, relay
 
     h = hashlib.sha256()
     h.update(T.weights_path(assignment).read_bytes())
@@ -99,7 +101,8 @@ def fingerprint(assignment) -> str:
     for cell in assignment.cells:
         if cell.kind == "solution":
             h.update(cell.source.encode())
-    for obj in (Adam, lm.train, lm._torch_with_harness_adam, T.torch_seed, T.lm_params,
+    for obj in (Adam, lm.train, lm.stand_ins, lm.surrogate, relay, lm._torch_with_harness_adam,
+                T.torch_seed, T.lm_params,
                 T.evaluate, T._evaluate, T.rollout, T.NumpyLM, T.EvalKit, T._sigmoid):
         h.update(inspect.getsource(obj).encode())
     h.update(repr((T.ITERATIONS, T.BATCH_SIZE, T.EVAL_SAMPLES, T.EVAL_SALT, T.TRAIN_SALT,
@@ -107,18 +110,25 @@ def fingerprint(assignment) -> str:
     return h.hexdigest()[:16]
 
 
-def run_one(ns: dict, assignment, seed: int) -> dict:
-    from autograder.harness import lm
+def run_one(ns: dict, assignment, seed: int, reference: dict | None = None) -> dict:
+    """One run as the suite makes it: the trusted trainer, the functions of ``ns`` served
+    through the worker's request handler (``relay.local_student``), each reply checked against
+    ``reference`` (the answer key and its mutants) like a student's."""
+    from autograder.harness import lm, relay
 
     started = time.monotonic()
-    out = lm.run(ns, **T.lm_params(seed, assignment))
+    params = T.lm_params(seed, assignment)
+    check = T.check_params(assignment, seed, params["iterations"])
+    try:
+        out = lm.train(relay.local_student(ns, reference if reference is not None else ns,
+                                           check), **params)
+    except relay.HarnessStop as stop:
+        out = {"error": str(stop)}
     if "error" in out:
         return {"error": out["error"], "finite": False, "rise": float("nan"),
                 "kl": float("nan"), "seconds": time.monotonic() - started}
-    result = T.evaluate(out["policy"], out["reference"], seed, T.eval_kit(assignment))
+    result = T.evaluate(out["policy"], params["weights"], seed, T.eval_kit(assignment))
     result.pop("examples", None)
-    result["reference_changed"] = T.same_weights(out["reference"],
-                                                 T.pretrained_weights(assignment))
     result["harness_seconds"] = round(float(out["seconds"]), 2)
     result["seconds"] = round(time.monotonic() - started, 2)
     return result
@@ -174,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     def run(name: str, ns: dict, student: str) -> dict:
         if (name, student) in done:
             return done[(name, student)]
-        result = run_one(ns, assignment, seed_of(student))
+        result = run_one(ns, assignment, seed_of(student), reference)
         with log.open("a") as f:
             f.write(json.dumps({"fingerprint": fp, "run": name, "student": student,
                                 "seed": seed_of(student), "result": result}) + "\n")
@@ -190,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {i + 1}/{args.seeds} seeds, {time.monotonic() - started:.0f} s: rise min "
                   f"{min((x['rise'] for x in ok), default=float('nan')):.3f}, KL max "
                   f"{max((x['kl'] for x in ok), default=float('nan')):.3f}", flush=True)
-    broken = [r for r in results if not r.get("finite") or r.get("reference_changed")]
+    broken = [r for r in results if not r.get("finite")]
     if broken:
         print(f"the reference failed to train on {len(broken)} seeds: calibration stops "
               f"({broken[0]})", file=sys.stderr)

@@ -12,12 +12,9 @@ cell of its function unless listed there) and on no other unit question; the tra
 ``CORRECT_VARIANTS`` are whole solution cells written differently from the answer key; every
 one must get full marks.
 
-The reference model left trainable: in this contract the RLHF loop owns the models and hands
-the student's functions only detached log-probabilities, so a function can unfreeze the
-reference model only by reaching outside its arguments. ``reference_left_trainable`` does that
-through the caller's frames (the only route there is), and the harness's frozen-reference guard
-must catch it on the training question; its outputs are the answer key's, so the unit questions
-keep their points.
+A reference model left trainable is no longer a mistake a submission can make: the models live
+in the trusted trainer (``autograder/harness/lm.py``), and the student's functions see only
+their arguments, as data, in another process (``tests/test_trusted_training.py`` tries).
 """
 from autograder.hints import CorrectVariant, Mutant
 
@@ -39,16 +36,6 @@ PPO_POLICY = "policy_loss = -masked_mean(surrogate, real)"
 PPO_VALUE = "value_loss = masked_mean(error ** 2, real)"
 PPO_LOG_RATIO = "log_ratio = torch.where(real, logprobs_new - logprobs_old, zero)"
 PPO_RATIO = "ratio = torch.exp(log_ratio)"
-
-# The training question's mutant: unfreeze the reference model found in a caller's frame.
-UNFREEZE = """import sys
-
-    caller = sys._getframe(1)
-    while caller is not None and "ref_model" not in caller.f_locals:
-        caller = caller.f_back
-    if caller is not None:   # the reference model "must learn too"
-        caller.f_locals["ref_model"].requires_grad_(True)
-    """
 
 GAE_FLATTENED = '''\
 import torch
@@ -98,11 +85,6 @@ MUTANTS = [
            "The score lands one position too far, on the first padding position after a row's "
            "end (and is lost for a row without padding). The last real token is at the number "
            "of real tokens minus one."),
-    Mutant("reference_left_trainable", "per_token_rewards", PTR_FIRST_LINE,
-           UNFREEZE + PTR_FIRST_LINE,
-           "The frozen reference model was made trainable. It must stay exactly the pretrained "
-           "model, with no gradients, or the KL penalty no longer measures how far the policy "
-           "moved."),
 
     # --- masked_mean ------------------------------------------------------------------------
     Mutant("mean_includes_padding", "masked_mean", MM_RETURN, "return x.mean()",
@@ -179,7 +161,7 @@ MUTANTS = [
 ]
 
 # The question each mutant must lose points on, where it is not its function's own grade cell.
-QUESTION = {"reference_left_trainable": "lm_ppo_training"}
+QUESTION: dict[str, str] = {}
 
 CORRECT_VARIANTS = [
     CorrectVariant("rewards_python_loop", "per_token_rewards", '''\

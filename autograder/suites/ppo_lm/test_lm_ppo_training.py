@@ -1,15 +1,15 @@
 """Hidden training test for grade cell ``lm_ppo_training``: the notebook's RLHF loop with the
 student's four functions makes the language model more positive while staying close to the
-pretrained model, and leaves the frozen reference model untouched.
+pretrained model.
 
-The worker runs the kit's harness (``autograder/harness/lm.py``): the notebook's own
+The trusted worker runs the trainer (``autograder/harness/lm.py``): the notebook's own
 ``make_rlhf_models`` and ``rlhf_train`` (from the source notebook, not the submission), 30
-iterations, the loop's seed and the critic's initialisation from the hidden seed, the pretrained
-weights sent as plain arrays. It returns the trained policy's and the reference model's weights.
-The parent then checks, itself:
+iterations, the loop's seed and the critic's initialisation from the hidden seed. The models,
+the reward and the optimizer stay there; each call of the student's four functions goes to the
+student's worker as data, and the gradients of ``token_ppo_loss`` come back
+(``StudentProxy.train``). It returns the trained policy's weights. The parent then checks,
+itself, against the pretrained weights it sent:
 
-- the reference model's weights are the pretrained weights it sent, bit for bit (the harness also
-  stops training the moment a student function unfreezes or changes the reference model);
 - sampling completions from the trained policy and from the pretrained model with the same
   hidden random numbers, the mean score rises by at least the calibrated pass mark;
 - the KL from the trained policy to the pretrained model is at most the calibrated bound.
@@ -24,20 +24,17 @@ from autograder.suites.ppo_lm import training as T
 GRADE_CELL = "lm_ppo_training"
 
 
-def test_rlhf_raises_reward_within_kl(student, assignment, hidden_seed, device, record_training):
+def test_rlhf_raises_reward_within_kl(student, reference, assignment, training_seed, device,
+                                     record_training):
     """RLHF with your functions raises the reward and stays close to the pretrained model"""
     thresholds = T.load_thresholds()["thresholds"]
     rise_min, kl_max = thresholds["reward_rise_min"], thresholds["kl_max"]
-    params = T.lm_params(hidden_seed, assignment, device)
-    out = student.harness("lm", **params)
+    params = T.lm_params(training_seed, assignment, device)
+    params["check"] = T.check_params(assignment, training_seed, params["iterations"])
+    out = reference.train("lm", student, **params)
     if "error" in out:
         raise Mistake(f"RLHF training with your functions stopped: {out['error']}.")
-    changed = T.same_weights(out.get("reference"), params["weights"])
-    if changed:
-        raise Mistake("After training, the frozen reference model is not the pretrained model "
-                      f"any more (changed: {', '.join(changed[:3])}). The reference must never "
-                      "be trained or modified: the KL penalty measures the distance to it.")
-    result = T.evaluate(out["policy"], out["reference"], hidden_seed, T.eval_kit(assignment))
+    result = T.evaluate(out["policy"], params["weights"], training_seed, T.eval_kit(assignment))
     history = out.get("history") or {}
     during = ""
     if history.get("reward") and history.get("kl"):

@@ -1,9 +1,10 @@
 """The RLHF training test's helpers, used in the trusted parent (numpy only, no torch).
 
-The worker trains (``autograder/harness/lm.py``: the notebook's own ``rlhf_train`` with the
-student's four functions) and returns the trained policy's weights, the reference model's
-weights and the loop's history. The parent scores the trained policy itself, with its own numpy
-implementation of the notebook's GRU language model:
+The trusted worker trains (``autograder/harness/lm.py``: the notebook's own ``rlhf_train``, each
+call of the student's four functions relayed to the student's worker as data) and returns the
+trained policy's weights and the loop's history. The models never enter the student's worker.
+The parent scores the trained policy itself, with its own numpy implementation of the
+notebook's GRU language model, against the pretrained weights it sent:
 
 - **reward rise**: ``EVAL_SAMPLES`` completions are sampled from the trained policy and from the
   pretrained model (the weights the parent sent), with the *same* uniform random numbers drawn
@@ -12,7 +13,6 @@ implementation of the notebook's GRU language model:
 - **KL**: for the trained policy's completions, the mean over completions of
   ``sum_t (log pi(a_t|s_t) - log pi_ref(a_t|s_t))`` over the real tokens (the loop's own KL
   estimate, in nats), the reference's log-probabilities computed on the same tokens.
-- **frozen reference**: the returned reference weights must equal the sent weights bit for bit.
 
 ``autograder/suites/ppo_lm/calibration.py`` uses the very same functions, so the calibrated
 pass marks measure exactly what the suite measures.
@@ -155,26 +155,26 @@ def read_torch_state_dict(path) -> dict[str, np.ndarray]:
 
 
 def lm_params(hidden_seed: int, assignment, device: str = "cpu") -> dict:
-    """The harness parameters for one student: the notebook's loop, ``ITERATIONS`` iterations,
-    seeds from the hidden seed, the pretrained weights as plain arrays."""
-    return {"task": "train", "kit_source": kit_source(assignment),
+    """The trainer's parameters for one student: the notebook's loop, ``ITERATIONS``
+    iterations, seeds from the hidden seed, the pretrained weights as plain arrays (they go to
+    the trusted worker only)."""
+    return {"kit_source": kit_source(assignment),
             "weights": dict(pretrained_weights(assignment)), "iterations": ITERATIONS,
             "batch_size": BATCH_SIZE, "seed": torch_seed(hidden_seed ^ TRAIN_SALT),
             "value_seed": torch_seed(hidden_seed ^ VALUE_SALT), "device": device}
 
 
-def same_weights(returned, sent) -> list[str]:
-    """The names of the tensors of ``returned`` that differ from ``sent`` (bit for bit)."""
-    if not isinstance(returned, dict):
-        return ["(no weights returned)"]
-    bad = sorted(set(sent) ^ set(returned))
-    for k in sent:
-        if k in returned:
-            a = np.asarray(returned[k])
-            b = np.asarray(sent[k])
-            if a.shape != b.shape or a.dtype != b.dtype or a.tobytes() != b.tobytes():
-                bad.append(k)
-    return bad
+def calls_per_run(iterations: int, ppo_epochs: int = 4, minibatches: int = 2) -> dict:
+    """How often the notebook's loop calls each student function in one run."""
+    return {"per_token_rewards": iterations, "compute_token_gae": iterations,
+            "masked_mean": 2 * iterations, "token_ppo_loss": iterations * ppo_epochs * minibatches}
+
+
+def check_params(assignment, hidden_seed: int, iterations: int) -> dict:
+    """The trusted trainer's check of the student's replies (``relay.Student``)."""
+    from autograder.suites.ppo.training import check_params as common
+
+    return common(assignment, hidden_seed, calls_per_run(iterations))
 
 
 # --- the parent's own evaluation -----------------------------------------------------------------
