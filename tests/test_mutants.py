@@ -69,6 +69,8 @@ CATALOGUE = {
     "REINFORCE: raw logit used": ["reinforce_renormalised_logits"],
     "REINFORCE: sum instead of mean over a batch": ["reinforce_sum"],
     "REINFORCE: log_prob detached": ["reinforce_detached"],
+    "any function: mutating an input in place": ["reinforce_negates_rewards_in_place",
+                                                 "combined_subtracts_returns_in_place"],
 }
 
 

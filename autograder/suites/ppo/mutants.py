@@ -63,6 +63,11 @@ MUTANTS = [
            "return -(log_probs * rewards).sum()",
            "Your loss adds up the batch instead of averaging it: it grows with the batch size. "
            "Take the mean over the actions in the batch."),
+    Mutant("reinforce_negates_rewards_in_place", "reinforce_loss", RF_RETURN,
+           "return (log_probs * rewards.neg_()).mean()",
+           "Your loss negates the rewards tensor it was given in place, so the caller's rewards "
+           "change sign. The loss is right, but a function must leave its inputs as they were: "
+           "negate a new tensor, not the input."),
     Mutant("reinforce_detached", "reinforce_loss", RF_RETURN,
            "return -(log_probs.detach() * rewards).mean()",
            "No gradient flows from your loss back to the policy: the log-probabilities are cut "
@@ -228,6 +233,11 @@ MUTANTS = [
            "total_loss = policy_loss - vf_coeff * value_loss",
            "Your total loss subtracts the value loss. Both are minimized: add vf_coeff times the "
            "value loss."),
+    Mutant("combined_subtracts_returns_in_place", "ppo_combined_loss", VALUE_LINE,
+           "value_loss = (returns.reshape(values.shape).sub_(values) ** 2).mean()",
+           "Your value loss subtracts the values from the returns tensor it was given, in "
+           "place: the caller's returns change, and the training loop, which reuses them in "
+           "every epoch, breaks. Compute the difference as a new tensor."),
     Mutant("combined_floats", "ppo_combined_loss", RETURN_LINE,
            "return total_loss.item(), policy_loss.item(), value_loss.item()",
            "Your function returns plain Python numbers. It must return tensors, so that the "
