@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: setup system-packages release solutions test demo mutants calibrate bench clean
+.PHONY: setup system-packages release solutions test test-all demo mutants calibrate bench clean
 
 setup: $(STAMP) system-packages
 
@@ -84,6 +84,10 @@ pretrain: $(STAMP)
 	nice $(PY) tools/pretrain_lm.py
 
 test: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15 -m "not slow"
+
+# Everything, the slow tests too (tests marked `slow`: minutes of grading, e.g. hint precision).
+test-all: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
 
 # --- The cohort tools ---------------------------------------------------------------------------
