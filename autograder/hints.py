@@ -8,8 +8,9 @@ so that it defines only ``_mutant_<name>``. When a suite finds a wrong output it
 
 - **Two inputs.** A mutant's hint is shown only when the student's output equals the mutant's on
   every input tried (the failing one and the suite's probes, ``HINT_PROBES`` of the suite's
-  ``checks.py``: new inputs of the same form, dtype, leaves and keyword arguments), and the
-  mutant differs from the answer key on at least two of them. One input, often a degenerate one
+  ``checks.py``: new inputs of the same form, dtype, leaves and keyword arguments, one of them
+  spread wide; and the same with the default keyword arguments when the test gave others), and
+  the mutant differs from the answer key on at least two of them. One input, often a degenerate one
   (a single action, a batch of one), never decides.
 - **The whole output.** "Equal" means the whole returned value (every item of a tuple) and the
   aspect the test looks at (a gradient, the type, the dtype, the inputs changed ...).
@@ -260,9 +261,12 @@ class Hints:
             return ""
         rng = np.random.default_rng(zlib.crc32(function.encode()))
         inputs = [(tuple(args), kwargs, student)]
+        probes = [(tuple(a), dict(kw)) for a, kw in probe(rng, tuple(args), kwargs)]
+        if kwargs:   # the defaults too: lam = 0 makes many recursion mistakes coincide
+            probes += [(a, {}) for a, _ in probes[:2]]
         try:
-            for a, kw in probe(rng, tuple(args), kwargs):
-                inputs.append((tuple(a), dict(kw), student_call(tuple(a), dict(kw), backward)))
+            for a, kw in probes:
+                inputs.append((a, kw, student_call(a, kw, backward)))
         except Exception:   # the student's code fails on a probe: nothing can be confirmed
             return ""
         refs = [self._call(self.reference, function, a, kw, backward) for a, kw, _ in inputs]

@@ -3,7 +3,8 @@ on them are shared by every assignment: ``autograder/suites/checks.py``.
 
 ``HINT_PROBES``: for each function, new inputs of the same form as a test's (dtype, lists or
 tensors, gradient leaves, keyword arguments), on which ``autograder.hints`` confirms a known
-mistake before it names it. They are batches, never a single action or a one-step episode.
+mistake before it names it. They are batches, never a single action or a one-step episode, and
+one of them is spread wide (large advantages, ratios far outside the clip range).
 """
 from __future__ import annotations
 
@@ -72,8 +73,11 @@ def _combined_probes(rng, args, kwargs):
     from autograder.hints import shaped_like
 
     out = []
-    for n in (5, 7, 9):
+    for n, wide in ((5, False), (7, False), (9, True)):
         batch = random_ppo_batch(rng, n)
+        if wide:   # ratios far outside the clip range, large advantages
+            batch = dict(batch, lp_new=batch["lp_old"] + 3.0 * (batch["lp_new"] - batch["lp_old"]),
+                         adv=5.0 * batch["adv"])
         out.append((tuple(shaped_like(a, batch[k]) for a, k in zip(args, PPO_KEYS))
                     + tuple(args[5:]), kwargs))
     return out

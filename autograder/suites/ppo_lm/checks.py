@@ -94,18 +94,21 @@ def bool_mask(mask) -> Tensor:
     return Tensor(np.asarray(mask) != 0)
 
 
-# --- hint probes (autograder/hints.py) -------------------------------------------------------------
+# --- hint probes (autograder/hints.py) -----------------------------------------------------------
 # For each function, new padded batches in the form of a test's inputs (dtype, float or bool mask,
 # scores as a list or a tensor, gradient leaves, keyword arguments), on which autograder.hints
-# confirms a known mistake before it names it.
+# confirms a known mistake before it names it; the last one has every number three times larger.
 
 def _probes(make, keys):
     def probes(rng, args, kwargs):
         from autograder.hints import shaped_like
 
         out = []
-        for rows, steps in ((4, 6), (5, 7), (3, 8)):
+        for rows, steps, wide in ((4, 6, False), (5, 7, False), (3, 8, True)):
             batch = make(rng, rows, steps)
+            if wide:   # every number spread wider: large advantages, ratios far from 1
+                batch = {k: 3.0 * v if k not in ("mask", "lengths") else v
+                         for k, v in batch.items()}
             out.append((tuple(shaped_like(a, batch[k]) for a, k in zip(args, keys))
                         + tuple(args[len(keys):]), kwargs))
         return out
