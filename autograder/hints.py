@@ -12,8 +12,9 @@ so that it defines only ``_mutant_<name>``. When a suite finds a wrong output it
   spread wide; and the same with the default keyword arguments when the test gave others), and
   the mutant differs from the answer key on at least two of them. One input, often a degenerate one
   (a single action, a batch of one), never decides.
-- **The whole output.** "Equal" means the whole returned value (every item of a tuple) and the
-  aspect the test looks at (a gradient, the type, the dtype, the inputs changed ...).
+- **The whole output.** "Equal" means the whole returned value (every item of a tuple, its
+  numbers and types) and the aspect the test looks at (a gradient, the dtype, the inputs
+  changed ...).
 - **A missing gradient never matches a number**, and a missing value is never read as a number.
 - **At most one hint.** When mutants with different hints all match, none is shown.
 
@@ -325,10 +326,19 @@ class Hints:
             return None
 
 
+def _types(returned):
+    """The type of the output, or of every item of a returned tuple ("tensor", "float", ...)."""
+    if isinstance(returned.value, tuple):
+        return tuple(aspect_of(returned, "type", i) for i in range(len(returned.value)))
+    return aspect_of(returned, "type")
+
+
 def _same(a, b, aspect: str, index, atol: float) -> bool:
-    """Two proxy replies agree on the whole value and on ``aspect`` (of every item of a
-    returned tuple, for the type, dtype, shape, device and graph aspects)."""
+    """Two proxy replies agree on the whole value, the types of its items, and ``aspect`` (of
+    every item of a returned tuple, for the type, dtype, shape, device and graph aspects)."""
     if not aspects_equal(aspect_of(a, "value"), aspect_of(b, "value"), "value", atol):
+        return False
+    if _types(a) != _types(b):
         return False
     if aspect == "value":
         return True

@@ -137,7 +137,8 @@ def test_a_list_output_costs_the_type_check_only(graded):
     """A compute_gae that returns a list breaks the contract: it loses the type check's share
     and nothing else (every value check reads the numbers; training works)."""
     g = graded["gae_returns_list"]
-    assert g.failed["compute_gae"] == ["compute_gae: The result is a torch tensor"]
+    assert g.failed["compute_gae"] == ["compute_gae: The result is a torch tensor (lists, float32 "
+                                      "and float64 tensors in)"]
     assert g.lost["compute_gae"] == pytest.approx(g.max_scores[g.failed["compute_gae"][0]])
     assert "the contract asks for a 1-D torch tensor" in g.outputs["compute_gae"]
     assert g.lost["ppo_training"] == 0.0

@@ -36,6 +36,14 @@ TOTAL_LINE = "total_loss = policy_loss + vf_coeff * value_loss"
 RETURN_LINE = "return total_loss, policy_loss, value_loss"
 
 
+# Overwriting the rewards in place and writing the output into them look the same from outside
+# (the caller's rewards change, the numbers are right): one hint, true of both.
+GAE_OVERWRITES_REWARDS = ("Your function changes its input: the rewards tensor you were given "
+                          "is overwritten (an in-place operation, or the output "
+                          "written into it). Work on new tensors and create a new one for the "
+                          "output.")
+
+
 def _policy(objective: str, ratio: str = RATIO, pre: str = "") -> str:
     """The clipped policy loss written out in the combined loss (replacing the ppo_loss call)."""
     return f"{pre}{ratio}\n    policy_loss = {objective}"
@@ -142,12 +150,10 @@ MUTANTS = [
     next_advantage = 0.0
     {GAE_LOOP}
         delta = rewards[t]""",
-           "Your function changes its input: the rewards tensor you were given is overwritten "
-           "(an in-place operation, or writing into it). Work on new tensors."),
+           GAE_OVERWRITES_REWARDS),
     Mutant("gae_aliases_rewards", "compute_gae", GAE_ALLOC,
            "advantages = rewards  # reuse the rewards tensor for the output",
-           "Your output is the rewards tensor you were given, overwritten with the advantages: "
-           "the caller's rewards change. Create a new tensor for the output."),
+           GAE_OVERWRITES_REWARDS),
 
     # --- the clipped policy loss, inside ppo_combined_loss ----------------------------------
     Mutant("clip_max_not_min", "ppo_combined_loss", PPO_CALL,
