@@ -2,7 +2,8 @@
 
 Contract: ``masked_mean(x, mask)`` returns a 0-dim tensor with the dtype of ``x``: the sum of
 ``x`` over the real tokens divided by their number, on the device of ``x``; whatever the padding
-holds does not matter; gradients flow to ``x``; ``mask`` is float (1/0) or bool; the inputs are never modified.
+holds does not matter; gradients flow to ``x``; ``mask`` is float (1/0) or bool; the inputs are
+never modified.
 """
 import numpy as np
 import pytest
