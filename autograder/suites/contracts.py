@@ -11,7 +11,8 @@ A function must leave its inputs as they were. Two sources say whether it did:
   logits leaf), whose numbers the parent never had; like all worker metadata it is a claim.
 
 Either one finding a change costs the test, with a message that names the input by its name in
-the contract.
+the contract. The test counts only for a function that returns an answer (numbers): a stub that
+returns None does not earn it.
 """
 from __future__ import annotations
 
@@ -87,9 +88,17 @@ def changed_inputs(got, args, kwargs, names) -> list[str]:
 
 
 def expect_inputs_unchanged(got, function: str, args, kwargs, names, what: str,
-                            explain=lambda: "") -> None:
+                            explain=lambda: "", outputs: int | None = None) -> None:
     """Raise a Mistake that names the changed inputs of ``function`` (called on ``what``);
-    ``explain()`` adds what the mistake probably is."""
+    ``explain()`` adds what the mistake probably is. The function must also have returned an
+    answer, numbers (``outputs`` of them in a tuple, when given): a stub that returns None or
+    a string earns nothing here."""
+    from autograder.suites.checks import numbers, tuple_of
+
+    for value in (tuple_of(got, outputs, function) if outputs else (got.value,)):
+        if value is None:      # numpy would read it as NaN
+            raise Mistake(f"{function} returned None ({what}); it must return its result.")
+        numbers(value, function)
     changed = changed_inputs(got, args, kwargs, names)
     if changed:
         hint = explain()

@@ -249,4 +249,5 @@ def test_inputs_not_modified(student, hints, rng):
                 "values computed with gradients)")
         got = student.call(FN, *args, echo_args=True)
         expect_inputs_unchanged(got, FN, args, {}, ARG_NAMES, what,
-                                lambda: hints.explain(FN, args, {}, got, aspect="mutated"))
+                                lambda: hints.explain(FN, args, {}, got, aspect="mutated"),
+                                outputs=3)

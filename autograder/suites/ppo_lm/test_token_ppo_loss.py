@@ -233,4 +233,4 @@ def test_inputs_not_modified(student, hints, rng, device):
             raise Mistake(f"token_ppo_loss changed one of its inputs in place (with {what}): "
                           f"{exc.message}. It must leave its inputs as they were: work on new "
                           "tensors.") from None
-        expect_inputs_unchanged(got, FN, args, {}, ARG_NAMES, what)
+        expect_inputs_unchanged(got, FN, args, {}, ARG_NAMES, what, outputs=3)
