@@ -4,25 +4,38 @@ Each assignment's ``autograder/suites/<name>/mutants.py`` lists ``Mutant``s: a t
 one function's solution cell in the source notebook (the answer key), with a plain-words hint.
 The reference worker loads every mutant next to the answer key (``mutant_cells``), each wrapped
 so that it defines only ``_mutant_<name>``. When a suite finds a wrong output it asks
-``Hints.explain``: the mutants are called on the very same inputs, and the hints of those whose
-output matches the student's (and differs from the answer key's) are shown. When none matches,
-the message is the numeric difference at the first wrong position. A hint therefore never claims
-more than a computation showed.
+``Hints.explain``. The rules of a hint (``Hints.hint``):
+
+- **Two inputs.** A mutant's hint is shown only when the student's output equals the mutant's on
+  every input tried (the failing one and the suite's probes, ``HINT_PROBES`` of the suite's
+  ``checks.py``: new inputs of the same form, dtype, leaves and keyword arguments, one of them
+  spread wide; and the same with the default keyword arguments when the test gave others), and
+  the mutant differs from the answer key on at least two of them. One input, often a degenerate one
+  (a single action, a batch of one), never decides.
+- **The whole output.** "Equal" means the whole returned value (every item of a tuple, its
+  numbers and types) and the aspect the test looks at (a gradient, the dtype, the inputs
+  changed ...).
+- **A missing gradient never matches a number**, and a missing value is never read as a number.
+- **At most one hint.** When mutants with different hints all match, none is shown.
+
+When no hint is shown, the message is the first wrong number and its position ((row, token)
+for a 2-D output). A hint therefore never claims more than a computation showed.
 """
 from __future__ import annotations
 
 import importlib.util
 import re
+import zlib
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from autograder.feedback import first_difference
-
 MUTANT_PREFIX = "_mutant_"
 ATOL = 1e-4
+MIN_DISTINGUISHING_INPUTS = 2
+HINT_PREFIX = "Your result matches a known mistake: "
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,13 @@ def load_mutants(assignment) -> list[Mutant]:
     return list(getattr(module, "MUTANTS", [])) if module else []
 
 
+def load_probes(assignment) -> dict:
+    """``HINT_PROBES`` of the assignment's suite ``checks.py``: {function: probe(rng, args,
+    kwargs) -> [(args, kwargs), ...]}, new inputs shaped like the given ones."""
+    module = _suite_module(assignment, "checks")
+    return dict(getattr(module, "HINT_PROBES", {})) if module else {}
+
+
 def load_correct_variants(assignment) -> list[CorrectVariant]:
     module = _suite_module(assignment, "mutants")
     return list(getattr(module, "CORRECT_VARIANTS", [])) if module else []
@@ -128,12 +148,14 @@ def mutant_cells(assignment, mutants: list[Mutant] | None = None) -> list[dict]:
 
 def numeric(value):
     """A float64 array of a returned value (array, number, list, tuple of those), or None."""
+    if value is None:       # a missing value (no gradient) is not a number
+        return None
     if isinstance(value, tuple):
         parts = [numeric(v) for v in value]
         return None if any(p is None for p in parts) else tuple(parts)
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return arr
 
@@ -148,6 +170,23 @@ def same_numbers(a, b, atol: float = ATOL, rtol: float = 1e-5) -> bool:
     if a.shape != b.shape:
         return False
     return bool(np.allclose(a, b, atol=atol, rtol=rtol, equal_nan=True))
+
+
+def first_wrong(actual, expected, atol: float) -> str:
+    """'at position 2: got 1.5, expected 2.538 (difference -1.04)' for the first number out of
+    tolerance; a 2-D position is given as (row, token)."""
+    a, e = numeric(actual), numeric(expected)
+    if not isinstance(a, np.ndarray) or not isinstance(e, np.ndarray) or a.shape != e.shape:
+        return ""
+    bad = ~np.isclose(a, e, atol=atol, rtol=0.0, equal_nan=False)
+    if not bad.any():
+        return ""
+    flat = int(np.argmax(bad.ravel()))
+    where = np.unravel_index(flat, a.shape) if a.ndim else ()
+    position = (f"(row {where[0]}, token {where[1]})" if a.ndim == 2 else
+                ", ".join(str(int(i)) for i in where) or "0")
+    x, y = float(a.ravel()[flat]), float(e.ravel()[flat])
+    return f"at position {position}: got {x:.6g}, expected {y:.6g} (difference {x - y:+.3g})"
 
 
 def _pick(value, index):
@@ -190,80 +229,125 @@ def aspects_equal(a, b, aspect: str, atol: float) -> bool:
 
 
 class Hints:
-    """Bound to the reference worker (answer key + mutants loaded) and the mutant list."""
+    """Bound to the reference worker (answer key + mutants loaded), the mutant list, the suite's
+    probes and, once the session has one, the student's proxy (``student``)."""
 
-    def __init__(self, reference_proxy, mutants: list[Mutant]):
+    def __init__(self, reference_proxy, mutants: list[Mutant], probes: dict | None = None,
+                 student=None):
         self.reference = reference_proxy
         self.mutants = list(mutants)
+        self.probes = dict(probes or {})
+        self.student = student
 
     @classmethod
     def for_assignment(cls, reference_proxy, assignment) -> "Hints":
-        return cls(reference_proxy, load_mutants(assignment))
+        return cls(reference_proxy, load_mutants(assignment), load_probes(assignment))
 
     def of(self, function: str) -> list[Mutant]:
         return [m for m in self.mutants if m.function == function]
 
-    def matching(self, function: str, args=(), kwargs=None, student=None, *,
-                 aspect: str = "value", index=None, backward=None, atol: float = ATOL,
-                 reference=None) -> list[Mutant]:
-        """The mutants whose ``aspect`` of the output, on these inputs, equals the student's and
-        differs from the answer key's. ``student`` is the student's proxy ``Returned``."""
+    def hint(self, function: str, args=(), kwargs=None, student=None, *, aspect: str = "value",
+             index=None, backward=None, atol: float = ATOL, student_call=None) -> str:
+        """The one mistake the student's output shows, by the rules of the module docstring, or
+        "". ``student`` is the student's proxy ``Returned`` on ``args``; ``student_call(args,
+        kwargs, backward)`` calls the student's function on a probe (default: the student's
+        proxy)."""
         kwargs = dict(kwargs or {})
-        if reference is None:
-            reference = self._call(function, args, kwargs, backward)
-        if reference is None:
-            return []
-        want = aspect_of(student, aspect, index)
-        ref = aspect_of(reference, aspect, index)
-        found = []
-        for m in self.of(function):
-            got = self._call(MUTANT_PREFIX + m.name, args, kwargs, backward)
-            if got is None:
-                continue
-            mine = aspect_of(got, aspect, index)
-            if aspects_equal(mine, want, aspect, atol) and not aspects_equal(mine, ref, aspect,
-                                                                              atol):
-                found.append(m)
-        return found
+        mutants = self.of(function)
+        probe = self.probes.get(function)
+        if student_call is None and self.student is not None:
+            def student_call(a, kw, bw):
+                return self._call(self.student, function, a, kw, bw, raise_errors=True)
+        if not mutants or probe is None or student_call is None or student is None:
+            return ""
+        rng = np.random.default_rng(zlib.crc32(function.encode()))
+        inputs = [(tuple(args), kwargs, student)]
+        probes = [(tuple(a), dict(kw)) for a, kw in probe(rng, tuple(args), kwargs)]
+        if kwargs:   # the defaults too: lam = 0 makes many recursion mistakes coincide
+            probes += [(a, {}) for a, _ in probes[:2]]
+        try:
+            for a, kw in probes:
+                inputs.append((a, kw, student_call(a, kw, backward)))
+        except Exception:   # the student's code fails on a probe: nothing can be confirmed
+            return ""
+        refs = [self._call(self.reference, function, a, kw, backward) for a, kw, _ in inputs]
+        found: list[str] = []
+        for m in mutants:
+            agree, differ = True, 0
+            for (a, kw, mine), ref in zip(inputs, refs):
+                got = self._call(self.reference, MUTANT_PREFIX + m.name, a, kw, backward)
+                if got is None or not _same(got, mine, aspect, index, atol):
+                    agree = False
+                    break
+                if ref is not None and not _same(got, ref, aspect, index, atol):
+                    differ += 1
+            if agree and differ >= MIN_DISTINGUISHING_INPUTS and m.hint not in found:
+                found.append(m.hint)
+        return found[0] if len(found) == 1 else ""
 
     def explain(self, function: str, args=(), kwargs=None, student_value=None, *,
                 aspect: str = "value", index=None, backward=None, atol: float = ATOL,
-                expected=None) -> str:
-        """A sentence for the student: the matching mistakes' hints, or where the numbers first
-        differ. ``student_value`` is the student's proxy ``Returned`` (or a plain value)."""
+                expected=None, student_call=None) -> str:
+        """A sentence for the student: the one mistake the output shows, or where the numbers
+        first differ. ``student_value`` is the student's proxy ``Returned`` (or a plain
+        value)."""
         student = student_value if hasattr(student_value, "value") else _Plain(student_value)
-        reference = self._call(function, args, kwargs or {}, backward)
-        found = self.matching(function, args, kwargs, student, aspect=aspect, index=index,
-                              backward=backward, atol=atol, reference=reference) \
-            if reference is not None else []
-        if found:
-            hints = []
-            for m in found:
-                if m.hint not in hints:
-                    hints.append(m.hint)
-            return "Your result matches a known mistake: " + " Or: ".join(hints)
+        hint = self.hint(function, args, kwargs, student, aspect=aspect, index=index,
+                         backward=backward, atol=atol, student_call=student_call) \
+            if hasattr(student_value, "value") else ""
+        if hint:
+            return HINT_PREFIX + hint
         if aspect == "value" or aspect.startswith("grad:"):
-            want = expected if expected is not None else \
-                (aspect_of(reference, aspect, index) if reference is not None else None)
             got = aspect_of(student, aspect, index)
+            want = expected
+            if want is None:
+                ref = self._call(self.reference, function, args, kwargs or {}, backward)
+                want = aspect_of(ref, aspect, index) if ref is not None else None
             a, e = numeric(got), numeric(want)
             if isinstance(a, np.ndarray) and isinstance(e, np.ndarray):
                 if a.shape != e.shape and a.size != e.size:
                     return f"The shape is {a.shape}, expected {e.shape}."
-                diff = first_difference(a.ravel(), e.ravel(), atol=atol)
+                diff = first_wrong(a.reshape(e.shape), e, atol)
                 if diff:
                     return f"The first wrong number is {diff}."
         return ""
 
-    def _call(self, name, args, kwargs, backward):
-        from autograder import proxy
+    @staticmethod
+    def _call(proxy, name, args, kwargs, backward, raise_errors: bool = False):
+        from autograder import proxy as proxies
 
         try:
             if backward is not None:
-                return self.reference.call(name, *args, backward=backward, **kwargs)
-            return self.reference.call(name, *args, **kwargs)
-        except (proxy.StudentError, proxy.NotDefined):
+                return proxy.call(name, *args, backward=backward, **kwargs)
+            return proxy.call(name, *args, **kwargs)
+        except (proxies.StudentError, proxies.NotDefined):
+            if raise_errors:
+                raise
             return None
+
+
+def _types(returned):
+    """The type of the output, or of every item of a returned tuple ("tensor", "float", ...)."""
+    if isinstance(returned.value, tuple):
+        return tuple(aspect_of(returned, "type", i) for i in range(len(returned.value)))
+    return aspect_of(returned, "type")
+
+
+def _same(a, b, aspect: str, index, atol: float) -> bool:
+    """Two proxy replies agree on the whole value, the types of its items, and ``aspect`` (of
+    every item of a returned tuple, for the type, dtype, shape, device and graph aspects)."""
+    if not aspects_equal(aspect_of(a, "value"), aspect_of(b, "value"), "value", atol):
+        return False
+    if _types(a) != _types(b):
+        return False
+    if aspect == "value":
+        return True
+    indices = [index]
+    if index is not None and isinstance(a.value, tuple) and isinstance(b.value, tuple) and \
+            aspect in ("graph", "type", "dtype", "device", "shape"):
+        indices = range(len(a.value)) if len(a.value) == len(b.value) else [index]
+    return all(aspects_equal(aspect_of(a, aspect, i), aspect_of(b, aspect, i), aspect, atol)
+               for i in indices)
 
 
 class _Plain:
@@ -271,3 +355,21 @@ class _Plain:
 
     def __init__(self, value):
         self.value, self.meta, self.grads, self.mutated = value, None, {}, {}
+
+
+def shaped_like(template, data):
+    """``data`` (numbers) in the form of the input ``template``: a ``Tensor`` of its dtype with
+    its ``requires_grad`` and leaf name, a ``Computed`` of such a leaf, a list, or a float (the
+    first number). Hint probes use it to build new inputs of the same form as a test's."""
+    from autograder.proxy import Computed, Tensor
+
+    arr = np.asarray(data, dtype=np.float64)
+    if isinstance(template, Computed):
+        return Computed(shaped_like(template.of, arr))
+    if isinstance(template, Tensor):
+        dtype = np.asarray(template.data).dtype
+        return Tensor(arr.astype(dtype) if dtype != np.bool_ else arr != 0,
+                      requires_grad=template.requires_grad, name=template.name)
+    if isinstance(template, (list, tuple)):
+        return arr.tolist()
+    return float(arr.ravel()[0])

@@ -30,7 +30,7 @@ from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLar
 
 __all__ = ["StudentProxy", "Tensor", "LogSoftmaxGather", "Backward", "Returned", "TensorMeta",
            "Other", "TooLarge", "StudentError", "ReferenceFailed", "NotDefined", "WorkerDied", "WorkerTimeout",
-           "WorkerError"]
+           "WorkerError", "Computed"]
 
 
 class StudentError(Exception):
@@ -94,6 +94,14 @@ class LogSoftmaxGather:
 
 
 @dataclass
+class Computed:
+    """A tensor computed in the worker from the leaf ``of`` (``of * 1``): it carries gradients
+    but is not a leaf, like a network's output in a training loop, so an in-place change to it
+    does not raise at once. Gradients are reported with respect to the leaf."""
+    of: Tensor
+
+
+@dataclass
 class Backward:
     """After the call, run ``.backward()`` on output ``output`` (None: the whole return value)
     and report the gradients of the named leaves."""
@@ -113,6 +121,7 @@ class Returned:
     grads: dict[str, np.ndarray | None]
     mutated: dict[str, bool]
     seconds: float
+    args_after: dict | None = None   # with echo_args: {"args": [...], "kwargs": {...}} decoded
 
 
 class StudentProxy:
@@ -165,9 +174,11 @@ class StudentProxy:
         return call
 
     def call(self, fn: str, *args, backward: Backward | None = None, seed: int | None = None,
-             timeout: float | None = None, **kwargs) -> Returned:
+             timeout: float | None = None, echo_args: bool = False, **kwargs) -> Returned:
         """Call the student's ``fn`` in the worker. Raises NotDefined, StudentError,
-        WorkerDied, WorkerTimeout."""
+        WorkerDied, WorkerTimeout. ``echo_args``: the worker also sends back the arguments'
+        contents after the call (``Returned.args_after``), for the parent to compare with what
+        it sent."""
         if fn not in self.defined:
             raise NotDefined(fn, self.why_not_defined(fn))
         if fn in self._failed:
@@ -179,6 +190,8 @@ class StudentProxy:
         msg = {"op": "call", "fn": fn, "args": [encode(a) for a in args],
                "kwargs": {k: encode(v) for k, v in kwargs.items()}, "leaves": leaves,
                "seed": self._default_seed if seed is None else int(seed), "backward": None}
+        if echo_args:
+            msg["echo_args"] = True
         if backward is not None:
             unknown = [w for w in backward.wrt if w not in leaves]
             if unknown:
@@ -201,9 +214,15 @@ class StudentProxy:
                 grads[leaf] = None if g is None else protocol.decode(g)[0]
             mutated = {str(k): v is True for k, v in (reply.get("mutated") or {}).items()}
             seconds = float(reply.get("seconds", 0.0))
+            after = reply.get("args_after") if echo_args else None
+            if after is not None:
+                after = {"args": [protocol.decode(a)[0] for a in after.get("args") or []],
+                         "kwargs": {str(k): protocol.decode(v)[0]
+                                    for k, v in (after.get("kwargs") or {}).items()}}
         except (ProtocolError, TypeError, ValueError, AttributeError) as exc:
             raise self._malformed(fn, exc) from None
-        return Returned(value=value, meta=meta, grads=grads, mutated=mutated, seconds=seconds)
+        return Returned(value=value, meta=meta, grads=grads, mutated=mutated, seconds=seconds,
+                        args_after=after)
 
     def harness(self, name: str, *, seed: int | None = None, timeout: float | None = None,
                 **params):
@@ -297,6 +316,9 @@ class StudentProxy:
             self._leaf(logits, leaves, owners)
             index = np.asarray(x.index).tolist()
             return {"$expr": {"op": "log_softmax_gather", "logits": logits.name, "index": index}}
+        if isinstance(x, Computed):
+            self._leaf(x.of, leaves, owners)
+            return {"$expr": {"op": "computed", "of": x.of.name}}
         return NotImplemented
 
     @staticmethod

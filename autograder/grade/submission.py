@@ -94,6 +94,7 @@ class Session:
         self.student = StudentProxy(self.student_worker, problems=problems)
         self.reference = StudentProxy(self.reference_worker)
         self.hints = self.hints_factory(self.reference, self.assignment)
+        self.hints.student = self.student     # hints confirm a mistake on probes
         return self
 
     def extra_reference_cells(self) -> list[dict]:

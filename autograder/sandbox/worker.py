@@ -204,6 +204,9 @@ def _encode(v, depth: int):
         return [_encode(x, depth + 1) for x in v]
     if t is tuple:
         return {"$tuple": [_encode(x, depth + 1) for x in v]}
+    if T.isinstance(v, tuple):  # subclasses (NamedTuple, ...) travel as tuples; read with
+        return {"$tuple": [_encode(tuple.__getitem__(v, i), depth + 1)  # tuple's own methods
+                           for i in range(tuple.__len__(v))]}
     if t is dict and T.all(T.type(k) is str for k in v):
         return {"$dict": {k: _encode(x, depth + 1) for k, x in v.items()}}
     if T.isinstance(v, int):  # subclasses (IntEnum, ...) travel as their base type
@@ -352,6 +355,11 @@ class Builder:
         raise BadRequest(f"unknown tag {tag!r}")
 
     def expr(self, body: dict):
+        if body.get("op") == "computed":   # leaf * 1: not a leaf, like a network's output
+            leaf = self.leaves.get(body.get("of"))
+            if leaf is None:
+                raise BadRequest("computed needs a leaf")
+            return leaf * 1
         if body.get("op") != "log_softmax_gather":
             raise BadRequest(f"unknown expression {body.get('op')!r}")
         logits = self.leaves.get(body.get("logits"))
@@ -567,6 +575,9 @@ class Server:
         sys.setrecursionlimit(RECURSION_LIMIT)
         reply = {"ok": True, "value": encode_value(value), "grads": {}, "seconds": seconds,
                  "mutated": {k: safe_fingerprint(v) != before[k] for k, v in named.items()}}
+        if msg.get("echo_args"):   # the arguments' contents after the call: the parent compares
+            reply["args_after"] = {"args": [encode_value(a) for a in args],  # them with its own
+                                   "kwargs": {k: encode_value(v) for k, v in kwargs.items()}}
         if backward:
             wrt = list(backward.get("wrt") or [])
             unknown = [w for w in wrt if w not in leaves]
@@ -745,11 +756,12 @@ def not_run_again(name: str, why: str):
 def pick_output(value, index):
     out = value
     if index is not None:
-        if type(value) not in (tuple, list):
+        if not isinstance(value, (tuple, list)):   # tuple subclasses (NamedTuple) included
             raise TypeError(f"expected a tuple of outputs, got a {type(value).__name__}")
-        if not -len(value) <= int(index) < len(value):
-            raise IndexError(f"expected at least {int(index) + 1} outputs, got {len(value)}")
-        out = value[int(index)]
+        items = list(tuple.__iter__(value) if isinstance(value, tuple) else value)
+        if not -len(items) <= int(index) < len(items):
+            raise IndexError(f"expected at least {int(index) + 1} outputs, got {len(items)}")
+        out = items[int(index)]
     if not T.isinstance(out, T.Tensor):
         which = "the output" if index is None else f"output {index}"
         raise TypeError(f"{which} is a {type(out).__name__}, not a tensor, so no gradient can "

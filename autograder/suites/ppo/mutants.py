@@ -36,6 +36,14 @@ TOTAL_LINE = "total_loss = policy_loss + vf_coeff * value_loss"
 RETURN_LINE = "return total_loss, policy_loss, value_loss"
 
 
+# Overwriting the rewards in place and writing the output into them look the same from outside
+# (the caller's rewards change, the numbers are right): one hint, true of both.
+GAE_OVERWRITES_REWARDS = ("Your function changes its input: the rewards tensor you were given "
+                          "is overwritten (an in-place operation, or the output "
+                          "written into it). Work on new tensors and create a new one for the "
+                          "output.")
+
+
 def _policy(objective: str, ratio: str = RATIO, pre: str = "") -> str:
     """The clipped policy loss written out in the combined loss (replacing the ppo_loss call)."""
     return f"{pre}{ratio}\n    policy_loss = {objective}"
@@ -63,6 +71,11 @@ MUTANTS = [
            "return -(log_probs * rewards).sum()",
            "Your loss adds up the batch instead of averaging it: it grows with the batch size. "
            "Take the mean over the actions in the batch."),
+    Mutant("reinforce_negates_rewards_in_place", "reinforce_loss", RF_RETURN,
+           "return (log_probs * rewards.neg_()).mean()",
+           "Your loss negates the rewards tensor it was given in place, so the caller's rewards "
+           "change sign. The loss is right, but a function must leave its inputs as they were: "
+           "negate a new tensor, not the input."),
     Mutant("reinforce_detached", "reinforce_loss", RF_RETURN,
            "return -(log_probs.detach() * rewards).mean()",
            "No gradient flows from your loss back to the policy: the log-probabilities are cut "
@@ -137,12 +150,10 @@ MUTANTS = [
     next_advantage = 0.0
     {GAE_LOOP}
         delta = rewards[t]""",
-           "Your function changes its input: the rewards tensor you were given is overwritten "
-           "(an in-place operation, or writing into it). Work on new tensors."),
+           GAE_OVERWRITES_REWARDS),
     Mutant("gae_aliases_rewards", "compute_gae", GAE_ALLOC,
            "advantages = rewards  # reuse the rewards tensor for the output",
-           "Your output is the rewards tensor you were given, overwritten with the advantages: "
-           "the caller's rewards change. Create a new tensor for the output."),
+           GAE_OVERWRITES_REWARDS),
 
     # --- the clipped policy loss, inside ppo_combined_loss ----------------------------------
     Mutant("clip_max_not_min", "ppo_combined_loss", PPO_CALL,
@@ -228,6 +239,11 @@ MUTANTS = [
            "total_loss = policy_loss - vf_coeff * value_loss",
            "Your total loss subtracts the value loss. Both are minimized: add vf_coeff times the "
            "value loss."),
+    Mutant("combined_subtracts_returns_in_place", "ppo_combined_loss", VALUE_LINE,
+           "value_loss = (returns.reshape(values.shape).sub_(values) ** 2).mean()",
+           "Your value loss subtracts the values from the returns tensor it was given, in "
+           "place: the caller's returns change, and the training loop, which reuses them in "
+           "every epoch, breaks. Compute the difference as a new tensor."),
     Mutant("combined_floats", "ppo_combined_loss", RETURN_LINE,
            "return total_loss.item(), policy_loss.item(), value_loss.item()",
            "Your function returns plain Python numbers. It must return tensors, so that the "

@@ -4,20 +4,22 @@ Contract: ``ppo_combined_loss(log_probs_new, log_probs_old, advantages, values, 
 epsilon=0.2, vf_coeff=0.5) -> (total, policy_loss, value_loss)``, three 0-dim tensors;
 policy_loss = -mean(min(r*A, clip(r, 1-eps, 1+eps)*A)) with r = exp(new - old);
 value_loss = mean((values - returns)^2) (plain MSE); total = policy_loss + vf_coeff*value_loss;
-gradients flow to log_probs_new and values.
+gradients flow to log_probs_new and values; the inputs are never modified.
 """
 import numpy as np
 import pytest
 
 from autograder.feedback import Mistake
-from autograder.proxy import Backward, StudentError, Tensor
-from autograder.suites.checks import (backed_by, describe, expect_values, is_tensor, scalar,
-                                      tuple_of)
+from autograder.proxy import Backward, Computed, StudentError, Tensor
+from autograder.suites.checks import (backed_by, describe, expect_values, is_tensor, numbers,
+                                      scalar, tuple_of)
+from autograder.suites.contracts import expect_inputs_unchanged
 from autograder.suites.ppo.checks import random_ppo_batch
 
 GRADE_CELL = "ppo_combined_loss"
 FN = "ppo_combined_loss"
 NAMES = ("total_loss", "policy_loss", "value_loss")
+ARG_NAMES = ("log_probs_new", "log_probs_old", "advantages", "values", "returns")
 
 # Documented values (grading-validity) that back the reference up.
 SEED = {"lp_new": [-0.5, -1.0, -0.3], "lp_old": [-0.7, -0.8, -0.5], "adv": [2.0, -1.0, 0.5],
@@ -32,12 +34,12 @@ CASE_Q_GRAD = [0.0, -0.1213061, 0.3297443, 0.0, -0.1105171]
 BACKWARD = Backward(output=0, wrt=["lp_new", "values"])
 
 
-def args_of(batch: dict) -> tuple:
+def args_of(batch: dict, dtype=np.float32) -> tuple:
     """The five tensor arguments; log_probs_new and values are leaves that carry gradients."""
-    f32 = lambda k: np.asarray(batch[k], dtype=np.float32)  # noqa: E731
-    return (Tensor(f32("lp_new"), requires_grad=True, name="lp_new"), Tensor(f32("lp_old")),
-            Tensor(f32("adv")), Tensor(f32("values"), requires_grad=True, name="values"),
-            Tensor(f32("returns")))
+    f = lambda k: np.asarray(batch[k], dtype=dtype)  # noqa: E731
+    return (Tensor(f("lp_new"), requires_grad=True, name="lp_new"), Tensor(f("lp_old")),
+            Tensor(f("adv")), Tensor(f("values"), requires_grad=True, name="values"),
+            Tensor(f("returns")))
 
 
 def losses(student, reference, hints, what, batch, kwargs=None, fixed=None, check=(0, 1, 2)):
@@ -185,10 +187,23 @@ def test_output_order(student, reference, hints, rng):
                   "batch." + (f" {hint}" if hint else ""))
 
 
+def loop_args(batch: dict, dtype=np.float32) -> tuple:
+    """The five arguments as the notebook's loop passes them: log_probs_new and values carry
+    gradients and are not leaves (a network's outputs), the others are plain tensors."""
+    f = lambda k: np.asarray(batch[k], dtype=dtype)  # noqa: E731
+    return (Computed(Tensor(f("lp_new"), requires_grad=True, name="lp_new")), Tensor(f("lp_old")),
+            Tensor(f("adv")), Computed(Tensor(f("values"), requires_grad=True, name="values")),
+            Tensor(f("returns")))
+
+
 def test_outputs_are_0dim_tensors(student, hints, rng):
-    """All three outputs are 0-dim tensors"""
+    """All three outputs are 0-dim tensors (float32 and float64 inputs)"""
     batch = random_ppo_batch(rng, 6)
-    args = args_of(batch)
+    for dtype in (np.float32, np.float64):
+        outputs_are_0dim_tensors(student, hints, args_of(batch, dtype))
+
+
+def outputs_are_0dim_tensors(student, hints, args):
     got = student.call(FN, *args)
     values = tuple_of(got, 3, FN)
     for i, v in enumerate(values):
@@ -223,3 +238,16 @@ def test_mean_not_sum(student, reference, hints, rng):
     """Both losses average over the batch (a batch of 32)"""
     batch = random_ppo_batch(rng, 32)
     losses(student, reference, hints, "a random batch of 32", batch, check=(1, 2))
+
+
+def test_inputs_not_modified(student, hints, rng):
+    """The inputs are never modified (as the notebook's loop passes them, float32 and float64)"""
+    batch = random_ppo_batch(rng, 8)
+    for dtype in (np.float32, np.float64):
+        args = loop_args(batch, dtype)
+        what = (f"{np.dtype(dtype).name} tensors as in the notebook's loop (log_probs_new and "
+                "values computed with gradients)")
+        got = student.call(FN, *args, echo_args=True)
+        expect_inputs_unchanged(got, FN, args, {}, ARG_NAMES, what,
+                                lambda: hints.explain(FN, args, {}, got, aspect="mutated"),
+                                outputs=3)

@@ -3,7 +3,8 @@
 Contract: ``reinforce_loss(log_probs, rewards) = -(log_probs * rewards).mean()``, a 0-dim tensor;
 ``log_probs`` is a 0-dim or 1-D tensor that carries gradients; ``rewards`` is a float or a
 tensor. The log-probabilities are built inside the worker from a logits leaf
-(``LogSoftmaxGather``), so the gradient with respect to the logits can be compared.
+(``LogSoftmaxGather``), so the gradient with respect to the logits can be compared; they are not
+leaves, as in the notebook's loop (``torch.log(prob)``). The inputs are never modified.
 """
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from autograder.feedback import Mistake
 from autograder.proxy import Backward, LogSoftmaxGather, Tensor
 from autograder.suites.checks import backed_by, describe, expect_values, is_tensor
+from autograder.suites.contracts import expect_inputs_unchanged
 
 GRADE_CELL = "reinforce_loss"
 FN = "reinforce_loss"
@@ -20,11 +22,12 @@ SEED_LOGITS = [1.0, 2.0, 0.5, -1.0, 0.0]
 SEED_LOSS = 1.1488759
 SEED_GRAD = [0.4142479, -0.8739575, 0.2512540, 0.0560624, 0.1523933]
 GRAD = Backward(output=None, wrt=["logits"])
+ARG_NAMES = ("log_probs", "rewards")
 
 
-def log_prob(logits, index):
+def log_prob(logits, index, dtype=np.float32):
     """log_softmax(logits)[index], built in the worker from a logits leaf named 'logits'."""
-    leaf = Tensor(np.asarray(logits, dtype=np.float32), requires_grad=True, name="logits")
+    leaf = Tensor(np.asarray(logits, dtype=dtype), requires_grad=True, name="logits")
     return LogSoftmaxGather(leaf, index)
 
 
@@ -100,11 +103,13 @@ def test_rewards_float_or_tensor(student, reference, hints, rng):
 
 
 def test_returns_0dim_tensor(student, rng):
-    """The loss is a 0-dim tensor, for one action and for a batch"""
+    """The loss is a 0-dim tensor, for one action and for a batch, float32 and float64"""
     logits, actions, rewards = random_batch(rng, 5)
     cases = [("one action", (log_prob(logits[0], actions[0]), float(rewards[0]))),
              ("a batch of 5 actions", (log_prob(logits, actions),
-                                       Tensor(rewards.astype(np.float32))))]
+                                       Tensor(rewards.astype(np.float32)))),
+             ("a batch of 5 float64 actions", (log_prob(logits, actions, np.float64),
+                                               Tensor(rewards)))]
     for what, args in cases:
         got = student.call(FN, *args)
         if not is_tensor(got):
@@ -131,3 +136,18 @@ def test_gradient_flows(student, hints, rng):
     if grad is None or not np.any(np.abs(grad) > 0):
         raise Mistake("The gradient of reinforce_loss with respect to the logits is zero or "
                       "missing: the loss must depend on log_probs.")
+
+
+def test_inputs_not_modified(student, hints, rng):
+    """The inputs are never modified (as the notebook's loop passes them, float32 and float64)"""
+    logits, actions, rewards = random_batch(rng, 5)
+    cases = [("one action's log-probability and a float reward, as in the notebook's loop",
+              (log_prob(logits[0], actions[0]), float(rewards[0]))),
+             ("a batch of float32 log-probabilities and a float32 reward tensor",
+              (log_prob(logits, actions), Tensor(rewards.astype(np.float32)))),
+             ("a batch of float64 log-probabilities and a float64 reward tensor",
+              (log_prob(logits, actions, np.float64), Tensor(rewards)))]
+    for what, args in cases:
+        got = student.call(FN, *args, echo_args=True)
+        expect_inputs_unchanged(got, FN, args, {}, ARG_NAMES, what,
+                                lambda: hints.explain(FN, args, {}, got, aspect="mutated"))

@@ -94,6 +94,36 @@ def bool_mask(mask) -> Tensor:
     return Tensor(np.asarray(mask) != 0)
 
 
+# --- hint probes (autograder/hints.py) -----------------------------------------------------------
+# For each function, new padded batches in the form of a test's inputs (dtype, float or bool mask,
+# scores as a list or a tensor, gradient leaves, keyword arguments), on which autograder.hints
+# confirms a known mistake before it names it; the last one has every number three times larger.
+
+def _probes(make, keys):
+    def probes(rng, args, kwargs):
+        from autograder.hints import shaped_like
+
+        out = []
+        for rows, steps, wide in ((4, 6, False), (5, 7, False), (3, 8, True)):
+            batch = make(rng, rows, steps)
+            if wide:   # every number spread wider: large advantages, ratios far from 1
+                batch = {k: 3.0 * v if k not in ("mask", "lengths") else v
+                         for k, v in batch.items()}
+            out.append((tuple(shaped_like(a, batch[k]) for a, k in zip(args, keys))
+                        + tuple(args[len(keys):]), kwargs))
+        return out
+    return probes
+
+
+HINT_PROBES = {
+    "per_token_rewards": _probes(rlhf_batch, ("logprobs", "ref_logprobs", "scores", "mask")),
+    "masked_mean": _probes(rlhf_batch, ("values", "mask")),
+    "compute_token_gae": _probes(rlhf_batch, ("rewards", "values", "mask")),
+    "token_ppo_loss": _probes(ppo_batch, ("lp_new", "lp_old", "adv", "values", "returns",
+                                          "mask")),
+}
+
+
 # --- independent numpy computations (to back the reference up) ----------------------------------
 
 def np_per_token_rewards(logprobs, ref_logprobs, scores, lengths, kl_coef):

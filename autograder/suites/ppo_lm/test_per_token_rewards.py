@@ -10,6 +10,7 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.suites.checks import against_reference, expect_tensor, is_tensor, numbers
+from autograder.suites.contracts import expect_inputs_unchanged
 from autograder.suites.ppo_lm.checks import (RTOL, bool_mask, mask_of, np_per_token_rewards,
                                              rlhf_batch, tensor, with_junk)
 
@@ -115,11 +116,14 @@ def test_float64(student, reference, hints, rng):
 
 
 def test_returns_a_tensor_of_shape_b_t(student, hints, rng):
-    """The result is a (B, T) torch tensor"""
+    """The result is a (B, T) torch tensor (float32 and float64 inputs)"""
     batch = rlhf_batch(rng, 3, 5)
-    args = batch_args(batch)
-    expect_tensor(student.call(FN, *args), hints, FN, args, contract="a (B, T) torch tensor",
-                  shape=(3, 5), on="a batch of 3 rows and 5 tokens", why=", one reward per token")
+    for dtype in (np.float32, np.float64):
+        args = batch_args(batch, dtype)
+        expect_tensor(student.call(FN, *args), hints, FN, args,
+                      contract="a (B, T) torch tensor", shape=(3, 5),
+                      on=f"a {np.dtype(dtype).name} batch of 3 rows and 5 tokens",
+                      why=", one reward per token")
 
 
 def test_device_follows_logprobs(student, hints, rng, device):
@@ -139,11 +143,9 @@ def test_inputs_not_modified(student, hints, rng):
     batch = rlhf_batch(rng, 4, 6)
     for what, args in (("a float mask and scores as a tensor", batch_args(batch)),
                        ("a bool mask and scores as a list", batch_args(batch, mask="bool",
-                                                                      scores="list"))):
-        got = student.call(FN, *args)
-        changed = sorted(k for k, v in (got.mutated or {}).items() if v)
-        if changed:
-            hint = hints.explain(FN, args, {}, got, aspect="mutated")
-            raise Mistake(f"per_token_rewards changed its input {' and '.join(changed)} (with "
-                          f"{what}); it must leave its inputs as they were."
-                          + (f" {hint}" if hint else ""))
+                                                                      scores="list")),
+                       ("float64 tensors", batch_args(batch, np.float64))):
+        got = student.call(FN, *args, echo_args=True)
+        expect_inputs_unchanged(got, FN, args, {}, ("logprobs", "ref_logprobs", "scores",
+                                                    "mask"), what,
+                                lambda: hints.explain(FN, args, {}, got, aspect="mutated"))

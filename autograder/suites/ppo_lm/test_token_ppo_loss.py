@@ -3,7 +3,8 @@
 Contract: ``token_ppo_loss(logprobs_new, logprobs_old, advantages, values, returns, mask,
 epsilon=0.2, vf_coeff=0.5) -> (total_loss, policy_loss, value_loss)``, three 0-dim tensors;
 Part 1's clipped policy loss and plain-MSE value loss, each averaged over the real tokens only;
-total = policy + vf_coeff * value; gradients flow to logprobs_new and values (none to padding).
+total = policy + vf_coeff * value; gradients flow to logprobs_new and values (none to padding);
+any float dtype for the losses; the inputs are never modified.
 
 The student's function is called with ``masked_mean`` bound to the kit's own correct
 implementation while it runs (``checks.call_with_kit_masked_mean``): this question is graded on
@@ -14,7 +15,8 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.proxy import Backward, StudentError, Tensor
-from autograder.suites.checks import backed_by, describe, is_tensor, scalar, tuple_of
+from autograder.suites.checks import backed_by, describe, is_tensor, numbers, scalar, tuple_of
+from autograder.suites.contracts import expect_inputs_unchanged
 from autograder.suites.ppo_lm.checks import (bool_mask, call_with_kit_masked_mean, expect_values,
                                              np_ppo_losses, ppo_batch)
 
@@ -50,6 +52,12 @@ def student_call(student, args, kwargs=None, backward=None, device="cpu"):
                                      backward.output, device=device)
 
 
+def prober(student, device):
+    """How autograder.hints calls the student's function on its probes: as the tests do, with
+    the kit's masked_mean."""
+    return lambda args, kwargs, backward: student_call(student, args, kwargs, backward, device)
+
+
 def losses(student, reference, hints, device, what, batch, kwargs=None, fixed=None,
            check=(0, 1, 2), dtype=np.float32, mask="float"):
     """Compare the chosen outputs with the reference's on ``batch``; returns both replies."""
@@ -63,7 +71,8 @@ def losses(student, reference, hints, device, what, batch, kwargs=None, fixed=No
     for i in check:
         expect_values(values[i], ref.value[i], f"{NAMES[i]} of {what}",
                       lambda i=i: hints.explain(FN, args, kwargs, got, index=i,
-                                                expected=ref.value[i]))
+                                                expected=ref.value[i],
+                                                student_call=prober(student, device)))
     return got, ref
 
 
@@ -91,7 +100,7 @@ def gradients(student, reference, hints, device, what, batch, kwargs=None, fixed
         grad = got.grads.get(leaf)
         if grad is None:
             hint = hints.explain(FN, args, kwargs, got, aspect=f"grad:{leaf}",
-                                 backward=BACKWARD)
+                                 backward=BACKWARD, student_call=prober(student, device))
             raise Mistake(f"{what}: no gradient of total_loss reaches {label}. Keep it in the "
                           "graph: no .detach(), no .item(), no new tensor built from its numbers."
                           + (f" {hint}" if hint else ""))
@@ -99,7 +108,8 @@ def gradients(student, reference, hints, device, what, batch, kwargs=None, fixed
                       f"to {label}",
                       lambda leaf=leaf: hints.explain(FN, args, kwargs, got,
                                                       backward=BACKWARD, aspect=f"grad:{leaf}",
-                                                      expected=ref.grads[leaf]))
+                                                      expected=ref.grads[leaf],
+                                                      student_call=prober(student, device)))
 
 
 @pytest.mark.weight(2)
@@ -158,30 +168,31 @@ def test_policy_loss_over_real_tokens(student, reference, hints, rng, device):
 
 
 def test_float64(student, reference, hints, rng, device):
-    """float64 inputs give float64 losses with the same numbers"""
+    """float64 inputs give the same numbers (the contract leaves the losses' dtype free)"""
     batch = ppo_batch(rng, 4, 6)
-    got, _ = losses(student, reference, hints, device, "a float64 batch", batch,
-                    fixed=dict(enumerate(np_ppo_losses(batch, dtype=np.float64))),
-                    dtype=np.float64)
-    for i in range(3):
-        if is_tensor(got, i) and got.meta[i].dtype != "float64":
-            raise Mistake(f"With float64 inputs, {NAMES[i]} is a {got.meta[i].dtype} tensor; "
-                          "keep the dtype of the inputs (float64).")
+    losses(student, reference, hints, device, "a float64 batch", batch,
+           fixed=dict(enumerate(np_ppo_losses(batch, dtype=np.float64))), dtype=np.float64)
 
 
 def test_outputs_are_0dim_tensors(student, hints, rng, device):
-    """All three outputs are 0-dim tensors"""
+    """All three outputs are 0-dim tensors (float32 and float64 inputs)"""
     batch = ppo_batch(rng, 3, 5)
-    args = args_of(batch)
+    for dtype in (np.float32, np.float64):
+        outputs_are_0dim_tensors(student, hints, device, args_of(batch, dtype))
+
+
+def outputs_are_0dim_tensors(student, hints, device, args):
     got = student_call(student, args, device=device)
     values = tuple_of(got, 3, FN)
     for i, v in enumerate(values):
         if not is_tensor(got, i):
-            hint = hints.explain(FN, args, {}, got, aspect="type", index=i)
+            hint = hints.explain(FN, args, {}, got, aspect="type", index=i,
+                                 student_call=prober(student, device))
             raise Mistake(f"{NAMES[i]} is {describe(v)}; all three outputs must be 0-dim torch "
                           "tensors (no .item(), no float())." + (f" {hint}" if hint else ""))
         if tuple(got.meta[i].shape) != ():
-            hint = hints.explain(FN, args, {}, got, aspect="shape", index=i)
+            hint = hints.explain(FN, args, {}, got, aspect="shape", index=i,
+                                 student_call=prober(student, device))
             raise Mistake(f"{NAMES[i]} has shape {tuple(got.meta[i].shape)}; it must be a 0-dim "
                           "tensor (one mean over the real tokens)." + (f" {hint}" if hint else ""))
 
@@ -207,12 +218,19 @@ def test_no_gradient_to_padding(student, reference, hints, rng, device):
 
 
 def test_inputs_not_modified(student, hints, rng, device):
-    """The inputs are never modified"""
+    """The inputs are never modified (float and bool masks, with and without gradients)"""
     batch = ppo_batch(rng, 4, 5)
+    plain = lambda args: tuple(Tensor(a.data) if isinstance(a, Tensor) else a  # noqa: E731
+                               for a in args)
     for what, args in (("a float mask", args_of(batch)),
-                       ("a bool mask", args_of(batch, mask="bool"))):
-        got = student_call(student, args, device=device)
-        changed = sorted(k for k, v in (got.mutated or {}).items() if v)
-        if changed:
-            raise Mistake(f"token_ppo_loss changed its input {' and '.join(changed)} (with "
-                          f"{what}); it must leave its inputs as they were.")
+                       ("a bool mask", args_of(batch, mask="bool")),
+                       ("float64 tensors without gradients", plain(args_of(batch, np.float64)))):
+        try:
+            got = student_call(student, args, device=device)
+        except StudentError as exc:
+            if "in-place operation" not in exc.message:
+                raise
+            raise Mistake(f"token_ppo_loss changed one of its inputs in place (with {what}): "
+                          f"{exc.message}. It must leave its inputs as they were: work on new "
+                          "tensors.") from None
+        expect_inputs_unchanged(got, FN, args, {}, ARG_NAMES, what, outputs=3)
