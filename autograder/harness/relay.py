@@ -189,7 +189,8 @@ class Student:
 
     def _candidates(self, fn: str) -> list[str]:
         if fn not in self.alive:
-            self.alive[fn] = [fn] + [m for m in self.mutants.get(fn, []) if callable(self.ns.get(m))]
+            self.alive[fn] = [fn] + [m for m in self.mutants.get(fn, [])
+                                     if callable(self.ns.get(m))]
         return self.alive[fn]
 
     def _check(self, fn, args, kwargs, grad, output, outputs, values, grads) -> None:
