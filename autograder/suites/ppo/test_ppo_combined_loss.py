@@ -11,8 +11,8 @@ import pytest
 
 from autograder.feedback import Mistake
 from autograder.proxy import Backward, Computed, StudentError, Tensor
-from autograder.suites.checks import (backed_by, describe, expect_values, is_tensor, numbers,
-                                      scalar, tuple_of)
+from autograder.suites.checks import (backed_by, describe, expect_values, is_tensor, scalar,
+                                      tuple_of)
 from autograder.suites.contracts import expect_inputs_unchanged
 from autograder.suites.ppo.checks import random_ppo_batch
 

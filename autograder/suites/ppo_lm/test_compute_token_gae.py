@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from autograder.feedback import Mistake
-from autograder.suites.checks import (against_reference, expect_tensor, is_tensor, matches,
-                                      numbers)
+from autograder.suites.checks import (against_reference, expect_tensor, is_tensor, numbers)
 from autograder.suites.contracts import expect_inputs_unchanged
 from autograder.suites.ppo_lm.checks import RTOL, bool_mask, np_token_gae, rlhf_batch, tensor
 
