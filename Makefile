@@ -4,14 +4,14 @@ PYTHON  ?= python3
 # The pins (numpy 2.4, matplotlib 3.11, nbgrader 0.9.6) need Python >= 3.11.
 NEED_PY := 3.11
 PIP     := .venv/bin/pip
-STAMP   := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+STAMP   := .venv/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
 .PHONY: setup system-packages release solutions test test-all demo mutants calibrate bench clean
 
 setup: $(STAMP) system-packages
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@py=$(PYTHON); test -x $(PY) && py=$(PY); \
 	v=$$($$py --version 2>&1) || v="no $$py"; \
 	case "$$v" in "Python 3.1"[1-9]*|"Python 3."[2-9][0-9]*) ;; \
@@ -21,6 +21,7 @@ $(STAMP): requirements.txt
 	esac
 	@test -x $(PY) || $(PYTHON) -m venv .venv
 	$(PIP) install -q --disable-pip-version-check -r requirements.txt
+	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f .venv/.installed-* && touch $@
 
 # bubblewrap is the sandbox; chromium renders the feedback pages in the tests. Both are optional

@@ -51,14 +51,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.sandbox.backends import SANDBOX_UID_BASE  # noqa: E402
 
-BATCH_GRADER_DIR = Path(__file__).parent / "adversarial"
-sys.path.insert(0, str(BATCH_GRADER_DIR))
+BATCH_GRADER_DIR = Path(__file__).parent / "adversarial"   # on pytest's pythonpath too
 from batch_grader import SUITE_ENV, functions_only  # noqa: E402
 
 CASES_DIR = Path(__file__).parent / "adversarial" / "cases"

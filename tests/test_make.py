@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -12,7 +11,6 @@ import pytest
 
 from autograder import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "tools"))
 import solutions as solutions_tool  # noqa: E402
 
 FAKE_PYTHON = """#!/bin/bash

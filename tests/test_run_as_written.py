@@ -16,8 +16,6 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -30,7 +28,6 @@ from autograder.load.notebook import read_submission
 from autograder.suites import mutant_corpus
 from autograder.suites.mutant_corpus import Graded
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_release import kernel_data_dir, kernel_env  # the kit's kernel set-up
 
 ASSIGNMENT = "ppo"

@@ -28,8 +28,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).parent))
 
 from autograder import bounds  # noqa: E402
 from autograder.load import untrusted  # noqa: E402
