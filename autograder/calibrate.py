@@ -5,7 +5,7 @@
 Runs the source notebook's own solutions (the instructor's code, so in this process, without a
 sandbox) through both trusted trainers (``autograder/harness/bandit.py``, ``contextual.py``),
 every call of a student function served by the worker's own request handler and checked
-against the answer key and its mutants as a student's is (``relay.local_student``), over ``--seeds`` hidden seeds, drawn exactly as the
+against the answer key and its mutants as a student's is (``local.local_student``), over ``--seeds`` hidden seeds, drawn exactly as the
 suites draw them (``derive_seed(cohort_seed, student id, test key)`` with made-up student ids).
 It records the distribution of the best-arm probability (REINFORCE) and of the fraction of the
 random-to-optimal gap closed (PPO), runs negative controls (a sign-flipped loss, a loss that
@@ -88,11 +88,11 @@ def train(trainer: str, ns: dict, reference: dict, params: dict, check: dict) ->
     ``ns``; a run the checks stop gives ``{"error": ...}``."""
     import importlib
 
-    from autograder.harness import relay
+    from autograder.harness import local, relay
 
     module = importlib.import_module(f"autograder.harness.{trainer}")
     try:
-        return module.train(relay.local_student(ns, reference, check), **params)
+        return module.train(local.local_student(ns, reference, check), **params)
     except relay.HarnessStop as stop:
         return {"error": str(stop)}
 

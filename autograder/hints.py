@@ -173,20 +173,15 @@ def same_numbers(a, b, atol: float = ATOL, rtol: float = 1e-5) -> bool:
 
 
 def first_wrong(actual, expected, atol: float) -> str:
-    """'at position 2: got 1.5, expected 2.538 (difference -1.04)' for the first number out of
-    tolerance; a 2-D position is given as (row, token)."""
+    """The first number out of tolerance, as ``feedback.first_difference`` words it (a 2-D
+    position as (row, token); the expected value only where it may be shown); "" when the two
+    are not arrays of one shape."""
+    from autograder.feedback import first_difference
+
     a, e = numeric(actual), numeric(expected)
     if not isinstance(a, np.ndarray) or not isinstance(e, np.ndarray) or a.shape != e.shape:
         return ""
-    bad = ~np.isclose(a, e, atol=atol, rtol=0.0, equal_nan=False)
-    if not bad.any():
-        return ""
-    flat = int(np.argmax(bad.ravel()))
-    where = np.unravel_index(flat, a.shape) if a.ndim else ()
-    position = (f"(row {where[0]}, token {where[1]})" if a.ndim == 2 else
-                ", ".join(str(int(i)) for i in where) or "0")
-    x, y = float(a.ravel()[flat]), float(e.ravel()[flat])
-    return f"at position {position}: got {x:.6g}, expected {y:.6g} (difference {x - y:+.3g})"
+    return first_difference(a, e, atol)
 
 
 def _pick(value, index):

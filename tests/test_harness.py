@@ -1,7 +1,7 @@
 """The trusted trainers: they learn with the answer key, fail with a sign-flipped loss, use
 the notebook's own classes whatever the submission defines, and the batched bandit runs do not
 influence each other. The trainers run in this process here, the "student" functions served by
-the worker's own request handler (``relay.local_student``: the answer key is trusted code);
+the worker's own request handler (``local.local_student``: the answer key is trusted code);
 ``tests/test_mutants.py`` and ``tests/test_trusted_training.py`` run them through the workers."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from autograder import REPO_ROOT  # noqa: E402
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.calibrate import SIGN_FLIPPED, reference_namespace, with_override  # noqa: E402
-from autograder.harness import HarnessStop, bandit, contextual, relay  # noqa: E402
+from autograder.harness import HarnessStop, bandit, contextual, local, relay  # noqa: E402
 from autograder.suites.ppo import training as T  # noqa: E402
 
 SEED = 20261123
@@ -49,7 +49,7 @@ def run(trainer, ns, params, check=None):
     reference namespace when given (``(reference, check params)``)."""
     reference, check = check if check is not None else (None, None)
     try:
-        return trainer.train(relay.local_student(ns, reference, check), **params)
+        return trainer.train(local.local_student(ns, reference, check), **params)
     except HarnessStop as stop:
         return {"error": str(stop)}
 
@@ -306,7 +306,7 @@ def test_the_student_gets_only_each_calls_inputs(reference, bandit_kit, ppo_kit)
     from autograder.sandbox import protocol
 
     sent = []
-    ask = relay.local_ask(reference)
+    ask = local.local_ask(reference)
 
     def spy(msg):
         sent.append(protocol.loads(protocol.dumps(msg)))
@@ -347,7 +347,7 @@ def test_batched_gae_is_the_per_episode_gae(reference):
     rng = np.random.default_rng(0)
     rewards, values = rng.normal(size=(64, 1)), rng.normal(size=(64, 2))
     values[:, 1] = 0.0
-    student = relay.Student(relay.local_ask(reference), reference, seed=3)
+    student = relay.Student(local.local_ask(reference), reference, seed=3)
     got = student.map("compute_gae", [rewards, values], {"gamma": 0.99, "lam": 0.95})
     want = [np.asarray(reference["compute_gae"](r.tolist(), v.tolist(), 0.99, 0.95))
             for r, v in zip(rewards, values)]
@@ -360,14 +360,14 @@ def test_batched_gae_reads_any_sequence_and_names_a_failure(reference):
     episode stops training with the function named and the student's own line."""
     rng = np.random.default_rng(1)
     columns = [rng.normal(size=(8, 1)), np.c_[rng.normal(size=8), np.zeros(8)]]
-    want = relay.Student(relay.local_ask(reference), None, seed=0).map("compute_gae", columns)
+    want = relay.Student(local.local_ask(reference), None, seed=0).map("compute_gae", columns)
     gae = reference["compute_gae"]
     for wrap in (lambda a: a.tolist(), lambda a: tuple(a.unbind()), lambda a: a.double()):
         ns = dict(reference, compute_gae=lambda r, v, gamma=0.99, lam=0.95, w=wrap:
                   w(gae(r, v, gamma, lam)))
-        got = relay.Student(relay.local_ask(ns), None, seed=0).map("compute_gae", columns)
+        got = relay.Student(local.local_ask(ns), None, seed=0).map("compute_gae", columns)
         np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=1e-6)
     broken = with_override(reference, "def compute_gae(rewards, values, gamma=0.99, lam=0.95):\n"
                                       "    return [1.0 / (values[0] > 10)]\n")
     with pytest.raises(HarnessStop, match="`compute_gae` raised ZeroDivisionError"):
-        relay.Student(relay.local_ask(broken), None, seed=0).map("compute_gae", columns)
+        relay.Student(local.local_ask(broken), None, seed=0).map("compute_gae", columns)

@@ -239,13 +239,13 @@ def test_harness_adam_trains_like_torch_adam(assignment):
     torch's own Adam give the same history and weights (two short iterations)."""
     torch = pytest.importorskip("torch")
     from autograder.calibrate import reference_namespace
-    from autograder.harness import lm, relay
+    from autograder.harness import lm, local
 
     ns = reference_namespace(assignment)
     params = dict(T.lm_params(99, assignment), iterations=2, batch_size=16)
     threads = torch.get_num_threads()
     try:
-        ours = lm.train(relay.local_student(ns, ns), **params)
+        ours = lm.train(local.local_student(ns, ns), **params)
         kit: dict = {}
         exec(params["kit_source"], kit)
         kit["load_pretrained"] = lambda path=None, device="cpu": _loaded(kit, params["weights"])

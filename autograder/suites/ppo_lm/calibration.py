@@ -5,7 +5,7 @@
 (``make calibrate`` runs it after Part 1's calibration.) The source notebook's own solutions
 (the instructor's code, so in this process, without a sandbox) go through the trusted trainer
 ``autograder/harness/lm.py``, every call of a student function served by the worker's own
-request handler and checked against the answer key as a student's is (``relay.local_student``),
+request handler and checked against the answer key as a student's is (``local.local_student``),
 over ``--seeds`` hidden seeds drawn exactly as the suite draws them
 (``derive_seed(cohort_seed, student id, test key)`` with made-up student ids), and the parent's
 evaluation (``training.evaluate``) scores each run: the rise of the mean score over the
@@ -112,15 +112,15 @@ def fingerprint(assignment) -> str:
 
 def run_one(ns: dict, assignment, seed: int, reference: dict | None = None) -> dict:
     """One run as the suite makes it: the trusted trainer, the functions of ``ns`` served
-    through the worker's request handler (``relay.local_student``), each reply checked against
+    through the worker's request handler (``local.local_student``), each reply checked against
     ``reference`` (the answer key and its mutants) like a student's."""
-    from autograder.harness import lm, relay
+    from autograder.harness import lm, local, relay
 
     started = time.monotonic()
     params = T.lm_params(seed, assignment)
     check = T.check_params(assignment, seed, params["iterations"])
     try:
-        out = lm.train(relay.local_student(ns, reference if reference is not None else ns,
+        out = lm.train(local.local_student(ns, reference if reference is not None else ns,
                                            check), **params)
     except relay.HarnessStop as stop:
         out = {"error": str(stop)}
