@@ -29,8 +29,8 @@ from autograder.sandbox.client import (Worker, WorkerDied, WorkerError, WorkerTi
 from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLarge
 
 __all__ = ["StudentProxy", "Tensor", "LogSoftmaxGather", "Backward", "Returned", "TensorMeta",
-           "Other", "TooLarge", "StudentError", "ReferenceFailed", "NotDefined", "WorkerDied", "WorkerTimeout",
-           "WorkerError", "Computed"]
+           "Other", "TooLarge", "StudentError", "ReferenceFailed", "NotDefined", "WorkerDied",
+           "WorkerTimeout", "WorkerError", "Computed"]
 
 
 class StudentError(Exception):
@@ -235,12 +235,7 @@ class StudentProxy:
         if seed is not None:
             msg["seed"] = int(seed)
         reply = self._worker.request(msg, timeout or self._worker.limits.harness_timeout_seconds)
-        if not reply.get("ok"):
-            raise self._error(reply, name)
-        try:
-            return protocol.decode(reply.get("value"))[0]
-        except ProtocolError as exc:
-            raise self._malformed(name, exc) from None
+        return self._value_of(reply, name)
 
     def train(self, name: str, student: "StudentProxy", *, timeout: float | None = None,
               **params) -> dict:
@@ -270,6 +265,10 @@ class StudentProxy:
                     pass
                 raise
             reply = self._worker.request({"op": "train_reply", "reply": answer}, limit)
+        return self._value_of(reply, name)
+
+    def _value_of(self, reply: dict, name: str):
+        """The decoded ``value`` of a reply, or the student's error / a malformed-reply error."""
         if not reply.get("ok"):
             raise self._error(reply, name)
         try:

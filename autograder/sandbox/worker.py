@@ -547,13 +547,21 @@ class Server:
         return {"ok": True, "defined": defined, "cell_errors": errors, "device": self.device,
                 "device_note": note}
 
-    def op_call(self, msg: dict) -> dict:
+    def function_of(self, msg: dict) -> tuple:
+        """``(name, function, None)`` for the loaded function ``msg["fn"]`` names, else
+        ``(name, None, the error reply)``."""
         name = msg.get("fn")
         fn = self.ns.get(name) if isinstance(name, str) else None
         if fn is None or not callable(fn):
-            return {"ok": False, "error": {"type": "NotDefined", "stage": "call", "trace": "",
-                                           "message": f"{name} is not defined",
-                                           "in_student_code": False}}
+            return name, None, {"ok": False, "error": {
+                "type": "NotDefined", "stage": "call", "trace": "",
+                "message": f"{name} is not defined", "in_student_code": False}}
+        return name, fn, None
+
+    def op_call(self, msg: dict) -> dict:
+        name, fn, missing = self.function_of(msg)
+        if missing:
+            return missing
         leaves = {}
         builder = Builder(self.device, leaves)
         for lname, payload in (msg.get("leaves") or {}).items():
@@ -615,12 +623,9 @@ class Server:
         float64 array with a row per call when every result is a tensor, number or list of
         numbers of one length, else one encoded value per call; or the first failing call's
         error with its ``index``."""
-        name = msg.get("fn")
-        fn = self.ns.get(name) if isinstance(name, str) else None
-        if fn is None or not callable(fn):
-            return {"ok": False, "error": {"type": "NotDefined", "stage": "call", "trace": "",
-                                           "message": f"{name} is not defined",
-                                           "in_student_code": False}}
+        name, fn, missing = self.function_of(msg)
+        if missing:
+            return missing
         builder = Builder(self.device, {})
         columns = [builder.value(c) for c in (msg.get("columns") or [])]
         if not columns or not all(type(c) is T.ndarray and c.ndim >= 1 and
