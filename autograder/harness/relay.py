@@ -26,6 +26,7 @@ Invariants:
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 
@@ -47,7 +48,7 @@ class Student:
     def __init__(self, ask, ns: dict | None, *, seed: int, mutants: dict | None = None,
                  calls_expected: dict | None = None, check_fraction: float = CHECK_FRACTION):
         self.ask, self.ns = ask, ns
-        self.rng = random.Random(int(seed) ^ 0xC4EC)
+        self.rng = random.Random(derive(seed, "which calls are checked"))
         self.mutants = {k: list(v) for k, v in (mutants or {}).items()}
         self.expected = dict(calls_expected or {})
         self.fraction = float(check_fraction)
@@ -232,7 +233,15 @@ class Student:
                 "must not keep state between calls or depend on anything but its arguments")
 
     def _next_seed(self, fn: str) -> int:
-        return (self.seed * 1_000_003 + self.counts.get(fn, 0) * 7919 + len(fn)) % (1 << 62)
+        return derive(self.seed, "call seed", fn, self.counts.get(fn, 0))
+
+
+def derive(seed: int, label: str, *parts) -> int:
+    """A 62-bit number from sha256(seed, label, parts): one-way, so a call's seed, which the
+    student's worker sees (``torch.initial_seed()``), reveals neither ``seed`` nor any other
+    number derived from it with another label (which calls are checked, the run's own seeds)."""
+    text = "\0".join([str(int(seed)), label] + [str(p) for p in parts])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % (1 << 62)
 
 
 # --- the relay: a trainer in a thread, its student calls handed to the caller ------------------
