@@ -25,6 +25,11 @@ NOTEBOOK_MAX_PARSE_BYTES = 512 * MIB
 # Small files read from a student's folder (timestamp.txt).
 SMALL_FILE_MAX_BYTES = 4096
 
+# A student's folder is listed, not trusted: at most this many entries are read from it (more is
+# that student's zero), and at most this many file names are repeated in a message.
+FOLDER_MAX_ENTRIES = 1000
+NAMES_SHOWN = 5
+
 # One reply line from a worker: its length is checked before it is decoded, then its values
 # are counted (the same pre-scan) before it is parsed. A bigger reply fails that one call.
 REPLY_MAX_BYTES = 64 * MIB

@@ -38,12 +38,16 @@ MAX_OUTCOME_CHARS = 4000      # per test message in a grade cell's output
 
 
 def sanitise(text: str) -> str:
-    """Student Markdown or raw text with every tag, attribute and URL scheme outside the
-    allowlist escaped (shown as text, never interpreted)."""
+    """Student Markdown or raw text, made inert for both renderers a staff tool applies:
+    HTML: every tag, attribute and URL scheme outside the allowlist escaped (shown as text);
+    Markdown: every ``[`` and ``]`` escaped, so no Markdown link, image or reference definition
+    exists (``[x](javascript:...)`` is text). A link survives only as an allowlisted
+    ``<a href="http(s)://...">``."""
     import bleach
 
-    return bleach.clean(text, tags=SAFE_TAGS, attributes=SAFE_ATTRIBUTES,
-                        protocols=SAFE_PROTOCOLS, strip=False, strip_comments=True)
+    html_safe = bleach.clean(text, tags=SAFE_TAGS, attributes=SAFE_ATTRIBUTES,
+                             protocols=SAFE_PROTOCOLS, strip=False, strip_comments=True)
+    return html_safe.replace("[", "\\[").replace("]", "\\]")
 
 
 def student_cell_list(path: Path | None, sha256: str, assignment: Assignment,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -70,7 +71,12 @@ def choose_notebook(folder: Path, assignment: str, student: str | None = None, *
                        f"folder could not be opened: {exc.strerror})", code="no_notebook")
     try:
         with os.scandir(dir_fd) as it:
-            entries = {e.name: e for e in it if e.name.endswith(".ipynb")}
+            listed = list(itertools.islice(it, bounds.FOLDER_MAX_ENTRIES + 1))
+        if len(listed) > bounds.FOLDER_MAX_ENTRIES:
+            return refused(student, folder, f"the submission folder holds more than "
+                           f"{bounds.FOLDER_MAX_ENTRIES:,} entries; submit the notebook alone",
+                           code="ambiguous_submission")
+        entries = {e.name: e for e in listed if e.name.endswith(".ipynb")}
         regular = {n: e.is_file(follow_symlinks=False) for n, e in entries.items()}
         notebooks = sorted(entries)
         shown = {n: untrusted.printable(n) for n in notebooks}
@@ -101,7 +107,7 @@ def choose_notebook(folder: Path, assignment: str, student: str | None = None, *
         os.close(dir_fd)
     if chosen == expected:
         others = [shown[n] for n in notebooks if n != expected]
-        flags = [{"code": "extra_notebooks", "message": f"also submitted {', '.join(others)}; "
+        flags = [{"code": "extra_notebooks", "message": f"also submitted {some(others)}; "
                   f"graded {expected}"}] if others else []
         return Job(student, folder, folder / expected, digest, flags)
     if chosen is not None:
@@ -112,9 +118,16 @@ def choose_notebook(folder: Path, assignment: str, student: str | None = None, *
         problem, code = f"no notebook was submitted (expected {expected})", "no_notebook"
     else:
         problem = (f"{len(notebooks)} notebooks were submitted and none is named {expected}: "
-                   f"{', '.join(shown.values())}")
+                   f"{some(list(shown.values()))}")
         code = "ambiguous_submission"
     return Job(student, folder, None, digest, [{"code": code, "message": problem}], problem)
+
+
+def some(names: list[str]) -> str:
+    """At most ``bounds.NAMES_SHOWN`` names, then how many more."""
+    head = ", ".join(names[:bounds.NAMES_SHOWN])
+    rest = len(names) - bounds.NAMES_SHOWN
+    return f"{head} and {rest} more" if rest > 0 else head
 
 
 def student_id(folder_name: str) -> str:
@@ -393,12 +406,15 @@ def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = 
         if to_slots and scheduler:
             with progress_bar(console, len(to_slots)) as bar:
                 def on_task(job: Job, result: GradingResult | None, error: str) -> None:
-                    code = "grader_error"
+                    code, told = "grader_error", GRADER_ERROR_TEXT
                     if result is None and error.startswith("worker_lost:"):
                         code = "worker_lost"
+                    elif result is None and error.startswith("unread:"):
+                        code, error = "unreadable_notebook", error[len("unread: "):]
+                        told = f"Your notebook could not be read: {error}"
                     if result is None:
                         result = zero_result(job, assignment, points, code=code,
-                                             message=error, student_message=GRADER_ERROR_TEXT)
+                                             message=error, student_message=told)
                     record(job, finish(result, job))
                     bar.record(kind(result.to_json()))
 
@@ -449,14 +465,18 @@ def grade_on_cluster(jobs: list[Job], *, scheduler: str, insecure: bool, setting
         except ClusterRefused as exc:
             raise UsageError(f"the cluster at {scheduler} was refused: {exc}") from None
         run_on_cluster(jobs, client=client, settings=settings, assignment=assignment,
-                       grader=grader, device=device, read_notebook=read_notebook,
+                       grader=grader, device=device, read_notebook=notebook_reader(course_paths(course_dir).submitted),
                        on_result=on_result)
 
 
-def read_notebook(job: Job) -> bytes:
-    """The chosen notebook's bytes, for a task that runs on another machine."""
-    assert job.notebook is not None
-    return job.notebook.read_bytes()
+def notebook_reader(submitted: Path):
+    """``read(job) -> bytes``: the chosen notebook's bytes for a task that runs on another
+    machine, read as every student file is (a regular file reached from ``submitted`` without
+    links, at most ``bounds.NOTEBOOK_MAX_BYTES``; ``untrusted.Refused`` otherwise)."""
+    def read(job: Job) -> bytes:
+        assert job.notebook is not None
+        return untrusted.read_regular(job.notebook, submitted, bounds.NOTEBOOK_MAX_BYTES)
+    return read
 
 
 @contextlib.contextmanager

@@ -188,8 +188,8 @@ def run_on_cluster(jobs, *, client, settings, assignment: str, grader: str, devi
         student_key = hashlib.sha256(job.student.encode("utf-8", "surrogateescape")).hexdigest()
         try:
             data = read_notebook(job)
-        except OSError as exc:
-            on_result(job, None, f"the submission could not be read: {exc}")
+        except Exception as exc:      # a refused, oversized or vanished file: this job only
+            on_result(job, None, f"unread: the submission could not be read: {exc}")
             continue
         future = client.submit(
             grade_task, data, job.notebook.name, student=job.student, assignment=assignment,

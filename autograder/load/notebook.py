@@ -193,6 +193,9 @@ def parse_notebook(raw: bytes) -> tuple[list[dict], str]:
     except RecursionError:
         raise Unreadable("The file is not a Jupyter notebook: its JSON is nested too deeply.") \
             from None
+    except ValueError as exc:     # e.g. an integer past Python's digit limit: any value the
+        raise Unreadable(f"The file is not a notebook the grader can read: {exc}"[:300]) \
+            from None             # parser refuses is the file's problem, not the grader's
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list) \
             or "nbformat" not in data:
         if isinstance(data, dict) and data.get("nbformat") == 3 and "worksheets" in data:
