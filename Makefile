@@ -7,7 +7,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: setup system-packages release solutions test test-all demo mutants calibrate bench clean
+.PHONY: setup system-packages release solutions lint test test-all demo mutants calibrate bench clean
 
 setup: $(STAMP) system-packages
 
@@ -59,9 +59,14 @@ solutions: $(STAMP)
 pretrain: $(STAMP)
 	nice $(PY) tools/pretrain_lm.py
 
-# `make test`: every test but the slow end-to-end ones (cluster, browser, whole nbgrader loop).
-# `make test-all`: those too (CI runs it).
-test: setup
+# `make lint`: ruff (pyproject.toml [tool.ruff]) and mypy on the trusted side ([tool.mypy]).
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+# `make test`: lint, then every test but the slow end-to-end ones (cluster, browser, whole
+# nbgrader loop). `make test-all`: those too (CI runs it).
+test: setup lint
 	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15 -m "not slow"
 
 test-all: test

@@ -50,7 +50,8 @@ def cmd_grade(args) -> int:
         return usage_error(str(exc))
     known = list_assignments(settings.course_dir)
     if args.assignment not in known:
-        return usage_error(f"unknown assignment {args.assignment!r}; known: {', '.join(known) or 'none'}")
+        return usage_error(f"unknown assignment {args.assignment!r}; "
+                           f"known: {', '.join(known) or 'none'}")
     backend = "unsafe" if args.unsafe_no_sandbox else None
     if backend is None:
         try:
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     grade.add_argument("--course-dir", help=COURSE_DIR_HELP)
     grade.add_argument("--unsafe-no-sandbox", action="store_true",
-                       help="run student code with rlimits only (no isolation); never for real grading")
+                       help="run student code with rlimits only (no isolation); "
+                            "never for real grading")
     grade.set_defaults(func=cmd_grade)
     try:
         from autograder.commands import add_subcommands

@@ -69,7 +69,7 @@ class Assignment:
     cells: tuple[CodeCell, ...]
     grade_cells: tuple[GradeCell, ...]
     solution_functions: dict[str, str]
-    locked_checksums: dict[str, str]
+    locked_checksums: dict[str, str | None]
     nbgrader_cells: tuple[NbgraderCell, ...] = ()
 
     @property
@@ -119,7 +119,7 @@ def _read(name: str, path: Path, suite_dir: Path) -> Assignment:
     grade_cells: list[GradeCell] = []
     nbgrader_cells: list[NbgraderCell] = []
     functions: dict[str, str] = {}
-    checksums: dict[str, str] = {}
+    checksums: dict[str, str | None] = {}
     seen: set[str] = set()
     for number, cell in enumerate(nb.cells, start=1):
         meta = cell.metadata.get("nbgrader", {})
@@ -149,6 +149,7 @@ def _read(name: str, path: Path, suite_dir: Path) -> Assignment:
         cells.append(CodeCell(gid or cell.get("id") or f"cell-{number}", cell.source, kind,
                               setup))
         if kind == "solution":
+            assert gid is not None            # a solution cell without grade_id raised above
             defined = extract_definitions(cell.source).functions
             if len(defined) != 1:
                 raise AssignmentError(f"{path}: solution cell {gid!r} must define exactly one "

@@ -114,7 +114,7 @@ __LOCK_DOWN__
 mkdir -p "$ROOT/results"
 chmod 0700 "$ROOT/results"
 echo "autograder set up in $ROOT"
-"""
+"""  # noqa: E501 (shell lines: apt, echo and die messages, kept one line each)
 
 RUN_AUTOGRADER = r"""#!/usr/bin/env bash
 # Gradescope runs this for every submission: grade /autograder/submission/*.ipynb into
@@ -132,7 +132,7 @@ if [ ! -s "$OUT" ]; then
   printf '{"score": 0, "output": "The autograder failed to start (exit status %s). Your course staff have been told; please contact them.", "tests": [], "extra_data": {"flags": [{"code": "grader_error", "message": "run_autograder: exit %s"}]}}\n' "$status" "$status" > "$OUT"
 fi
 exit 0
-"""
+"""  # noqa: E501 (shell lines: the run command and the fallback JSON stay one line)
 
 EXCLUDED_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
 DEV_MARKER = "# --- development only"
@@ -353,7 +353,8 @@ def cmd_gradescope_bundle(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m autograder.gradescope run --root ROOT --assignment A`` (used by run_autograder)."""
+    """``python -m autograder.gradescope run --root ROOT --assignment A``
+    (used by run_autograder)."""
     parser = argparse.ArgumentParser(prog="python -m autograder.gradescope")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run")

@@ -123,6 +123,7 @@ def _suite_module(assignment, name: str):
         return None
     spec = importlib.util.spec_from_file_location(
         f"autograder_suite_{assignment.name}_{name}", path)
+    assert spec is not None and spec.loader is not None     # a .py path always has a loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -337,7 +338,7 @@ def _same(a, b, aspect: str, index, atol: float) -> bool:
         return False
     if aspect == "value":
         return True
-    indices = [index]
+    indices: list | range = [index]
     if index is not None and isinstance(a.value, tuple) and isinstance(b.value, tuple) and \
             aspect in ("graph", "type", "dtype", "device", "shape"):
         indices = range(len(a.value)) if len(a.value) == len(b.value) else [index]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class Tensor:
     (give ``requires_grad=True`` too). One name is one tensor object in the worker, however
     often it appears in the arguments.
     """
-    data: object
+    data: Any                       # array-like; an ndarray after __post_init__
     requires_grad: bool = False
     name: str | None = None
 
@@ -186,7 +187,10 @@ class StudentProxy:
             raise type(earlier)(f"{earlier}; {fn} was not called again after that")
         leaves: dict[str, dict] = {}
         owners: dict[str, Tensor] = {}
-        encode = lambda v: protocol.encode(v, default=lambda x: self._input(x, leaves, owners))
+
+        def encode(v):
+            return protocol.encode(v, default=lambda x: self._input(x, leaves, owners))
+
         msg = {"op": "call", "fn": fn, "args": [encode(a) for a in args],
                "kwargs": {k: encode(v) for k, v in kwargs.items()}, "leaves": leaves,
                "seed": self._default_seed if seed is None else int(seed), "backward": None}
@@ -228,8 +232,8 @@ class StudentProxy:
                 **params):
         """Run the kit's training harness ``autograder/harness/<name>.py`` with the student's
         functions; returns its result as plain data (tensors as numpy arrays)."""
-        msg = {"op": "harness", "name": name, "params": {k: protocol.encode(v)
-                                                         for k, v in params.items()}}
+        msg: dict[str, Any] = {"op": "harness", "name": name,
+                               "params": {k: protocol.encode(v) for k, v in params.items()}}
         if self._failed:
             msg["unavailable"] = {fn: _how_it_failed(exc) for fn, exc in self._failed.items()}
         if seed is not None:
@@ -334,7 +338,8 @@ class StudentProxy:
             return self._malformed(fn, exc)
         if err["type"] == "NotDefined" and err["stage"] == "call":
             return NotDefined(fn, "it is not defined in your notebook")
-        if err["stage"] == "worker":  # the worker rejected the request: a kit bug, not the student's
+        # The worker rejected the request: a kit bug, not the student's.
+        if err["stage"] == "worker":
             return RuntimeError(f"the worker rejected the request: {err['type']}: "
                                 f"{err['message']}\n{err['trace']}")
         if self._worker.trusted:

@@ -41,7 +41,8 @@ def print_result(result: GradingResult, file=None) -> None:
     console.print(table)
     for flag in extra.get("flags", []):
         console.print(f"[yellow]flag[/] {flag.get('code')}: {flag.get('message', '')[:300]}")
-    console.print(f"sandbox: {extra.get('sandbox') or '-'}   device: {extra.get('device') or '-'}   "
+    console.print(f"sandbox: {extra.get('sandbox') or '-'}   "
+                  f"device: {extra.get('device') or '-'}   "
                   f"time: {result.execution_time:.1f} s")
 
 

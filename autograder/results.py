@@ -34,7 +34,8 @@ class GradingResult:
     execution_time: float           # seconds, wall clock
     output: str
     tests: list[TestResult]
-    extra_data: dict                # max_score, student, assignment, sandbox, device, flags, grade_cells
+    # max_score, student, assignment, sandbox, device, flags, grade_cells
+    extra_data: dict
 
     def to_json(self) -> dict:
         return {

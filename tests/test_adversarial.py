@@ -1,4 +1,5 @@
-"""Hostile and broken submissions: the adversarial corpus, graded, each against its expected outcome.
+"""Hostile and broken submissions: the adversarial corpus, graded, each against its expected
+outcome.
 
 The corpus is data: ``tests/adversarial/cases/*.toml``, one file per submission (the format is
 described in ``tests/adversarial/README.md``). A case is a small change to the source notebook
@@ -901,7 +902,8 @@ def test_the_batch_grades_every_submission_once(batch):
         flags = [f["code"] for f in data["extra_data"]["flags"]]
         assert data["extra_data"]["student"] == name
         assert "grader_error" not in flags, (name, data["extra_data"]["flags"])
-        assert (batch.course / "feedback" / name / ASSIGNMENT / f"{ASSIGNMENT}.html").is_file(), name
+        page = batch.course / "feedback" / name / ASSIGNMENT / f"{ASSIGNMENT}.html"
+        assert page.is_file(), name
 
 
 def test_the_batch_records_each_submission_in_the_gradebook(batch):

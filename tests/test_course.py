@@ -256,6 +256,7 @@ def test_sigkill_mid_batch_then_rerun_completes(tmp_path):
         subs = gb.db.query(SubmittedAssignment).all()
         assert sorted(s.student.id for s in subs) == sorted(cohort)
         assert gb.db.query(Student).count() == len(cohort)
-        assert gb.db.query(Grade).count() == len(cohort) * len(res["ada1"]["extra_data"]["grade_cells"])
+        n_cells = len(res["ada1"]["extra_data"]["grade_cells"])
+        assert gb.db.query(Grade).count() == len(cohort) * n_cells
         for s, data in res.items():
             assert gb.find_submission(ASSIGNMENT, s).score == pytest.approx(data["score"])

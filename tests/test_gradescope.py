@@ -108,7 +108,8 @@ def test_bundle_layout(bundle):
     assert infos["run_autograder"].external_attr >> 16 & 0o111
     assert infos["setup.sh"].external_attr >> 16 & 0o111
     assert not [n for n in infos if "__pycache__" in n or n.endswith(".pyc")]
-    assert not [n for n in infos if n.startswith(("release/", "submitted/", "tests/", "solutions/"))]
+    assert not [n for n in infos
+                if n.startswith(("release/", "submitted/", "tests/", "solutions/"))]
     # the runtime pins only: requirements.txt above its "# --- development only" line
     shipped = zipfile.ZipFile(bundle).read("requirements.txt").decode()
     full = (REPO_ROOT / "requirements.txt").read_text()

@@ -212,7 +212,7 @@ def test_the_harness_adam_is_torchs_adam():
             assert torch.equal(p, q)
 
 
-# --- the trusted side checks what the student's worker sends back ----------------------------------
+# --- the trusted side checks what the student's worker sends back ------------------------------
 
 BEST_ARM_SO_FAR = '''
 _best = {}

@@ -171,7 +171,8 @@ def test_grade_and_solution_cells(source_nb):
         meta = c.get("metadata", {}).get("nbgrader")
         if c.cell_type == "code":
             assert meta, "every code cell has nbgrader metadata"
-            assert not c.outputs and c.execution_count is None, f"{grade_id(c)}: outputs not cleared"
+            assert not c.outputs and c.execution_count is None, \
+                f"{grade_id(c)}: outputs not cleared"
             assert meta["locked"] != meta["solution"], grade_id(c)
     solutions = {grade_id(c): c.source for c in source_nb.cells
                  if c.get("metadata", {}).get("nbgrader", {}).get("solution")}

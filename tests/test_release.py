@@ -113,7 +113,8 @@ def test_committed_release_is_up_to_date(source, regenerated):
     committed = committed_release(source)
     fresh = nbformat.read(regenerated / source.parent.name / source.name, as_version=4)
     assert [c.id for c in committed.cells] == [c.id for c in fresh.cells], \
-        f"release/{source.parent.name}/{source.name} has other cells than source/: run `make release`"
+        f"release/{source.parent.name}/{source.name} has other cells than source/: " \
+        "run `make release`"
     for old, new in zip(committed.cells, fresh.cells):
         assert old.cell_type == new.cell_type, f"cell {new.id}: run `make release`"
         assert old.source == new.source, f"cell {new.id} differs from source/: run `make release`"
@@ -172,7 +173,8 @@ def test_unmodified_release_fails_only_where_a_student_function_is_needed(execut
 def test_unmodified_release_still_runs_the_given_code(executed_ppo_release):
     figure = executed_ppo_release["clipping_figure"]
     assert any("image/png" in o.get("data", {}) for o in figure.outputs)
-    ppo_loss_test = "".join(o.get("text", "") for o in executed_ppo_release["ppo_loss_given"].outputs)
+    ppo_loss_test = "".join(o.get("text", "")
+                            for o in executed_ppo_release["ppo_loss_given"].outputs)
     assert "PPO Loss: -0.7271" in ppo_loss_test
     for cell_id, cell in executed_ppo_release.items():
         for o in cell.get("outputs", []):

@@ -41,7 +41,8 @@ import json, os, sys
 def reply(value):
     os.write(4, json.dumps(value).encode())
 def status():
-    return dict(l.split(":\\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\\t" in l)
+    return dict(l.split(":\\t", 1)
+                for l in open("/proc/self/status").read().splitlines() if ":\\t" in l)
 """
 
 
@@ -89,7 +90,8 @@ def run(backend: str, code: str, *, limits: Limits = Limits(), python: str = PY,
         os.close(req_r)
         os.close(rep_w)
         req_r = rep_w = -1
-        reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(rep_r, 1 << 16), b"")))
+        reader = threading.Thread(
+            target=lambda: chunks.extend(iter(lambda: os.read(rep_r, 1 << 16), b"")))
         reader.start()
         if request:
             os.write(req_w, request)
@@ -659,7 +661,9 @@ from autograder.sandbox.backends import command_spec
 from autograder.sandbox.limits import Limits
 scratch = tempfile.mkdtemp()
 r, w = os.pipe()
-code = "import os, json, resource; os.write(4, json.dumps([os.getresuid(), resource.getrlimit(resource.RLIMIT_NPROC)[0], os.path.exists('/kit/autograder/sandbox')]).encode())"
+code = ("import os, json, resource; os.write(4, json.dumps([os.getresuid(), "
+        "resource.getrlimit(resource.RLIMIT_NPROC)[0], "
+        "os.path.exists('/kit/autograder/sandbox')]).encode())")
 spec = command_spec("bwrap", python={py!r}, python_args=["-c", code], limits=Limits(),
                     device="cpu", fds=(r, w), scratch_dir=scratch)
 p = subprocess.Popen(spec.argv, env=spec.env, pass_fds=spec.pass_fds, cwd=spec.cwd,
@@ -700,13 +704,16 @@ def test_fallback_drops_uid_and_applies_the_same_limits(tmp_path):
     r = run("fallback", f"""
 import resource
 out = {{"uid": os.getresuid(), "gid": os.getresgid(), "groups": os.getgroups(),
-       "cwd": os.getcwd(), "cwd_owner": os.stat(".").st_uid, "cwd_mode": os.stat(".").st_mode & 0o777,
+       "cwd": os.getcwd(), "cwd_owner": os.stat(".").st_uid,
+       "cwd_mode": os.stat(".").st_mode & 0o777,
        "limits": {{n: list(resource.getrlimit(getattr(resource, n))) for n in
-                  ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_CORE")}},
+                  ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE",
+                   "RLIMIT_CORE")}},
        "seccomp": status()["Seccomp"], "cap": int(status()["CapEff"], 16)}}
 import autograder
 out["kit"] = autograder.__file__
-for name, action in (("fork", os.fork), ("secret", lambda: open({str(secret / 'answers.txt')!r}).read()),
+for name, action in (("fork", os.fork),
+                     ("secret", lambda: open({str(secret / 'answers.txt')!r}).read()),
                      ("write_outside", lambda: open({str(tmp_path / 'x')!r}, "w"))):
     try:
         if action() == 0:

@@ -23,7 +23,8 @@ SOLUTIONS = {
     "compute_gae_answer": ("compute_gae", ["rewards", "values", "gamma", "lam"], [0.99, 0.95]),
     "ppo_combined_loss_answer": (
         "ppo_combined_loss",
-        ["log_probs_new", "log_probs_old", "advantages", "values", "returns", "epsilon", "vf_coeff"],
+        ["log_probs_new", "log_probs_old", "advantages", "values", "returns", "epsilon",
+         "vf_coeff"],
         [0.2, 0.5],
     ),
 }
@@ -169,7 +170,8 @@ def test_given_code_cells_are_locked_read_only(source_nb):
     for c in source_nb.cells:
         meta = nbgrader_meta(c)
         if c.cell_type == "code" and not meta.get("solution") and not meta.get("grade"):
-            assert meta["locked"] is True and meta["solution"] is False and meta["grade"] is False, c.id
+            assert meta["locked"] is True and meta["solution"] is False \
+                and meta["grade"] is False, c.id
 
 
 def test_seed_fixes_are_in(source_nb):
@@ -214,7 +216,8 @@ def close(actual, expected, tol=1e-6):
 
     expected = torch.as_tensor(expected, dtype=torch.float64)
     actual = torch.as_tensor(actual).detach().to(torch.float64)
-    return actual.shape == expected.shape and bool(torch.allclose(actual, expected, atol=tol, rtol=0))
+    return actual.shape == expected.shape \
+        and bool(torch.allclose(actual, expected, atol=tol, rtol=0))
 
 
 GAE_R = [1.0, 0.5, 2.0, 0.0, 1.0]
@@ -243,7 +246,8 @@ def test_reference_gae_exact_values(ref):
     assert close(gae([1.0], [0.5, 2.0]), [2.48], 1e-6)
     # float32 from lists, close to the float64 values
     out = gae(GAE_R, GAE_V)
-    assert out.dtype == torch.float32 and close(out, [3.6174455, 2.6830893, 2.5381067, 0.15535, 0.7], 1e-5)
+    assert out.dtype == torch.float32
+    assert close(out, [3.6174455, 2.6830893, 2.5381067, 0.15535, 0.7], 1e-5)
 
 
 def test_reference_gae_types_and_inputs(ref):
@@ -328,7 +332,8 @@ def test_reference_reinforce_loss(ref):
     # a batch: the mean, rewards as a tensor
     lp = torch.log(torch.tensor([0.3, 0.5], dtype=torch.float64))
     assert close(loss_fn(lp, torch.tensor([2.0, -1.0])), -(lp[0] * 2 - lp[1]) / 2, 1e-9)
-    assert loss_fn(lp.float(), torch.tensor([2.0, -1.0], dtype=torch.float64)).dtype == torch.float32
+    mixed = loss_fn(lp.float(), torch.tensor([2.0, -1.0], dtype=torch.float64))
+    assert mixed.dtype == torch.float32
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -344,7 +349,8 @@ def test_runs_clean_with_deprecation_warnings_as_errors(executed):
 
 def test_visible_checks_pass(executed):
     for cell_id in POINTS:
-        assert "✅" in stream_text(executed[cell_id]), f"grade cell {cell_id} did not report success"
+        assert "✅" in stream_text(executed[cell_id]), \
+            f"grade cell {cell_id} did not report success"
 
 
 def test_reinforce_finds_the_best_arm(executed):

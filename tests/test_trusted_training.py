@@ -103,7 +103,7 @@ def test_lm_functions_that_hunt_for_the_models_find_nothing_and_score_0(tmp_path
     assert cells["per_token_rewards"][0] == cells["per_token_rewards"][1]
 
 
-# --- the relay itself, with real workers -----------------------------------------------------------
+# --- the relay itself, with real workers ----------------------------------------------------
 
 EXITS_ON_THIRD_CALL = '''
 import os

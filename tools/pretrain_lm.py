@@ -50,7 +50,8 @@ def load_definitions(notebook: Path = NOTEBOOK, grade_ids=MODEL_CELLS) -> dict:
 
 
 def encode_corpus(ns: dict, sentences: list[str]):
-    """(tokens, mask): (N, L) int64 rows "\\n sentence \\n" padded with EOS, and 1.0 on real tokens."""
+    """(tokens, mask): (N, L) int64 rows "\\n sentence \\n" padded with EOS, and 1.0 on real
+    tokens."""
     import torch
 
     rows = [ns["encode"](ns["EOS"] + s + ns["EOS"]) for s in sentences]
@@ -100,7 +101,8 @@ def pretrain(*, steps: int, batch_size: int, lr: float, seed: int, sentences: in
         schedule.step()
         loss_value = loss.item()
         if log_every and (step % log_every == 0 or step == steps - 1):
-            print(f"step {step:5d}  loss {loss_value:.4f}  ({time.time() - start:.0f} s)", flush=True)
+            print(f"step {step:5d}  loss {loss_value:.4f}  ({time.time() - start:.0f} s)",
+                  flush=True)
     return model, loss_value
 
 
@@ -135,7 +137,8 @@ def main(argv=None) -> int:
                            log_every=args.log_every)
     save_weights(model, args.out)
     size_kb = args.out.stat().st_size / 1024
-    print(f"wrote {args.out} ({size_kb:.0f} KB); final loss {loss:.4f}; {time.time() - start:.0f} s")
+    print(f"wrote {args.out} ({size_kb:.0f} KB); final loss {loss:.4f}; "
+          f"{time.time() - start:.0f} s")
     return 0
 
 

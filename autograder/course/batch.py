@@ -314,6 +314,7 @@ def run_slots(jobs: list[Job], *, course_dir: Path, assignment: str, n: int, gra
                         code = s.proc.wait()
                         fail(s, f"the grading process died (exit {code}): {s.log_tail()}")
                         continue
+                    assert s.job is not None      # only busy slots are polled
                     job, s.job = s.job, None
                     if "result" in reply:
                         on_result(job, GradingResult.from_json(reply["result"]), "")
@@ -637,7 +638,7 @@ class progress_bar:
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=console or Console(stderr=True))
         self.task = self.progress.add_task("grading", total=total, errors=0, unread=0)
-        self.counts = Counter()
+        self.counts: Counter[str] = Counter()
 
     def __enter__(self) -> "progress_bar":
         self.progress.start()

@@ -46,7 +46,7 @@ def _name(common: str):
 def _alt_names(hosts: list[str]):
     from cryptography import x509
 
-    names = []
+    names: list[x509.GeneralName] = []
     for h in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(h)))

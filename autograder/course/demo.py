@@ -77,6 +77,7 @@ def suite_module(assignment: str = ASSIGNMENT):
     if not path.exists():
         return None
     spec = importlib.util.spec_from_file_location(f"_demo_mutants_{assignment}", path)
+    assert spec is not None and spec.loader is not None     # a .py path always has a loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -22,7 +22,8 @@ class CoursePaths:
     def feedback_html(self, student: str, assignment: str) -> Path:
         """The student's page, ``<notebook>.html``: the name nbgrader's ``release_feedback``
         and ``fetch_feedback`` look for."""
-        return self.feedback / student / assignment / f"{self.source_notebook(assignment).stem}.html"
+        page = f"{self.source_notebook(assignment).stem}.html"
+        return self.feedback / student / assignment / page
 
     def autograded_notebook(self, student: str, assignment: str) -> Path:
         """``autograded/<student>/<assignment>/<notebook>.ipynb``, as nbgrader names it."""

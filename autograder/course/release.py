@@ -24,7 +24,8 @@ def student_version(paths: CoursePaths, assignment: str):
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(paths.root)).load_config()
-    nb, resources = read_nb(paths.source_notebook(assignment)), {}
+    nb = read_nb(paths.source_notebook(assignment))
+    resources: dict = {}
     for step in (LockCells, ClearSolutions, ClearOutput, ComputeChecksums, ClearHiddenTests,
                  ClearMarkScheme, ComputeChecksums):
         nb, resources = step(config=config).preprocess(nb, resources)

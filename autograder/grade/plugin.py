@@ -16,11 +16,15 @@ their inputs from ``rng`` only (``tests/test_hidden_inputs.py`` checks both rule
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
 
 from autograder.feedback import Mistake
 from autograder.seeding import derive_seed, rng_for
+
+if TYPE_CHECKING:
+    from autograder.assignments import Assignment
 
 
 @dataclass
@@ -40,7 +44,7 @@ class Outcome:
 @dataclass
 class SuiteContext:
     """Everything a suite may see about the submission being graded (no student code here)."""
-    assignment: object              # autograder.assignments.Assignment
+    assignment: Assignment
     student_proxy: object           # autograder.proxy.StudentProxy on the sandboxed worker
     reference_proxy: object         # the same API on the trusted reference worker
     hints: object                   # autograder.hints.Hints
@@ -131,7 +135,8 @@ class KitPlugin:
 
     # --- hooks ---------------------------------------------------------------------------
     def pytest_configure(self, config):
-        config.addinivalue_line("markers", "weight(w): this test's share of its grade cell's points")
+        config.addinivalue_line("markers",
+                                "weight(w): this test's share of its grade cell's points")
 
     def pytest_collection_modifyitems(self, items):
         for item in items:

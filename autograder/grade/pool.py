@@ -15,7 +15,12 @@ without paying for ``import torch`` twice per submission:
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from autograder.sandbox.limits import Limits
+
+if TYPE_CHECKING:
+    from autograder.sandbox.client import Worker, Zygote
 
 
 def _kernel_limits(limits: Limits) -> tuple:
@@ -28,8 +33,8 @@ def _kernel_limits(limits: Limits) -> tuple:
 class WorkerPool:
     def __init__(self, settings):
         self.settings = settings
-        self._references: dict[tuple, tuple[list, object]] = {}   # key -> (cells, Worker)
-        self._zygotes: dict[tuple, object] = {}
+        self._references: dict[tuple, tuple[list, Worker]] = {}   # key -> (cells, Worker)
+        self._zygotes: dict[tuple, Zygote] = {}
 
     def reference(self, assignment, *, device: str = "cpu"):
         """The started, loaded reference Worker for ``assignment`` on ``device``."""

@@ -14,6 +14,7 @@ thinned to MAX_POINTS evenly spaced points (first and last kept).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 MAX_METRICS = 4
 MAX_CURVES = 3
@@ -36,7 +37,7 @@ def _thin(ys: list, limit: int = MAX_POINTS) -> list:
     return [ys[round(i * step)] for i in range(limit)]
 
 
-def training_record(metrics: list[dict], curves: list[dict] = ()) -> dict:
+def training_record(metrics: list[dict], curves: Sequence[dict] = ()) -> dict:
     """The bounded record (see the module docstring) from loosely typed input."""
     out_metrics = []
     for m in list(metrics)[:MAX_METRICS]:

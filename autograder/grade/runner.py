@@ -30,8 +30,8 @@ def run_suite(ctx: SuiteContext) -> list[Outcome]:
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         code = pytest.main(args, plugins=[KitPlugin(ctx)])
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or not ctx.outcomes:
-        raise SuiteError(f"the suite for {ctx.assignment.name} did not run (pytest exit {int(code)}):"
-                         f"\n{sink.getvalue()[-2000:]}")
+        raise SuiteError(f"the suite for {ctx.assignment.name} did not run "
+                         f"(pytest exit {int(code)}):\n{sink.getvalue()[-2000:]}")
     return list(ctx.outcomes.values())
 
 

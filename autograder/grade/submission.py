@@ -10,6 +10,7 @@ import re
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from autograder.assignments import Assignment, load_assignment
 from autograder.config import Settings
@@ -120,9 +121,9 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
     started = time.monotonic()
     asg = load_assignment(assignment, settings.course_dir)
     points = {g.id: g.points for g in asg.grade_cells}
-    extra = {"max_score": asg.max_score, "student": student, "assignment": assignment,
-             "sandbox": "", "device": "", "flags": [], "grade_cells": {},
-             "submission_sha256": ""}
+    extra: dict[str, Any] = {
+        "max_score": asg.max_score, "student": student, "assignment": assignment,
+        "sandbox": "", "device": "", "flags": [], "grade_cells": {}, "submission_sha256": ""}
     submission = read_submission(Path(path), asg,
                                  base=submission_base(Path(path), settings.course_dir))
     extra["submission_sha256"] = submission.sha256
@@ -236,5 +237,6 @@ def explain_missing_names(message: str, given_only: dict[str, str]) -> str:
 
 def _result(tests: list[TestResult], extra: dict, started: float, output: str) -> GradingResult:
     extra["grade_cells"] = grade_cell_totals(tests)
-    return GradingResult(score=sum(t.score for t in tests), execution_time=time.monotonic() - started,
+    return GradingResult(score=sum(t.score for t in tests),
+                         execution_time=time.monotonic() - started,
                          output=output, tests=tests, extra_data=extra)

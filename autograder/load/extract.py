@@ -41,7 +41,7 @@ import ast
 import builtins
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, cast
 
 MAX_CELL_CHARS = 1_000_000
 PYTHON_BODY_CELL_MAGICS = frozenset({"time", "timeit", "capture"})
@@ -343,7 +343,8 @@ def bound_names(node: ast.stmt) -> list[str]:
                 for a in node.names]
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return [node.name]
-    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    # is_definition keeps only these kinds: the other one with targets is an AnnAssign.
+    targets = node.targets if isinstance(node, ast.Assign) else [cast(ast.AnnAssign, node).target]
     return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
 
 

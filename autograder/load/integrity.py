@@ -155,8 +155,11 @@ def same_solution_meta(cell: "StudentCell", src) -> bool:
     if bool(meta.get("locked")) != src.locked:
         return False
     if src.grade:
+        points = meta.get("points")
+        if points is None:                # float(None) would raise TypeError: not the same cell
+            return False
         try:
-            return float(meta.get("points")) == src.points
+            return float(points) == src.points
         except (TypeError, ValueError):
             return False
     return True

@@ -196,11 +196,12 @@ def submission_base(path: Path, course_dir: Path | None) -> Path:
         except Exception:
             submitted = None
         cands = [] if submitted is None else [submitted]
-        try:
-            cands.append(Path(os.path.abspath(course_dir)) /
-                         submitted.relative_to(Path(course_dir).resolve()))
-        except (ValueError, AttributeError):
-            pass
+        if submitted is not None:
+            try:
+                cands.append(Path(os.path.abspath(course_dir)) /
+                             submitted.relative_to(Path(course_dir).resolve()))
+            except (ValueError, AttributeError):
+                pass
         for cand in cands:
             try:
                 if len(parts_below(path, cand)) >= 2:

@@ -71,7 +71,8 @@ KIT_FILES = ("autograder/__init__.py", "autograder/sandbox", "autograder/harness
 KIT_VIEW = "/kit"             # where the kit's runtime appears inside bubblewrap (PYTHONPATH)
 SCRATCH_VIEW = "/tmp"         # the worker's private tmpfs inside bubblewrap
 SANDBOX_UID_BASE = 1_900_000_000   # + launcher pid = the worker's uid and gid (grader is root)
-USERNS_UID = 65534            # the worker's uid inside bubblewrap's user namespace (grader not root)
+# The worker's uid inside bubblewrap's user namespace (grader not root).
+USERNS_UID = 65534
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
              "/etc/nsswitch.conf", "/etc/passwd", "/etc/group")
 PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -125,9 +126,11 @@ _DENIED = ("memfd_create", "memfd_secret", "shmget", "unshare", "setns", "mount"
 # msgget, semget, mq_open (with shmget and memfd): kernel objects that outlive the process and
 # no file walk finds, so a worker may not make any (the fallback shares the host's IPC).
 _CLONE_THREAD = 0x00010000
-_CLONE_NEW_NAMESPACES = 0x7E020000   # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+# NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+_CLONE_NEW_NAMESPACES = 0x7E020000
 _EPERM, _ENOSYS = 1, 38
-_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06   # BPF_LD|W|ABS, BPF_JMP|..|K, BPF_RET|K
+# BPF_LD|W|ABS, BPF_JMP|..|K, BPF_RET|K
+_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _KILL_PROCESS, _ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
 
 
@@ -304,7 +307,8 @@ _cache_lock = threading.Lock()
 
 
 def python_dirs(python: str) -> list[str]:
-    """Directories the interpreter ``python`` needs, resolved by asking it (``python -I``: site sets a venv's prefix; cached per path):
+    """Directories the interpreter ``python`` needs, resolved by asking it (``python -I``: site
+    sets a venv's prefix; cached per path):
     ``sys.prefix``, ``sys.base_prefix``, the exec prefixes and the real interpreter's prefix,
     both as given and with symlinks resolved, without ``/usr`` (always bound) and without
     directories inside another listed one. Bubblewrap binds each read-only at the same path.
@@ -613,9 +617,9 @@ def command_spec(backend: str, *, python: str, python_args: list[str], limits: L
         raise ValueError("fds must be (request read end, reply write end)")
     root = os.geteuid() == 0
     values = rlimits(limits, device=device)
-    cfg = {"fds": list(fds), "rlimits": values, "uid_base": None, "seccomp": None,
-           "seccomp_fd": False, "drop": None, "argv": [python, *python_args],
-           "parent": os.getpid()}
+    cfg: dict = {"fds": list(fds), "rlimits": values, "uid_base": None, "seccomp": None,
+                 "seccomp_fd": False, "drop": None, "argv": [python, *python_args],
+                 "parent": os.getpid()}
     view = scratch_dir
     if backend == "bwrap":
         view = SCRATCH_VIEW

@@ -202,7 +202,8 @@ class Channel:
     def exchange(self, line: bytes | None, rid: str, deadline: float, fds: tuple = ()) -> dict:
         """Send ``line`` (if any), then return the first reply whose id is ``rid``.
         Raises _EOF (reply pipe closed or request pipe broken) or _Expired (deadline)."""
-        pending = memoryview(line) if line is not None and self.sock is None else None
+        pending: memoryview | None = \
+            memoryview(line) if line is not None and self.sock is None else None
         if line is not None and self.sock is not None:
             self._send_control(line, fds)
         poller = select.poll()
@@ -210,6 +211,7 @@ class Channel:
         if self.out_r is not None:
             poller.register(self.out_r, select.POLLIN)
         if pending:
+            assert self.req_w is not None       # a pipe channel (no socket) has a request pipe
             poller.register(self.req_w, select.POLLOUT)
         while True:
             msg = None if pending else self._buffered_reply(rid)  # replies count once all is sent
@@ -223,6 +225,7 @@ class Channel:
                     if not self._drain_output():
                         poller.unregister(fd)
                 elif fd == self.req_w:
+                    assert pending is not None      # registered only while there is some
                     try:
                         n = os.write(fd, pending[:1 << 16])
                     except BlockingIOError:
@@ -244,6 +247,7 @@ class Channel:
     def _send_control(self, line: bytes, fds: tuple) -> None:
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] \
             if fds else []
+        assert self.sock is not None            # called only for a socket channel
         try:
             self.sock.sendmsg([line], anc)
         except OSError:
@@ -296,6 +300,7 @@ class Channel:
 
     def _drain_output(self) -> bool:
         """Read what the output pipe holds; False once it is closed."""
+        assert self.out_r is not None           # polled only when there is an output pipe
         while True:
             try:
                 data = os.read(self.out_r, 1 << 16)
@@ -408,7 +413,8 @@ def _describe_end(status, limits: Limits) -> tuple[str, str, str | None, int | N
                   "SIGXFSZ": f"it wrote a file over the size limit ({limits.max_file_mb} MB)",
                   "SIGSEGV": "it crashed (SIGSEGV)"}.get(name, f"it was killed by {name}")
         return FLAG_FOR_SIGNAL.get(name, "worker_died"), reason, name, None
-    return "worker_died", f"it exited with code {code} (exit() or os._exit() was called)", None, code
+    why = f"it exited with code {code} (exit() or os._exit() was called)"
+    return "worker_died", why, None, code
 
 
 def limit_of(error: dict) -> str | None:
@@ -508,7 +514,7 @@ class Worker:
         self._zygote = zygote
         self._cells: list[dict] | None = None
         self._seed = 0
-        self._proc = None
+        self._proc: _Direct | _Forked | None = None
         self._ready = False                 # the running process said hello
         self._spawned_at = 0.0
         self._chan: Channel | None = None
@@ -517,7 +523,7 @@ class Worker:
         self._load_failure: WorkerError | None = None
         self._left_out: list[dict] = []     # cell errors of cells left out at load
         self._closed = False
-        self._finalizer = None
+        self._finalizer: weakref.finalize | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -757,10 +763,12 @@ class Worker:
                   continued: bool = False) -> dict:
         """``line`` (None: wait on, for more of the same request, when ``continued``)."""
         proc, chan = self._proc, self._chan
+        assert proc is not None and chan is not None    # callers start the worker first
         deadline = time.monotonic() + timeout
         wall = self._wall_deadline is not None and (line is not None or continued) \
             and self._wall_deadline < deadline
         if wall:
+            assert self._wall_deadline is not None      # wall is False without one
             deadline = self._wall_deadline
         try:
             return chan.exchange(line, rid, deadline)
@@ -869,7 +877,7 @@ class Zygote:
         self._tail = OutputTail(self.limits.max_output_kb * 1024)
         self._current: Worker | None = None
         self._child_pid: int | None = None
-        self._finalizer = None
+        self._finalizer: weakref.finalize | None = None
         self._closed = False
         self.generation = 0          # bumped whenever the zygote process is replaced
 
@@ -972,12 +980,13 @@ class Zygote:
         for attempt in (0, 1):
             self.start()
             rid = f"z{next(self._ids)}"
-            line = protocol.dumps({**msg, "id": rid})
+            line: bytes | None = protocol.dumps({**msg, "id": rid})
             deadline = time.monotonic() + CONTROL_TIMEOUT
             why = None
             try:
                 while True:
                     try:
+                        assert self._chan is not None   # start() made one
                         reply = self._chan.exchange(line, rid, min(
                             deadline, time.monotonic() + CONTROL_POLL), fds=fds)
                         break

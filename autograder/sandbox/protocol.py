@@ -87,7 +87,7 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def loads(line: bytes | str) -> dict:
+def loads(line: bytes | bytearray | str) -> dict:
     """Parse one line into a message (a JSON object). ProtocolError for anything else."""
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError("line over the size cap")
@@ -235,15 +235,16 @@ def decode(obj, _depth: int = 0):
     if tag == "$dict":
         if type(body) is not dict:
             raise ProtocolError("$dict must hold an object")
-        pairs = {k: decode(v, _depth + 1) for k, v in body.items()}
-        return {k: v for k, (v, _) in pairs.items()}, {k: m for k, (_, m) in pairs.items()}
+        items = {k: decode(v, _depth + 1) for k, v in body.items()}
+        return {k: v for k, (v, _) in items.items()}, {k: m for k, (_, m) in items.items()}
     if tag == "$tensor":
         arr = payload_array(body)
         return arr, _tensor_meta(body, arr)
     if tag == "$ndarray":
         return payload_array(body), None
     if tag == "$other":
-        if type(body) is not dict or not all(isinstance(body.get(k), str) for k in ("type", "repr")):
+        if type(body) is not dict or not all(isinstance(body.get(k), str)
+                                             for k in ("type", "repr")):
             raise ProtocolError("$other must have str type and repr")
         return Other(body["type"][:200], body["repr"][:200]), None
     if tag == "$toolarge":
@@ -258,7 +259,7 @@ def decode(obj, _depth: int = 0):
 
 
 def _tensor_meta(body: dict, arr: np.ndarray) -> TensorMeta:
-    flags = {k: body.get(k) for k in ("requires_grad", "grad_fn", "is_exact_tensor")}
+    flags: dict = {k: body.get(k) for k in ("requires_grad", "grad_fn", "is_exact_tensor")}
     if not all(type(v) is bool for v in flags.values()):
         raise ProtocolError("$tensor flags must be booleans")
     device = body.get("device")
@@ -271,7 +272,7 @@ def decode_error(err: object) -> dict:
     """The ``error`` object of a failed reply, with str fields of bounded length."""
     if not isinstance(err, dict):
         raise ProtocolError("error must be an object")
-    out = {}
+    out: dict = {}
     for key, cap in (("type", 200), ("message", 4000), ("trace", 8000), ("stage", 40)):
         v = err.get(key, "")
         out[key] = v[:cap] if isinstance(v, str) else ""

@@ -658,7 +658,8 @@ class Server:
         if getattr(self, "training", None) is not None:
             self.training.abort()
         module = importlib.import_module(f"autograder.harness.{name}")
-        params = {k: Builder(self.device, {}).value(v) for k, v in (msg.get("params") or {}).items()}
+        params = {k: Builder(self.device, {}).value(v)
+                  for k, v in (msg.get("params") or {}).items()}
         check = params.pop("check", {}) or {}
         ns = self.ns
 
@@ -696,7 +697,8 @@ class Server:
         if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise BadRequest(f"bad harness name {name!r}")
         module = fresh_harness(name)
-        params = {k: Builder(self.device, {}).value(v) for k, v in (msg.get("params") or {}).items()}
+        params = {k: Builder(self.device, {}).value(v)
+                  for k, v in (msg.get("params") or {}).items()}
         namespace = self.ns
         unavailable = msg.get("unavailable") or {}
         if unavailable:  # functions that hung or ended the process in an earlier call

@@ -1,8 +1,8 @@
 """Loaded by every Python process of the trusted side that a test of ``test_untrusted_bytes``
 starts (``PYTHONPATH`` holds this folder; sandboxed workers run with ``-I`` and never load it).
 When ``UNTRUSTED_MEMORY_DIR`` is set, a thread writes this process's peak resident memory
-(``VmHWM``, KiB), its soft RLIMIT_AS and command line to ``<dir>/<pid>`` every 20 ms and at exit; VmHWM never
-decreases, so the last value written holds the peak up to then."""
+(``VmHWM``, KiB), its soft RLIMIT_AS and command line to ``<dir>/<pid>`` every 20 ms and at exit;
+VmHWM never decreases, so the last value written holds the peak up to then."""
 import atexit
 import os
 import resource

@@ -4,8 +4,8 @@
 The trusted worker runs the trainer (``autograder/harness/bandit.py``) with the notebook's own
 ``BanditPolicy`` (from the source notebook, not the submission); only each episode's loss call
 goes to the student's worker, as data, and its gradient comes back (``StudentProxy.train``).
-The parent scores the final logits against the arm means it drew. The pass mark is calibrated on the answer
-key (``make calibrate``, docs/calibration.md).
+The parent scores the final logits against the arm means it drew. The pass mark is calibrated on
+the answer key (``make calibrate``, docs/calibration.md).
 """
 from autograder.feedback import Mistake
 from autograder.suites.ppo import training as T
