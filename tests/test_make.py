@@ -20,7 +20,7 @@ echo "venv made by the stand-in" > "$PWD/made-venv"; exit 0
 
 
 def make_setup(tmp_path: Path, version: str) -> subprocess.CompletedProcess:
-    for name in ("Makefile", "requirements.txt"):
+    for name in ("Makefile", "requirements.txt", "pyproject.toml"):
         shutil.copy(REPO_ROOT / name, tmp_path / name)
     fake = tmp_path / f"python{version}"
     fake.write_text(FAKE_PYTHON.format(version=version))

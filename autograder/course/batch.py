@@ -465,9 +465,9 @@ def grade_on_cluster(jobs: list[Job], *, scheduler: str, insecure: bool, setting
             check_cluster(client, course_dir, assignment, device)
         except ClusterRefused as exc:
             raise UsageError(f"the cluster at {scheduler} was refused: {exc}") from None
+        reader = notebook_reader(course_paths(course_dir).submitted)
         run_on_cluster(jobs, client=client, settings=settings, assignment=assignment,
-                       grader=grader, device=device, read_notebook=notebook_reader(course_paths(course_dir).submitted),
-                       on_result=on_result)
+                       grader=grader, device=device, read_notebook=reader, on_result=on_result)
 
 
 def notebook_reader(submitted: Path):
