@@ -62,7 +62,7 @@ def cmd_grade(args) -> int:
             return NO_SANDBOX
     from autograder.course.slot import limit_address_space, on_cpu
 
-    if on_cpu(settings.device if args.device == "auto" else args.device):
+    if OWNS_PROCESS and on_cpu(settings.device if args.device == "auto" else args.device):
         limit_address_space()       # bounds.SLOT_ADDRESS_SPACE_BYTES, as for a grade-course slot
     student = args.student or student_from_path(path)
     from autograder.report_table import Progress, print_result
@@ -108,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
-if __name__ == "__main__":
+# Process-wide limits (the address-space bound of ``grade``) are set only when this module is
+# the program (``run``): ``main()`` called as a library, e.g. by a test, leaves its caller alone.
+OWNS_PROCESS = False
+
+
+def run() -> int:
+    """The program: ``python -m autograder`` and the ``ppo-autograder`` command."""
+    global OWNS_PROCESS
+    OWNS_PROCESS = True
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
-    sys.exit(main())
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -963,9 +963,15 @@ def small_course(tmp_path_factory):
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """The CLI's ``main`` called in this process: as a library it must leave the process's own
+    limits alone (only the program, ``python -m autograder``, bounds its address space)."""
+    import resource
+
     from autograder.__main__ import main
 
+    before = resource.getrlimit(resource.RLIMIT_AS)
     code = main(argv)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
