@@ -402,10 +402,13 @@ reply({{"visible": [p for p in {secret_paths!r} if os.path.lexists(p)],
 
 @needs_bwrap
 def test_writes_only_inside_scratch():
+    # A probe name no checkout is called: the kit may itself live under /tmp (a clone there).
     r = ok(run("bwrap", """
 results = {}
-for path in ["/x", "/etc/x", "/usr/x", "/dev/x", "/dev/shm/x", "/kit/autograder/x",
-             "/proc/sys/kernel/hostname", sys.prefix + "/x", "/tmp/x", "x"]:
+x = "ag-write-probe"
+for path in ["/" + x, "/etc/" + x, "/usr/" + x, "/dev/" + x, "/dev/shm/" + x,
+             "/kit/autograder/" + x, "/proc/sys/kernel/hostname", sys.prefix + "/" + x,
+             "/tmp/" + x, x]:
     try:
         with open(path, "w") as f:
             f.write("1")
@@ -417,7 +420,8 @@ reply({"results": results, "cwd": os.getcwd(), "home": os.environ["HOME"],
        "size": vfs.f_blocks * vfs.f_frsize})
 """))
     written = {p for p, v in r["results"].items() if v == "written"}
-    assert written == {"/tmp/x", "x"} and r["cwd"] == r["home"] == "/tmp"
+    assert written == {"/tmp/ag-write-probe", "ag-write-probe"}
+    assert r["cwd"] == r["home"] == "/tmp"
     assert r["size"] == scratch_bytes(Limits())
 
 
