@@ -304,6 +304,12 @@ def test_a_task_that_kills_its_worker_costs_two_restarts_then_gets_a_flagged_res
     assert len(pids_after - pids_before) <= 2      # at most two workers restarted for "bad"
 
 
+def set_env(key: str, value: str) -> None:
+    """Run on a Dask worker: set one of its own environment variables (a function of this
+    module, so the worker's ``os.environ`` is changed, not a pickled copy of ours)."""
+    os.environ[key] = value
+
+
 @pytest.mark.slow
 def test_workers_of_another_kit_are_refused_before_any_grading(tmp_path, tls, dask_tls_env):
     from distributed import Client
@@ -315,7 +321,7 @@ def test_workers_of_another_kit_are_refused_before_any_grading(tmp_path, tls, da
     nb.write_bytes(nb.read_bytes().replace(b"vf_coeff", b"vf_coef_", 1))
     with local_cluster(tls) as cluster, Client(cluster, security=security(tls, "client")) as c:
         first = sorted(c.scheduler_info()["workers"])[0]
-        c.run(os.environ.__setitem__, "PPO_KIT_COURSE_DIR", str(other.root), workers=[first])
+        c.run(set_env, "PPO_KIT_COURSE_DIR", str(other.root), workers=[first])
         with pytest.raises(UsageError, match=first.replace(".", r"\.")):
             grade_course(paths.root, ASSIGNMENT, scheduler=cluster.scheduler_address)
     assert not list(paths.autograded.glob(f"*/{ASSIGNMENT}/results.json"))
