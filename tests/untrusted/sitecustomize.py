@@ -2,7 +2,9 @@
 starts (``PYTHONPATH`` holds this folder; sandboxed workers run with ``-I`` and never load it).
 When ``UNTRUSTED_MEMORY_DIR`` is set, a thread writes this process's peak resident memory
 (``VmHWM``, KiB), its soft RLIMIT_AS and command line to ``<dir>/<pid>`` every 20 ms and at exit;
-VmHWM never decreases, so the last value written holds the peak up to then."""
+VmHWM never decreases, so the last value written holds the peak up to then. Each writing
+thread has its own temporary file, so the loop and the exit hook never truncate each other's
+file before it is renamed (every file read holds all three lines)."""
 import atexit
 import os
 import resource
@@ -19,7 +21,7 @@ def _write() -> None:
         with open("/proc/self/cmdline", "rb") as f:
             cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        tmp = os.path.join(_DIR, f".{os.getpid()}.tmp")
+        tmp = os.path.join(_DIR, f".{os.getpid()}.{threading.get_ident()}.tmp")   # one a thread
         with open(tmp, "w") as f:
             f.write(f"{hwm}\n{soft}\n{cmd}\n")
         os.replace(tmp, os.path.join(_DIR, str(os.getpid())))
