@@ -81,8 +81,12 @@ demo: setup
 # grade-course --jobs 2 against nbgrader autograde on a mixed cohort of 100 and a realistic one of
 # 200 (nbgrader on its first 40), and one cold
 # submission each; writes the numbers into README.md's "## Performance" section.
+# Then the profile of one cold grade per assignment, phase by phase (bench/profile_grade.py).
 bench: setup
 	nice $(PY) bench/run_bench.py --n 100 --realistic 200 --nbgrader-sample 40 --jobs 2 --readme README.md
+	@for a in $(ASSIGNMENTS); do \
+	  nice $(PY) bench/profile_grade.py --assignment "$$a" --repeat 3 --readme README.md || exit 1; \
+	done
 
 # --- The grader's own checks (hidden suites) ------------------------------------------------
 # Every mutant of autograder/suites/<assignment>/mutants.py graded: the table of points lost and hints
