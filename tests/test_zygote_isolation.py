@@ -21,8 +21,9 @@ import pytest
 from autograder.config import Settings
 from autograder.proxy import StudentError, StudentProxy, WorkerDied
 from autograder.sandbox import backends
-from autograder.sandbox.client import CONTROL_TIMEOUT, Zygote, _proc_state
+from autograder.sandbox.client import CONTROL_TIMEOUT, Zygote
 from autograder.sandbox.limits import Limits
+from autograder.sandbox.process_tree import proc_state
 
 CELLS = [{"id": "attack_answer", "source": textwrap.dedent("""
     import os, signal, time
@@ -140,7 +141,7 @@ def test_a_child_cannot_signal_its_zygote(zygote):
     assert uid != zygote_uid and caps == ["0" * 16] * 3
     assert codes(offender) == []
     assert (zygote.host_pid, zygote.generation) == (before, generation)
-    assert _proc_state(zygote.host_pid) not in (None, "T", "t")
+    assert proc_state(zygote.host_pid) not in (None, "T", "t")
     _, flags = honest_student(zygote)
     assert flags == []
 
@@ -162,7 +163,7 @@ def test_a_stopped_or_killed_zygote_is_charged_to_the_offender(shared_uid_zygote
     offender_flags = codes(offender)            # the end of the offender's submission
     offender_seconds = time.monotonic() - started
     assert "zygote_restart" in offender_flags
-    assert zygote.host_pid != before and _proc_state(zygote.host_pid) not in (None, "T", "t")
+    assert zygote.host_pid != before and proc_state(zygote.host_pid) not in (None, "T", "t")
     # the new zygote was started (and its start-up paid for) within the offender's time
     assert offender_seconds > zygote.spawn_seconds
 

@@ -36,6 +36,8 @@ from autograder import bounds
 from autograder.load.untrusted import count_json_values
 from autograder.sandbox import backends, cleanup, protocol
 from autograder.sandbox.limits import Limits, scratch_bytes
+from autograder.sandbox.process_tree import descendants as _descendants  # noqa: F401  (tests)
+from autograder.sandbox.process_tree import host_pid, kill_tree, proc_state
 from autograder.sandbox.protocol import ProtocolError
 
 START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hello
@@ -104,55 +106,6 @@ def _popen(spec, out_w: int) -> subprocess.Popen:
     return subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, preexec_fn=spec.preexec_fn,
                             pass_fds=tuple(spec.pass_fds), stdin=subprocess.DEVNULL, stdout=out_w,
                             stderr=out_w, start_new_session=True, close_fds=True)
-
-
-# --- process trees -----------------------------------------------------------------------------
-
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and fields[0] != b"Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = set(), [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            if pid not in found:
-                found.add(pid)
-                todo.append(pid)
-    return found
-
-
-def kill_tree(root: int) -> None:
-    """SIGSTOP ``root`` and all its descendants until the tree stops growing, then SIGKILL all
-    (and the process group ``root`` leads). Stopping first means no process can fork away."""
-    frozen: set[int] = set()
-    for _ in range(20):
-        new = ({root} | _descendants(root)) - frozen
-        if not new:
-            break
-        for pid in new:
-            _signal(pid, signal.SIGSTOP)
-        frozen |= new
-    for pid in frozen | {root}:
-        _signal(pid, signal.SIGKILL)
-    try:
-        os.killpg(root, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
 
 
 def _close(*fds: int | None) -> None:
@@ -913,7 +866,7 @@ class Zygote:
             self.close()
             raise WorkerDied(f"the zygote did not start\n{self._tail.text()[-2000:]}") from None
         self.pid = hello.get("pid")
-        self.host_pid = _host_pid(popen.pid, self.pid)
+        self.host_pid = host_pid(popen.pid, self.pid)
         self.spawn_seconds = time.monotonic() - started
 
     def close(self) -> None:
@@ -953,7 +906,7 @@ class Zygote:
         """Why the zygote process cannot serve (stopped by a signal, or gone); None if it can."""
         if self._proc is None or self.host_pid is None:
             return None
-        state = _proc_state(self.host_pid)
+        state = proc_state(self.host_pid)
         if state is None or state in "ZX":
             return "it was killed"
         if state in "Tt":
@@ -1071,31 +1024,3 @@ class Zygote:
         if reply.get("running"):
             return None
         return reply.get("code"), reply.get("signal"), reply.get("cpu_seconds")
-
-
-def _proc_state(pid: int) -> str | None:
-    """The state letter of ``pid`` in /proc (R, S, D, T, t, Z, ...); None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return data[data.rfind(b")") + 2:].split()[0].decode("ascii")
-    except (OSError, IndexError, UnicodeDecodeError):
-        return None
-
-
-def _host_pid(root: int, inner_pid) -> int | None:
-    """The pid, as the grader sees it, of the process in ``root``'s tree whose innermost pid
-    (its own PID namespace, as under bubblewrap) is ``inner_pid``."""
-    if not isinstance(inner_pid, int):
-        return None
-    for pid in sorted({root} | _descendants(root)):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("NSpid:"):
-                        if int(line.split()[-1]) == inner_pid:
-                            return pid
-                        break
-        except (OSError, ValueError, IndexError):
-            continue
-    return None
