@@ -18,12 +18,10 @@ Invariants:
 """
 from __future__ import annotations
 
-import array
 import glob
 import itertools
 import os
 import secrets
-import select
 import shutil
 import signal
 import socket
@@ -32,20 +30,18 @@ import sys
 import time
 import weakref
 
-from autograder import bounds
-from autograder.load.untrusted import count_json_values
 from autograder.sandbox import backends, cleanup, protocol
+from autograder.sandbox.channel import (Channel, ChannelClosed, ChannelExpired, OutputTail,
+                                        close_fds)
 from autograder.sandbox.limits import Limits, scratch_bytes
 from autograder.sandbox.process_tree import descendants as _descendants  # noqa: F401  (tests)
 from autograder.sandbox.process_tree import host_pid, kill_tree, proc_state
-from autograder.sandbox.protocol import ProtocolError
 
 START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hello
 LOAD_GRACE = 3.0          # seconds past a cell's own time limit before the parent stops it
 MAX_CELLS_LEFT_OUT = 5    # cells that hang or end the worker at load, left out one by one
 CONTROL_TIMEOUT = 15.0    # seconds for a zygote to answer fork/kill/status
 CONTROL_POLL = 0.2        # seconds between checks that the zygote is neither stopped nor gone
-READ_CHUNK = 4 << 20
 FLAG_FOR_SIGNAL = {"SIGXCPU": "limit_cpu", "SIGKILL": "limit_memory", "SIGXFSZ": "limit_file"}
 
 
@@ -65,14 +61,6 @@ class WorkerDied(WorkerError):
 
 class WorkerTimeout(WorkerError):
     """No reply within the request's timeout (or the worker's wall-clock budget ran out)."""
-
-
-class _EOF(Exception):
-    pass
-
-
-class _Expired(Exception):
-    pass
 
 
 # --- launching ---------------------------------------------------------------------------------
@@ -106,182 +94,6 @@ def _popen(spec, out_w: int) -> subprocess.Popen:
     return subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, preexec_fn=spec.preexec_fn,
                             pass_fds=tuple(spec.pass_fds), stdin=subprocess.DEVNULL, stdout=out_w,
                             stderr=out_w, start_new_session=True, close_fds=True)
-
-
-def _close(*fds: int | None) -> None:
-    for fd in fds:
-        if fd is not None and fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-# --- the pipes ---------------------------------------------------------------------------------
-
-class OutputTail:
-    """The last ``cap`` bytes of a worker's stdout+stderr, and how many earlier bytes were
-    dropped. Persists across restarts of the same Worker."""
-
-    def __init__(self, cap_bytes: int):
-        self.cap, self.buf, self.dropped = cap_bytes, bytearray(), 0
-
-    def feed(self, data: bytes) -> None:
-        self.buf += data
-        extra = len(self.buf) - self.cap
-        if extra > 0:
-            del self.buf[:extra]
-            self.dropped += extra
-
-    def text(self) -> str:
-        body = self.buf.decode("utf-8", errors="replace")
-        if self.dropped:
-            return f"[... {self.dropped} earlier bytes of output not kept ...]\n{body}"
-        return body
-
-
-class Channel:
-    """Request pipe (or control socket), reply pipe and output pipe of one process."""
-
-    def __init__(self, rep_r: int, out_r: int | None, tail: OutputTail, req_w: int | None = None,
-                 sock: socket.socket | None = None):
-        self.rep_r, self.out_r, self.req_w, self.sock, self.tail = rep_r, out_r, req_w, sock, tail
-        for fd in (rep_r, out_r, req_w):
-            if fd is not None:
-                os.set_blocking(fd, False)
-        self.buf, self.scanned, self.discarding = bytearray(), 0, False
-        self.junk = self.junk_reported = 0
-
-    def exchange(self, line: bytes | None, rid: str, deadline: float, fds: tuple = ()) -> dict:
-        """Send ``line`` (if any), then return the first reply whose id is ``rid``.
-        Raises _EOF (reply pipe closed or request pipe broken) or _Expired (deadline)."""
-        pending: memoryview | None = \
-            memoryview(line) if line is not None and self.sock is None else None
-        if line is not None and self.sock is not None:
-            self._send_control(line, fds)
-        poller = select.poll()
-        poller.register(self.rep_r, select.POLLIN)
-        if self.out_r is not None:
-            poller.register(self.out_r, select.POLLIN)
-        if pending:
-            assert self.req_w is not None       # a pipe channel (no socket) has a request pipe
-            poller.register(self.req_w, select.POLLOUT)
-        while True:
-            msg = None if pending else self._buffered_reply(rid)  # replies count once all is sent
-            if msg is not None:
-                return msg
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Expired()
-            for fd, ev in poller.poll(max(1, int(remaining * 1000) + 1)):
-                if fd == self.out_r:
-                    if not self._drain_output():
-                        poller.unregister(fd)
-                elif fd == self.req_w:
-                    assert pending is not None      # registered only while there is some
-                    try:
-                        n = os.write(fd, pending[:1 << 16])
-                    except BlockingIOError:
-                        continue
-                    except (BrokenPipeError, OSError):
-                        raise _EOF() from None
-                    pending = pending[n:]
-                    if not pending:
-                        poller.unregister(fd)
-                elif fd == self.rep_r:
-                    try:
-                        data = os.read(fd, READ_CHUNK)
-                    except BlockingIOError:
-                        continue
-                    if not data:
-                        raise _EOF()
-                    self.buf += data
-
-    def _send_control(self, line: bytes, fds: tuple) -> None:
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] \
-            if fds else []
-        assert self.sock is not None            # called only for a socket channel
-        try:
-            self.sock.sendmsg([line], anc)
-        except OSError:
-            raise _EOF() from None
-
-    def _buffered_reply(self, rid: str) -> dict | None:
-        """The reply to ``rid`` if a whole one is buffered. Every line is bounded before it is
-        decoded (``bounds.REPLY_MAX_BYTES``, ASCII only, then ``REPLY_MAX_VALUES`` counted
-        outside strings):
-        a line over either fails the pending request at once with a ``ReplyTooLarge`` error
-        reply and is counted as junk; the buffer never holds more than the cap plus one read."""
-        while True:
-            i = self.buf.find(b"\n", self.scanned)
-            if i < 0:
-                self.scanned = len(self.buf)
-                if self.discarding:
-                    self.buf.clear()
-                    self.scanned = 0
-                elif len(self.buf) > bounds.REPLY_MAX_BYTES:
-                    self.buf.clear()
-                    self.scanned, self.discarding = 0, True
-                    self.junk += 1
-                    return too_large(rid, f"over {bounds.REPLY_MAX_BYTES >> 20} MiB")
-                return None
-            if self.discarding or i > bounds.REPLY_MAX_BYTES:
-                del self.buf[:i + 1]
-                self.scanned = 0
-                if self.discarding:
-                    self.discarding = False
-                    continue
-                self.junk += 1
-                return too_large(rid, f"over {bounds.REPLY_MAX_BYTES >> 20} MiB")
-            line = self.buf[:i]
-            del self.buf[:i + 1]
-            self.scanned = 0
-            if not line.isascii():      # the protocol is ASCII: decoding stays 1 byte a char
-                self.junk += 1
-                continue
-            if count_json_values(line, bounds.REPLY_MAX_VALUES) > bounds.REPLY_MAX_VALUES:
-                self.junk += 1
-                return too_large(rid, f"more than {bounds.REPLY_MAX_VALUES:,} values")
-            try:
-                msg = protocol.loads(line)
-            except ProtocolError:
-                self.junk += 1
-                continue
-            if msg.get("id") == rid:
-                return msg
-            self.junk += 1
-
-    def _drain_output(self) -> bool:
-        """Read what the output pipe holds; False once it is closed."""
-        assert self.out_r is not None           # polled only when there is an output pipe
-        while True:
-            try:
-                data = os.read(self.out_r, 1 << 16)
-            except BlockingIOError:
-                return True
-            except OSError:
-                return False
-            if not data:
-                return False
-            self.tail.feed(data)
-
-    def drain(self) -> None:
-        if self.out_r is not None:
-            self._drain_output()
-
-    def close(self) -> None:
-        self.drain()
-        _close(self.rep_r, self.out_r, self.req_w)
-        if self.sock is not None:
-            self.sock.close()
-        self.rep_r = self.out_r = self.req_w = -1
-
-
-def too_large(rid: str, what: str) -> dict:
-    """The error reply that stands for a reply line over the parent's bounds."""
-    return {"id": rid, "ok": False, "error": {
-        "type": "ReplyTooLarge", "message": f"the reply to the grader was {what}; return "
-        "values of the documented types and sizes, and never write to the grader's channels"}}
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -535,11 +347,11 @@ class Worker:
                                         fds=(req_r, rep_w), scratch_dir=scratch)
             popen = _popen(spec, out_w)
         except BaseException:
-            _close(req_r, req_w, rep_r, rep_w, out_r, out_w)
+            close_fds(req_r, req_w, rep_r, rep_w, out_r, out_w)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
-            _close(req_r, rep_w, out_w)
+            close_fds(req_r, rep_w, out_w)
         return _Direct(popen, scratch, self.backend), Channel(rep_r, out_r, self._tail, req_w=req_w)
 
     def restart(self) -> None:
@@ -725,7 +537,7 @@ class Worker:
             deadline = self._wall_deadline
         try:
             return chan.exchange(line, rid, deadline)
-        except _Expired:
+        except ChannelExpired:
             self._stop()
             if wall:
                 self.events.append({"code": "limit_wall", "message":
@@ -736,7 +548,7 @@ class Worker:
             self.events.append({"code": "call_timeout", "message":
                                 f"a request took longer than {timeout:g} s and was stopped"})
             raise WorkerTimeout(f"no answer within {timeout:g} s") from None
-        except _EOF:
+        except ChannelClosed:
             status = proc.status(wait=2.0)
             if status is None:
                 proc.kill()
@@ -851,18 +663,18 @@ class Zygote:
             popen = _popen(spec, out_w)
         except BaseException:
             parent_sock.close()
-            _close(rep_r, out_r)
+            close_fds(rep_r, out_r)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
             child_sock.close()
-            _close(rep_w, out_w)
+            close_fds(rep_w, out_w)
         self._proc = _Direct(popen, scratch, self.backend)
         self._chan = Channel(rep_r, out_r, self._tail, sock=parent_sock)
         self._finalizer = weakref.finalize(self, _finalize, self._proc, self._chan)
         try:
             hello = self._chan.exchange(None, "hello", time.monotonic() + START_TIMEOUT)
-        except (_EOF, _Expired):
+        except (ChannelClosed, ChannelExpired):
             self.close()
             raise WorkerDied(f"the zygote did not start\n{self._tail.text()[-2000:]}") from None
         self.pid = hello.get("pid")
@@ -943,13 +755,13 @@ class Zygote:
                         reply = self._chan.exchange(line, rid, min(
                             deadline, time.monotonic() + CONTROL_POLL), fds=fds)
                         break
-                    except _Expired:
+                    except ChannelExpired:
                         line, fds = None, ()
                         why = self.harm() or (
                             "it did not answer" if time.monotonic() >= deadline else None)
                         if why is not None:
                             raise
-            except (_EOF, _Expired):
+            except (ChannelClosed, ChannelExpired):
                 why = why or self.harm() or "it closed its control channel"
                 self._replace(why, charge)
                 if retry and attempt == 0:
@@ -997,10 +809,10 @@ class Zygote:
         try:
             reply = self._control({"op": "fork"}, fds=(req_r, rep_w, out_w), retry=True)
         except BaseException:
-            _close(req_w, rep_r, out_r)
+            close_fds(req_w, rep_r, out_r)
             raise
         finally:
-            _close(req_r, rep_w, out_w)
+            close_fds(req_r, rep_w, out_w)
         self._child_pid = int(reply["pid"])
         return _Forked(self, self._child_pid), Channel(rep_r, out_r, tail, req_w=req_w)
 
