@@ -21,7 +21,8 @@ from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLar
 
 OWN_MODULES = ["autograder/sandbox/protocol.py", "autograder/sandbox/worker.py",
                "autograder/sandbox/client.py", "autograder/sandbox/channel.py",
-               "autograder/sandbox/process_tree.py", "autograder/proxy.py"]
+               "autograder/sandbox/process_tree.py", "autograder/sandbox/failure_text.py",
+               "autograder/proxy.py"]
 
 
 def wire(value):

@@ -33,7 +33,8 @@ import weakref
 from autograder.sandbox import backends, cleanup, protocol
 from autograder.sandbox.channel import (Channel, ChannelClosed, ChannelExpired, OutputTail,
                                         close_fds)
-from autograder.sandbox.limits import Limits, scratch_bytes
+from autograder.sandbox.failure_text import describe_end, limit_note, limit_of
+from autograder.sandbox.limits import Limits
 from autograder.sandbox.process_tree import descendants as _descendants  # noqa: F401  (tests)
 from autograder.sandbox.process_tree import host_pid, kill_tree, proc_state
 
@@ -42,7 +43,6 @@ LOAD_GRACE = 3.0          # seconds past a cell's own time limit before the pare
 MAX_CELLS_LEFT_OUT = 5    # cells that hang or end the worker at load, left out one by one
 CONTROL_TIMEOUT = 15.0    # seconds for a zygote to answer fork/kill/status
 CONTROL_POLL = 0.2        # seconds between checks that the zygote is neither stopped nor gone
-FLAG_FOR_SIGNAL = {"SIGXCPU": "limit_cpu", "SIGKILL": "limit_memory", "SIGXFSZ": "limit_file"}
 
 
 class WorkerError(Exception):
@@ -161,71 +161,6 @@ class _Forked:
         pass
 
 
-def _describe_end(status, limits: Limits) -> tuple[str, str, str | None, int | None]:
-    """(flag code, reason, signal name, exit code) for how a worker ended."""
-    if status is None:
-        return "worker_died", "it closed its reply channel", None, None
-    code, sig, cpu = (tuple(status) + (None,))[:3]
-    if sig is not None:
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        if name == "SIGKILL" and cpu is not None and cpu >= limits.cpu_seconds:
-            name = "SIGXCPU"     # killed at the hard CPU limit (SIGXCPU was caught or ignored)
-        reason = {"SIGXCPU": f"it used up its CPU time limit ({limits.cpu_seconds} s)",
-                  "SIGKILL": "it was killed (SIGKILL), most often for using too much memory",
-                  "SIGXFSZ": f"it wrote a file over the size limit ({limits.max_file_mb} MB)",
-                  "SIGSEGV": "it crashed (SIGSEGV)"}.get(name, f"it was killed by {name}")
-        return FLAG_FOR_SIGNAL.get(name, "worker_died"), reason, name, None
-    why = f"it exited with code {code} (exit() or os._exit() was called)"
-    return "worker_died", why, None, code
-
-
-def limit_of(error: dict) -> str | None:
-    """The flag for an exception the worker reported that comes from one of its limits:
-    ``limit_memory`` (RLIMIT_AS), ``limit_file`` (RLIMIT_FSIZE, the scratch size),
-    ``limit_open_files`` (RLIMIT_NOFILE), ``limit_processes`` (RLIMIT_NPROC, the seccomp ban on
-    new processes), ``call_timeout`` (a cell's alarm at load); None for any other error."""
-    msg = str(error.get("message", ""))
-    if error.get("type") == "CellTimeout":
-        return "call_timeout"
-    if _is_memory_error(error):
-        return "limit_memory"
-    if _is_file_limit_error(error):
-        return "limit_file"
-    if "[Errno 24]" in msg or "Too many open files" in msg:
-        return "limit_open_files"
-    if "can't start new thread" in msg or "[Errno 11]" in msg:
-        return "limit_processes"
-    trace = str(error.get("trace", ""))
-    if "[Errno 1]" in msg and any(word in trace for word in _PROCESS_CALLS):
-        return "limit_processes"    # refused by the seccomp filter (EPERM)
-    return None
-
-
-_PROCESS_CALLS = ("fork", "Popen", "spawn", "subprocess", "multiprocessing", "system(", "exec")
-
-
-def limit_note(code: str, limits: Limits) -> str:
-    """What a limit is, in words for the student and the staff."""
-    return {
-        "limit_memory": f"the memory limit for your code is {limits.memory_mb} MB",
-        "limit_file": f"files your code writes may be at most {limits.max_file_mb} MB, and its "
-                      f"scratch space holds {scratch_bytes(limits) // (1 << 20)} MB",
-        "limit_open_files": f"your code may have at most {limits.max_open_files} files open",
-        "limit_processes": "your code may not start new processes, and at most "
-                           f"{limits.max_processes} threads",
-    }.get(code, code)
-
-
-def _is_file_limit_error(error: dict) -> bool:
-    """EFBIG (RLIMIT_FSIZE) or ENOSPC (the size-capped scratch), as the worker reports them."""
-    msg = str(error.get("message", ""))
-    return "[Errno 27]" in msg or "[Errno 28]" in msg or "File too large" in msg \
-        or "No space left on device" in msg
-
-
 def _defined_names(source: str) -> list[str]:
     """The top-level names a cell defines (as the worker reports them in a cell error)."""
     import re
@@ -243,13 +178,6 @@ class _CellStopped(Exception):
     def __init__(self, error: dict):
         super().__init__(error["message"])
         self.error = error
-
-
-def _is_memory_error(error: dict) -> bool:
-    msg = str(error.get("message", "")).lower()
-    return error.get("type") == "MemoryError" or (
-        error.get("type") == "RuntimeError" and ("can't allocate memory" in msg
-                                                 or "out of memory" in msg))
 
 
 # --- the worker handle -------------------------------------------------------------------------
@@ -552,7 +480,7 @@ class Worker:
             status = proc.status(wait=2.0)
             if status is None:
                 proc.kill()
-            flag, reason, sig, code = _describe_end(status, self.limits)
+            flag, reason, sig, code = describe_end(status, self.limits)
             self.events.append({"code": flag, "message": f"the worker stopped: {reason}"})
             lost = isinstance(proc, _Forked) and proc.zygote.generation != proc.generation
             if lost:
