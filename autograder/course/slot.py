@@ -74,7 +74,7 @@ def limit_address_space() -> None:
 def on_cpu(device: str) -> bool:
     """Whether this slot's workers run on the CPU. A CUDA worker must not inherit an address-space
     limit (the driver reserves tens of GiB of it), so a slot that starts them sets none."""
-    from autograder.grade.submission import worker_device
+    from autograder.sandbox.devices import worker_device
 
     return worker_device(device) == "cpu"
 

@@ -5,7 +5,6 @@ an unreadable notebook and a grader error each become a recorded result with a c
 """
 from __future__ import annotations
 
-import glob
 import re
 import time
 import traceback
@@ -20,15 +19,8 @@ from autograder.load.notebook import Submission, cell_label, read_submission
 from autograder.points import fmt_points
 from autograder.load.untrusted import submission_base
 from autograder.results import GradingResult, TestResult, grade_cell_totals
+from autograder.sandbox.devices import worker_device
 from autograder.seeding import code_digest
-
-
-def worker_device(requested: str) -> str:
-    """The device a worker is started for. 'auto' means CUDA only where GPU devices exist; the
-    worker itself falls back to the CPU when torch cannot use them (and says so)."""
-    if requested == "auto":
-        return "cuda" if glob.glob("/dev/nvidia[0-9]*") else "cpu"
-    return requested
 
 
 def reference_cells(assignment: Assignment) -> list[dict]:

@@ -18,7 +18,6 @@ Invariants:
 """
 from __future__ import annotations
 
-import glob
 import itertools
 import os
 import secrets
@@ -33,6 +32,7 @@ import weakref
 from autograder.sandbox import backends, cleanup, protocol
 from autograder.sandbox.channel import (Channel, ChannelClosed, ChannelExpired, OutputTail,
                                         close_fds)
+from autograder.sandbox.devices import worker_device
 from autograder.sandbox.failure_text import describe_end, limit_note, limit_of
 from autograder.sandbox.limits import Limits
 from autograder.sandbox.process_tree import descendants as _descendants  # noqa: F401  (tests)
@@ -80,14 +80,6 @@ def worker_args(*, zygote: bool = False, backend: str = "unsafe") -> list[str]:
         if backend == "fallback":
             args.append("--wipe-uid-files")
     return args
-
-
-def launch_device(device: str) -> str:
-    """"cpu" or "cuda" for the launcher: "auto" is "cuda" where GPU device nodes exist (the
-    worker itself falls back to the CPU when torch cannot use them)."""
-    if device == "auto":
-        return "cuda" if glob.glob("/dev/nvidia[0-9]*") else "cpu"
-    return device
 
 
 def _popen(spec, out_w: int) -> subprocess.Popen:
@@ -271,7 +263,7 @@ class Worker:
         scratch = cleanup.make_scratch("worker", sweep_uids=self.backend == "fallback")
         try:
             spec = backends.launch_spec(self.backend, python=self.python, worker_args=worker_args(),
-                                        limits=self.limits, device=launch_device(self.device),
+                                        limits=self.limits, device=worker_device(self.device),
                                         fds=(req_r, rep_w), scratch_dir=scratch)
             popen = _popen(spec, out_w)
         except BaseException:
@@ -586,7 +578,7 @@ class Zygote:
             spec = backends.launch_spec(
                 self.backend, python=self.python,
                 worker_args=worker_args(zygote=True, backend=self.backend), limits=self.limits,
-                device=launch_device(self.device), fds=(child_sock.fileno(), rep_w),
+                device=worker_device(self.device), fds=(child_sock.fileno(), rep_w),
                 scratch_dir=scratch, allow_fork=True)
             popen = _popen(spec, out_w)
         except BaseException:
