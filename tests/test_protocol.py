@@ -22,6 +22,7 @@ from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLar
 OWN_MODULES = ["autograder/sandbox/protocol.py", "autograder/sandbox/worker.py",
                "autograder/sandbox/client.py", "autograder/sandbox/channel.py",
                "autograder/sandbox/process_tree.py", "autograder/sandbox/failure_text.py",
+               "autograder/sandbox/launch.py", "autograder/sandbox/devices.py",
                "autograder/proxy.py"]
 
 

@@ -24,7 +24,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 import weakref
@@ -34,9 +33,10 @@ from autograder.sandbox.channel import (Channel, ChannelClosed, ChannelExpired, 
                                         close_fds)
 from autograder.sandbox.devices import worker_device
 from autograder.sandbox.failure_text import describe_end, limit_note, limit_of
+from autograder.sandbox.launch import DirectProcess, popen_worker, worker_args
 from autograder.sandbox.limits import Limits
 from autograder.sandbox.process_tree import descendants as _descendants  # noqa: F401  (tests)
-from autograder.sandbox.process_tree import host_pid, kill_tree, proc_state
+from autograder.sandbox.process_tree import host_pid, proc_state
 
 START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hello
 LOAD_GRACE = 3.0          # seconds past a cell's own time limit before the parent stops it
@@ -61,79 +61,6 @@ class WorkerDied(WorkerError):
 
 class WorkerTimeout(WorkerError):
     """No reply within the request's timeout (or the worker's wall-clock budget ran out)."""
-
-
-# --- launching ---------------------------------------------------------------------------------
-
-def worker_args(*, zygote: bool = False, backend: str = "unsafe") -> list[str]:
-    """Arguments of ``python -m autograder.sandbox.worker``; the launcher gives it fds 3 and 4.
-
-    A zygote under a sandbox may fork (``allow_fork``), so it installs the no-fork seccomp
-    filter in each child; under ``fallback`` it also deletes its uid's files in the shared
-    temporary directories between children.
-    """
-    args = ["--fds", "3,4"]
-    if zygote:
-        args.append("--zygote")
-        if backend in ("bwrap", "fallback"):
-            args.append("--child-seccomp")
-        if backend == "fallback":
-            args.append("--wipe-uid-files")
-    return args
-
-
-def _popen(spec, out_w: int) -> subprocess.Popen:
-    return subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, preexec_fn=spec.preexec_fn,
-                            pass_fds=tuple(spec.pass_fds), stdin=subprocess.DEVNULL, stdout=out_w,
-                            stderr=out_w, start_new_session=True, close_fds=True)
-
-
-# --- processes ---------------------------------------------------------------------------------
-
-class _Direct:
-    """A worker started with subprocess (possibly through bwrap): we are its parent."""
-
-    def __init__(self, popen: subprocess.Popen, scratch: str, backend: str):
-        self.popen, self.scratch, self.backend, self.pid = popen, scratch, backend, popen.pid
-        self.cpu_seconds: float | None = None
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            kill_tree(self.popen.pid)
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def status(self, wait: float) -> tuple[int | None, int | None, float | None] | None:
-        """(exit code, signal number, CPU seconds used) once it has ended, None while it runs.
-        Reaped with wait4 for the CPU time: a SIGKILL at the hard RLIMIT_CPU is then told
-        apart from other kills."""
-        deadline = time.monotonic() + wait
-        while self.popen.returncode is None:
-            try:
-                pid, st, usage = os.wait4(self.popen.pid, os.WNOHANG)
-            except ChildProcessError:          # reaped elsewhere
-                self.popen.poll()
-                break
-            if pid:
-                self.popen.returncode = os.waitstatus_to_exitcode(st)
-                self.cpu_seconds = usage.ru_utime + usage.ru_stime
-                break
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.005)
-        rc = self.popen.returncode
-        sig = backends.termination_signal(self.backend, rc)
-        return (None, sig, self.cpu_seconds) if sig is not None else (rc, None, self.cpu_seconds)
-
-    def cleanup(self) -> None:
-        """Remove the scratch directory and, for ``fallback`` (the worker wrote to the host's
-        filesystems as a uid of its own), every file of that uid (``cleanup.remove_uid_files``).
-        Called once the process has ended."""
-        shutil.rmtree(self.scratch, ignore_errors=True)
-        if self.backend == "fallback" and os.geteuid() == 0:
-            cleanup.remove_uid_files(backends.SANDBOX_UID_BASE + self.pid)
 
 
 class _Forked:
@@ -199,7 +126,7 @@ class Worker:
         self._zygote = zygote
         self._cells: list[dict] | None = None
         self._seed = 0
-        self._proc: _Direct | _Forked | None = None
+        self._proc: DirectProcess | _Forked | None = None
         self._ready = False                 # the running process said hello
         self._spawned_at = 0.0
         self._chan: Channel | None = None
@@ -265,14 +192,15 @@ class Worker:
             spec = backends.launch_spec(self.backend, python=self.python, worker_args=worker_args(),
                                         limits=self.limits, device=worker_device(self.device),
                                         fds=(req_r, rep_w), scratch_dir=scratch)
-            popen = _popen(spec, out_w)
+            popen = popen_worker(spec, out_w)
         except BaseException:
             close_fds(req_r, req_w, rep_r, rep_w, out_r, out_w)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
             close_fds(req_r, rep_w, out_w)
-        return _Direct(popen, scratch, self.backend), Channel(rep_r, out_r, self._tail, req_w=req_w)
+        return (DirectProcess(popen, scratch, self.backend),
+                Channel(rep_r, out_r, self._tail, req_w=req_w))
 
     def restart(self) -> None:
         """A fresh worker process; the cells given to ``load`` are loaded again."""
@@ -557,7 +485,7 @@ class Zygote:
         self.pid: int | None = None
         self.host_pid: int | None = None     # the zygote's pid as the grader sees it
         self.spawn_seconds: float | None = None
-        self._proc: _Direct | None = None
+        self._proc: DirectProcess | None = None
         self._chan: Channel | None = None
         self._tail = OutputTail(self.limits.max_output_kb * 1024)
         self._current: Worker | None = None
@@ -580,7 +508,7 @@ class Zygote:
                 worker_args=worker_args(zygote=True, backend=self.backend), limits=self.limits,
                 device=worker_device(self.device), fds=(child_sock.fileno(), rep_w),
                 scratch_dir=scratch, allow_fork=True)
-            popen = _popen(spec, out_w)
+            popen = popen_worker(spec, out_w)
         except BaseException:
             parent_sock.close()
             close_fds(rep_r, out_r)
@@ -589,7 +517,7 @@ class Zygote:
         finally:
             child_sock.close()
             close_fds(rep_w, out_w)
-        self._proc = _Direct(popen, scratch, self.backend)
+        self._proc = DirectProcess(popen, scratch, self.backend)
         self._chan = Channel(rep_r, out_r, self._tail, sock=parent_sock)
         self._finalizer = weakref.finalize(self, _finalize, self._proc, self._chan)
         try:
