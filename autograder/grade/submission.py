@@ -56,8 +56,8 @@ class Session:
             self.student_worker = pool.student_worker(backend=backend, device=device,
                                                       settings=settings)
         else:
-            self.student_worker = Worker(settings, backend=backend, device=device)
-            self.reference_worker = Worker(settings, backend="trusted", device=device,
+            self.student_worker = Worker(settings.limits, backend=backend, device=device)
+            self.reference_worker = Worker(settings.limits, backend="trusted", device=device,
                                            trusted=True)
         self.hints_factory = hints_factory
         self.student_reply: dict = {}

@@ -1,20 +1,26 @@
-"""The parent's handle on a worker process: spawn, request, restart, kill. Imports no torch.
+"""The parent's handles on worker processes: ``Worker`` (spawn, load, request, restart, kill)
+and ``ZygoteHandle`` (one process that imported torch, forking a worker per submission). Imports
+no torch.
 
 Invariants:
 
 - A worker talks on three pipes: requests (parent -> worker fd 3), replies (worker fd 4 ->
-  parent) and output (worker fd 1 and 2 -> parent). The output pipe is drained into a capped tail
-  (``Limits.max_output_kb``) whenever the parent waits, so student prints never block the
-  protocol or corrupt it; ``Worker.captured_output()`` returns the tail.
+  parent) and output (worker fd 1 and 2 -> parent), held by a ``channel.Channel``. The output
+  pipe is drained into a capped tail (``Limits.max_output_kb``) whenever the parent waits, so
+  student prints never block the protocol or corrupt it; ``Worker.captured_output()`` returns
+  the tail.
 - Every wait has a deadline. A request past its timeout, or past the worker's wall-clock budget
   (``Limits.wall_seconds`` from the first spawn, for sandboxed workers), kills the whole process
   tree and raises ``WorkerTimeout``; a worker that exits or closes its reply pipe raises
-  ``WorkerDied``. Both are recorded in ``Worker.events``; the next request restarts the worker
-  and reloads the same cells.
+  ``WorkerDied`` (its reason from ``failure_text.describe_end``). Both are recorded in
+  ``Worker.events``; the next request restarts the worker and reloads the same cells.
 - Replies are untrusted: a line that is not JSON, or does not carry the pending request's id, is
   skipped and counted (flag ``protocol_junk``).
-- ``Zygote`` keeps one worker that has imported torch and forks a fresh child per submission from
-  it (one live child at a time), so a submission does not pay for ``import torch``.
+- Loading recovers: a cell that hangs past its limit or ends the worker is left out and the
+  rest loaded again on a fresh process (at most ``MAX_CELLS_LEFT_OUT`` cells).
+- ``ZygoteHandle`` keeps one worker that has imported torch and forks a fresh child per
+  submission from it (one live child at a time), so a submission does not pay for
+  ``import torch``. (Its counterpart inside the sandbox is ``worker.Zygote``.)
 """
 from __future__ import annotations
 
@@ -64,9 +70,9 @@ class WorkerTimeout(WorkerError):
 
 
 class _Forked:
-    """A worker forked by a Zygote: the zygote is its parent and kills/reaps it for us."""
+    """A worker forked by a zygote: the zygote is its parent and kills/reaps it for us."""
 
-    def __init__(self, zygote: "Zygote", pid: int):
+    def __init__(self, zygote: "ZygoteHandle", pid: int):
         self.zygote, self.pid = zygote, pid
         self.generation = zygote.generation
 
@@ -113,10 +119,11 @@ class Worker:
 
     _ids = itertools.count(1)
 
-    def __init__(self, settings, *, backend: str, device: str, trusted: bool = False,
-                 python: str | None = None, zygote: "Zygote | None" = None):
-        self.settings = settings
-        self.limits: Limits = settings.limits
+    def __init__(self, limits: Limits, *, backend: str, device: str, trusted: bool = False,
+                 python: str | None = None, zygote: "ZygoteHandle | None" = None):
+        if not isinstance(limits, Limits):   # a whole Settings, as the hint-precision tool passes
+            limits = limits.limits
+        self.limits: Limits = limits
         self.backend = "trusted" if trusted else backends.resolve_backend(backend)
         self.device, self.trusted = device, trusted
         self.python = python or sys.executable
@@ -458,7 +465,7 @@ def _finalize(proc, chan: Channel | None) -> None:
 
 # --- the zygote --------------------------------------------------------------------------------
 
-class Zygote:
+class ZygoteHandle:
     """One process that has imported torch and forks a fresh worker per submission.
 
     ``spawn_worker()`` returns a started ``Worker`` whose process is a child of the zygote. The
@@ -477,8 +484,8 @@ class Zygote:
 
     _ids = itertools.count(1)
 
-    def __init__(self, settings, *, backend: str, device: str, python: str | None = None):
-        self.settings, self.limits = settings, settings.limits
+    def __init__(self, limits: Limits, *, backend: str, device: str, python: str | None = None):
+        self.limits = limits
         self.backend, self.device = backends.resolve_backend(backend), device
         self.python = python or sys.executable
         self.events: list[dict] = []
@@ -537,23 +544,23 @@ class Zygote:
         if current is not None:
             current.close()
 
-    def __enter__(self) -> "Zygote":
+    def __enter__(self) -> "ZygoteHandle":
         self.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def spawn_worker(self, settings=None) -> Worker:
+    def spawn_worker(self, limits: Limits | None = None) -> Worker:
         """A started Worker forked from this zygote (the previous one, if any, is closed).
 
-        ``settings`` may change the limits the parent enforces (timeouts, ``wall_seconds``,
+        ``limits`` may change the limits the parent enforces (timeouts, ``wall_seconds``,
         ``max_output_kb``); the kernel limits stay those the zygote was started with.
         """
         if self._current is not None:
             self._current.close()
         self._closed = False
-        worker = Worker(settings or self.settings, backend=self.backend, device=self.device,
+        worker = Worker(limits or self.limits, backend=self.backend, device=self.device,
                         zygote=self)
         self._current = worker
         worker.start()

@@ -867,7 +867,7 @@ class Zygote:
       ``backends.ZYGOTE_CAPS`` for it), each child runs as ``child_uid`` (our uid +
       ``CHILD_UID_OFFSET``) with no capability at all, so it cannot signal us (EPERM). Otherwise
       it ignores every signal that can be ignored; SIGKILL and SIGSTOP cannot be, and the
-      parent's handle (``client.Zygote``) detects both, restarts the zygote and charges the
+      parent's handle (``client.ZygoteHandle``) detects both, restarts the zygote and charges the
       submission whose child was live. It is non-dumpable (no ptrace, no /proc/PID/mem) and the
       children's seccomp filter refuses ptrace.
     - Scratch: each child gets a fresh directory ``child-<n>``. The zygote never reads a file in
