@@ -128,7 +128,7 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
         backend = resolve_backend(backend or settings.sandbox)
         extra["sandbox"] = backend
         extra["flags"].extend(exposure_flags(backend, settings.course_dir))
-        wdev = worker_device(settings.device if device == "auto" else device)
+        wdev = worker_device(device, settings.device)
         from autograder.hints import Hints
 
         with Session(asg, submission, settings, device=wdev, backend=backend,
