@@ -69,23 +69,6 @@ class WorkerTimeout(WorkerError):
     """No reply within the request's timeout (or the worker's wall-clock budget ran out)."""
 
 
-class _Forked:
-    """A worker forked by a zygote: the zygote is its parent and kills/reaps it for us."""
-
-    def __init__(self, zygote: "ZygoteHandle", pid: int):
-        self.zygote, self.pid = zygote, pid
-        self.generation = zygote.generation
-
-    def kill(self) -> None:
-        self.zygote._kill_child(self.pid)
-
-    def status(self, wait: float):
-        return self.zygote._child_status(self.pid, wait)
-
-    def cleanup(self) -> None:
-        pass
-
-
 def _defined_names(source: str) -> list[str]:
     """The top-level names a cell defines (as the worker reports them in a cell error)."""
     import re
@@ -114,7 +97,9 @@ class Worker:
     ``trusted=True``, "trusted": the reference runs without confinement (rlimits only) and
     without a wall-clock budget, in its own process; being long-lived, a request it dies in is
     retried once on a fresh process. ``device`` is "cpu" | "cuda" | "auto"; the load reply says
-    which device the worker actually uses.
+    which device the worker actually uses. ``limits``: the kernel limits of a process it starts
+    (a forked worker keeps its zygote's) and the limits the parent enforces (timeouts,
+    ``wall_seconds``, ``max_output_kb``).
     """
 
     _ids = itertools.count(1)
@@ -464,6 +449,23 @@ def _finalize(proc, chan: Channel | None) -> None:
 
 
 # --- the zygote --------------------------------------------------------------------------------
+
+class _Forked:
+    """A worker forked by a zygote: the zygote is its parent and kills/reaps it for us."""
+
+    def __init__(self, zygote: "ZygoteHandle", pid: int):
+        self.zygote, self.pid = zygote, pid
+        self.generation = zygote.generation
+
+    def kill(self) -> None:
+        self.zygote._kill_child(self.pid)
+
+    def status(self, wait: float):
+        return self.zygote._child_status(self.pid, wait)
+
+    def cleanup(self) -> None:
+        pass
+
 
 class ZygoteHandle:
     """One process that has imported torch and forks a fresh worker per submission.
