@@ -62,7 +62,7 @@ def cmd_grade(args) -> int:
             return NO_SANDBOX
     from autograder.course.slot import limit_address_space, on_cpu
 
-    if OWNS_PROCESS and on_cpu(settings.device if args.device == "auto" else args.device):
+    if OWNS_PROCESS and on_cpu(args.device, settings.device):
         limit_address_space()       # bounds.SLOT_ADDRESS_SPACE_BYTES, as for a grade-course slot
     student = args.student or student_from_path(path)
     from autograder.report_table import Progress, print_result

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from autograder.sandbox import protocol
-from autograder.sandbox.client import (Worker, WorkerDied, WorkerError, WorkerTimeout, limit_note,
-                                      limit_of)
+from autograder.sandbox.client import Worker, WorkerDied, WorkerError, WorkerTimeout
+from autograder.sandbox.failure_text import limit_note, limit_of
 from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLarge
 
 __all__ = ["StudentProxy", "Tensor", "LogSoftmaxGather", "Backward", "Returned", "TensorMeta",

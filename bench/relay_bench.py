@@ -94,8 +94,8 @@ def main(argv=None) -> int:
             T.check_params(asg, args.seed, {"compute_gae": 200, "ppo_combined_loss": 800})),
     }
     ns = reference_namespace(asg)
-    ref = Worker(settings, backend="trusted", device="cpu", trusted=True)
-    stu = Worker(settings, backend="unsafe", device="cpu")
+    ref = Worker(settings.limits, backend="trusted", device="cpu", trusted=True)
+    stu = Worker(settings.limits, backend="unsafe", device="cpu")
     rows = []
     try:
         ref.spawn()

@@ -361,7 +361,7 @@ def worker_student():
     from autograder.proxy import StudentProxy
     from autograder.sandbox.client import Worker
 
-    w = Worker(load_settings(REPO_ROOT), backend="unsafe", device="cpu")
+    w = Worker(load_settings(REPO_ROOT).limits, backend="unsafe", device="cpu")
     w.start()
     w.load([{"id": "cell", "source": WORKER_CELL}])
     yield StudentProxy(w)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from autograder.sandbox import backends, cleanup
-from autograder.sandbox.client import _Direct
+from autograder.sandbox.launch import DirectProcess
 from autograder.sandbox.limits import Limits
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -48,7 +48,7 @@ os.write(4, json.dumps({"uid": os.getuid(), "made": made, "cwd": os.getcwd()}).e
 '''
 
 
-def run_as_fallback(script: str) -> tuple[dict, _Direct]:
+def run_as_fallback(script: str) -> tuple[dict, DirectProcess]:
     """Run ``script`` as the fallback backend would run a worker; (its report, its handle)."""
     scratch = cleanup.make_scratch("worker")
     req_r, req_w = os.pipe()
@@ -66,7 +66,7 @@ def run_as_fallback(script: str) -> tuple[dict, _Direct]:
     data = os.read(rep_r, 1 << 16)
     os.close(rep_r)
     assert proc.returncode == 0, err.decode()
-    return json.loads(data), _Direct(proc, scratch, "fallback")
+    return json.loads(data), DirectProcess(proc, scratch, "fallback")
 
 
 def files_of(uid: int) -> list[str]:

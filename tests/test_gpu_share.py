@@ -94,10 +94,9 @@ def test_on_the_cpu_nothing_is_set(monkeypatch):
 
 
 def test_a_cuda_request_without_a_gpu_still_grades_on_the_cpu(tmp_path):
-    settings = settings_for(tmp_path, 2)
-    settings = replace(settings, limits=replace(settings.limits, wall_seconds=120))
+    limits = replace(settings_for(tmp_path, 2).limits, wall_seconds=120)
     backend = backends.resolve_backend("auto")
-    with Worker(settings, backend=backend, device="cuda") as w:
+    with Worker(limits, backend=backend, device="cuda") as w:
         reply = w.load([{"id": "a_answer", "source": textwrap.dedent("""
             import os, torch
             def probe():

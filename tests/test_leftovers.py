@@ -21,7 +21,7 @@ import pytest
 from autograder import REPO_ROOT
 from autograder.course.demo import copy_course, solutions, submission, write_cohort
 from autograder.sandbox.cleanup import _start_time
-from autograder.sandbox.client import _descendants
+from autograder.sandbox.process_tree import descendants
 
 ASSIGNMENT = "ppo"
 
@@ -45,7 +45,7 @@ WORKERS: set[int] = set()    # pids seen running autograder.sandbox.worker
 
 
 def sample(proc: subprocess.Popen, seen: dict[int, int]) -> None:
-    for pid in _descendants(proc.pid):
+    for pid in descendants(proc.pid):
         started = _start_time(pid)
         if started is not None and pid not in seen:
             seen[pid] = started

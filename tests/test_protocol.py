@@ -16,11 +16,14 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder.sandbox import protocol
-from autograder.sandbox.client import Channel, OutputTail, _EOF, _Expired
+from autograder.sandbox.channel import Channel, ChannelClosed, ChannelExpired, OutputTail
 from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLarge
 
 OWN_MODULES = ["autograder/sandbox/protocol.py", "autograder/sandbox/worker.py",
-               "autograder/sandbox/client.py", "autograder/proxy.py"]
+               "autograder/sandbox/client.py", "autograder/sandbox/channel.py",
+               "autograder/sandbox/process_tree.py", "autograder/sandbox/failure_text.py",
+               "autograder/sandbox/launch.py", "autograder/sandbox/devices.py",
+               "autograder/proxy.py"]
 
 
 def wire(value):
@@ -230,11 +233,11 @@ def test_reader_deadline_and_eof():
     chan, rep_w, out_w, req_r = reader()
     os.write(rep_w, b'{"id": "late-partial"')
     started = time.monotonic()
-    with pytest.raises(_Expired):
+    with pytest.raises(ChannelExpired):
         chan.exchange(None, "r2", time.monotonic() + 0.3)
     assert 0.25 < time.monotonic() - started < 3
     os.close(rep_w)
-    with pytest.raises(_EOF):
+    with pytest.raises(ChannelClosed):
         chan.exchange(None, "r2", time.monotonic() + 5)
     for fd in (out_w, req_r):
         os.close(fd)

@@ -344,7 +344,7 @@ def test_every_set_up_name_is_there_for_the_students_cells_in_the_sandbox(name, 
         backend = resolve_backend(settings.sandbox)
     except BackendUnavailable:
         backend = "unsafe"
-    worker = Worker(settings, backend=backend, device="cpu")
+    worker = Worker(settings.limits, backend=backend, device="cpu")
     try:
         worker.start()
         reply = worker.load(sub.cells + [{"id": "probe", "source": "def probe():\n"
@@ -371,12 +371,11 @@ def test_the_time_a_notebook_takes_to_load_counts_against_the_workers_budget():
 
     base = load_settings(REPO_ROOT)
     limits = dataclasses.replace(base.limits, wall_seconds=12, call_timeout_seconds=10)
-    settings = dataclasses.replace(base, limits=limits)
     cell = "import time\ntime.sleep({})\nDONE = True\n"
     short = [{"id": "cell-1", "source": cell.format(0.5)}]
     slow = [{"id": f"cell-{i}", "source": cell.format(5)} for i in (1, 2, 3)]
     for cells, over in ((short, False), (slow, True)):
-        worker = Worker(settings, backend="unsafe", device="cpu")
+        worker = Worker(limits, backend="unsafe", device="cpu")
         try:
             worker.start()
             reply = worker.load(cells)

@@ -28,6 +28,7 @@ from autograder.sandbox.backends import (
     BackendUnavailable, LaunchSpec, command_spec, describe, fallback_exposures, launch_spec,
     resolve_backend, seccomp_program, termination_signal)
 from autograder.sandbox.limits import MIB, Limits, rlimits, scratch_bytes
+from autograder.sandbox.process_tree import descendants, proc_state
 
 REPO = backends.KIT_ROOT
 PY = sys.executable
@@ -592,43 +593,18 @@ def test_killing_the_launched_process_kills_the_whole_sandbox():
 
     def kill_it(proc):
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _descendants(proc.pid):
+        while time.monotonic() < deadline and not descendants(proc.pid):
             time.sleep(0.05)
-        while time.monotonic() < deadline and len(_descendants(proc.pid)) < 2:
+        while time.monotonic() < deadline and len(descendants(proc.pid)) < 2:
             time.sleep(0.05)   # bwrap's init and the worker
-        seen["before"] = _descendants(proc.pid)
+        seen["before"] = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         time.sleep(0.5)
-        seen["after"] = {p for p in seen["before"] if os.path.exists(f"/proc/{p}")
-                         and _state(p) != "Z"}
+        seen["after"] = {p for p in seen["before"] if proc_state(p) not in (None, "Z")}
 
     run("bwrap", "import time; time.sleep(60)", during=kill_it)
     assert seen["before"] and seen["after"] == set()
-
-
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, stack = set(), [root]
-    while stack:
-        for c in children.get(stack.pop(), []):
-            out.add(c)
-            stack.append(c)
-    return out
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 @needs_bwrap

@@ -133,14 +133,14 @@ def test_a_student_worker_that_dies_mid_run_stops_only_that_run():
     key = reference_cells(asg)
     params = dict(T.bandit_params(7, T.kit_source(asg, ["BanditPolicy"])), episodes=20)
     params["check"] = T.check_params(asg, 7, {"reinforce_loss": 20})
-    workers = [Worker(settings, backend="trusted", device="cpu", trusted=True)]
+    workers = [Worker(settings.limits, backend="trusted", device="cpu", trusted=True)]
     try:
         trusted = workers[0]
         trusted.start()
         trusted.load(key + mutant_cells(asg))
 
         def student(cells):
-            w = Worker(settings, backend="unsafe", device="cpu")
+            w = Worker(settings.limits, backend="unsafe", device="cpu")
             workers.append(w)
             w.start()
             w.load(cells)

@@ -269,18 +269,18 @@ def test_reply_lines_are_bounded_before_they_are_decoded():
     and an honest one: each of the first three fails only the pending request (ReplyTooLarge
     or junk); the buffer never holds more than the cap plus one read; the honest reply is
     returned."""
-    from autograder.sandbox import client
+    from autograder.sandbox import channel
 
     r, w = os.pipe()
-    chan = client.Channel(r, None, client.OutputTail(1024))
+    chan = channel.Channel(r, None, channel.OutputTail(1024))
     deadline = time.monotonic() + 60
 
     def feed(data: bytes) -> None:
         view = memoryview(data)
         while view:
-            chan.buf += view[:client.READ_CHUNK]
-            view = view[client.READ_CHUNK:]
-            assert len(chan.buf) <= bounds.REPLY_MAX_BYTES + client.READ_CHUNK
+            chan.buf += view[:channel.READ_CHUNK]
+            view = view[channel.READ_CHUNK:]
+            assert len(chan.buf) <= bounds.REPLY_MAX_BYTES + channel.READ_CHUNK
             msg = chan._buffered_reply("r1")
             if msg is not None:
                 return msg

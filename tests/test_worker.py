@@ -8,16 +8,14 @@ from __future__ import annotations
 import os
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from autograder.config import Settings
 from autograder.proxy import (Backward, LogSoftmaxGather, NotDefined, Other, StudentError,
                               StudentProxy, Tensor, TooLarge, WorkerDied, WorkerTimeout)
 from autograder.sandbox import backends
-from autograder.sandbox.client import Worker, Zygote
+from autograder.sandbox.client import Worker, ZygoteHandle
 from autograder.sandbox.limits import Limits
 
 LIMITS = Limits(call_timeout_seconds=20, harness_timeout_seconds=60, wall_seconds=600,
@@ -99,9 +97,8 @@ REINFORCE_LOSS = 1.1488759
 REINFORCE_GRAD = np.array([0.4142479, -0.8739575, 0.2512540, 0.0560624, 0.1523933])
 
 
-def settings(**limits) -> Settings:
-    return Settings(course_dir=Path("."), cohort_seed=0, device="cpu", sandbox="unsafe", jobs=1,
-                    limits=Limits(**{**LIMITS.__dict__, **limits}), db_url="")
+def limits(**changes) -> Limits:
+    return Limits(**{**LIMITS.__dict__, **changes})
 
 
 def cells() -> list[dict]:
@@ -110,7 +107,7 @@ def cells() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def worker():
-    w = Worker(settings(), backend="unsafe", device="cpu")
+    w = Worker(limits(), backend="unsafe", device="cpu")
     w.start()
     w.load(cells())
     yield w
@@ -135,8 +132,8 @@ def test_spawn_does_not_wait_and_the_first_request_does():
     """``spawn`` only starts the process (so two workers import torch at once); the first
     request waits for it to be ready; a worker closed before it was ever ready leaves no
     process behind."""
-    w = Worker(settings(), backend="unsafe", device="cpu")
-    idle = Worker(settings(), backend="unsafe", device="cpu")
+    w = Worker(limits(), backend="unsafe", device="cpu")
+    idle = Worker(limits(), backend="unsafe", device="cpu")
     try:
         w.spawn()
         idle.spawn()
@@ -377,7 +374,7 @@ ZYGOTE_CELLS = [{"id": "state_answer", "source": textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def zygote():
-    z = Zygote(settings(), backend="unsafe", device="cpu")
+    z = ZygoteHandle(limits(), backend="unsafe", device="cpu")
     z.start()
     yield z
     z.close()
@@ -445,7 +442,7 @@ def test_out_of_memory_is_a_student_error_and_a_flag(zygote):
 
 
 def test_hanging_cell_and_the_wall_clock_budget(zygote):
-    w = zygote.spawn_worker(settings(wall_seconds=6, call_timeout_seconds=1))
+    w = zygote.spawn_worker(limits(wall_seconds=6, call_timeout_seconds=1))
     reply = w.load([{"id": "hangs", "source": "while True:\n    pass\n"}] + ZYGOTE_CELLS)
     (err,) = reply["cell_errors"]
     assert (err["cell"], err["type"], err["line"] in (1, 2)) == ("hangs", "CellTimeout", True)
@@ -463,7 +460,7 @@ def test_hanging_cell_and_the_wall_clock_budget(zygote):
 def test_worker_in_the_sandbox_serves_the_reinforce_check():
     backend = backends.resolve_backend("auto")
     assert backend in ("bwrap", "fallback")
-    with Worker(settings(), backend=backend, device="cpu") as w:
+    with Worker(limits(), backend=backend, device="cpu") as w:
         w.load([{"id": "c", "source": CELLS["imports"] + textwrap.dedent(
             CELLS["reinforce_loss_answer"])}])
         student = StudentProxy(w)

@@ -14,15 +14,14 @@ from __future__ import annotations
 import os
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-from autograder.config import Settings
 from autograder.proxy import StudentError, StudentProxy, WorkerDied
 from autograder.sandbox import backends
-from autograder.sandbox.client import CONTROL_TIMEOUT, Zygote, _proc_state
+from autograder.sandbox.client import CONTROL_TIMEOUT, ZygoteHandle
 from autograder.sandbox.limits import Limits
+from autograder.sandbox.process_tree import proc_state
 
 CELLS = [{"id": "attack_answer", "source": textwrap.dedent("""
     import os, signal, time
@@ -60,17 +59,14 @@ CELLS = [{"id": "attack_answer", "source": textwrap.dedent("""
 HONEST = [{"id": "honest_answer", "source": "def add(a, b):\n    return a + b\n"}]
 
 
-def settings() -> Settings:
-    limits = Limits(call_timeout_seconds=20, wall_seconds=300, cpu_seconds=120)
-    return Settings(course_dir=Path("."), cohort_seed=0, device="cpu", sandbox="bwrap", jobs=1,
-                    limits=limits, db_url="")
+LIMITS = Limits(call_timeout_seconds=20, wall_seconds=300, cpu_seconds=120)
 
 
 @pytest.fixture(scope="module")
 def zygote():
     """A zygote in the real sandbox (bubblewrap)."""
     assert backends.resolve_backend("bwrap") == "bwrap"
-    z = Zygote(settings(), backend="bwrap", device="cpu")
+    z = ZygoteHandle(LIMITS, backend="bwrap", device="cpu")
     z.start()
     yield z
     z.close()
@@ -82,7 +78,7 @@ def shared_uid_zygote():
     capabilities that give them a uid of their own (as under bubblewrap without root)."""
     with pytest.MonkeyPatch.context() as mp:     # also for the zygotes that replace it
         mp.setattr(backends, "ZYGOTE_CAPS", 0)
-        z = Zygote(settings(), backend="bwrap", device="cpu")
+        z = ZygoteHandle(LIMITS, backend="bwrap", device="cpu")
         z.start()
         assert z.ping()["child_uid"] is None
         yield z
@@ -140,7 +136,7 @@ def test_a_child_cannot_signal_its_zygote(zygote):
     assert uid != zygote_uid and caps == ["0" * 16] * 3
     assert codes(offender) == []
     assert (zygote.host_pid, zygote.generation) == (before, generation)
-    assert _proc_state(zygote.host_pid) not in (None, "T", "t")
+    assert proc_state(zygote.host_pid) not in (None, "T", "t")
     _, flags = honest_student(zygote)
     assert flags == []
 
@@ -162,7 +158,7 @@ def test_a_stopped_or_killed_zygote_is_charged_to_the_offender(shared_uid_zygote
     offender_flags = codes(offender)            # the end of the offender's submission
     offender_seconds = time.monotonic() - started
     assert "zygote_restart" in offender_flags
-    assert zygote.host_pid != before and _proc_state(zygote.host_pid) not in (None, "T", "t")
+    assert zygote.host_pid != before and proc_state(zygote.host_pid) not in (None, "T", "t")
     # the new zygote was started (and its start-up paid for) within the offender's time
     assert offender_seconds > zygote.spawn_seconds
 

@@ -67,10 +67,9 @@ def worker_course_dir() -> Path:
 
 def describe_worker(assignment: str) -> dict:
     """Run on each Dask worker before grading: its fingerprint, its sandbox, its GPUs."""
-    import glob
-
     from autograder.config import load_settings
     from autograder.sandbox.backends import BackendUnavailable, resolve_backend
+    from autograder.sandbox.devices import gpu_count
 
     course = worker_course_dir()
     try:
@@ -78,7 +77,7 @@ def describe_worker(assignment: str) -> dict:
     except BackendUnavailable as exc:
         backend = f"none ({exc})"
     return {"fingerprint": kit_fingerprint(course, assignment), "sandbox": backend,
-            "gpus": len(glob.glob("/dev/nvidia[0-9]*")), "course_dir": str(course)}
+            "gpus": gpu_count(), "course_dir": str(course)}
 
 
 def check_workers(infos: dict[str, dict], fingerprint: str) -> None:

@@ -71,12 +71,13 @@ def limit_address_space() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
-def on_cpu(device: str) -> bool:
+def on_cpu(device: str, configured: str = "auto") -> bool:
     """Whether this slot's workers run on the CPU. A CUDA worker must not inherit an address-space
-    limit (the driver reserves tens of GiB of it), so a slot that starts them sets none."""
-    from autograder.grade.submission import worker_device
+    limit (the driver reserves tens of GiB of it), so a slot that starts them sets none.
+    ``device`` and ``configured`` as for ``autograder.sandbox.devices.worker_device``."""
+    from autograder.sandbox.devices import worker_device
 
-    return worker_device(device) == "cpu"
+    return worker_device(device, configured) == "cpu"
 
 
 def serve(conn_in: Connection, conn_out: Connection, course_dir: Path, grader_spec: str) -> int:

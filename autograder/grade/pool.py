@@ -7,7 +7,7 @@ without paying for ``import torch`` twice per submission:
   from ``reference_cells`` plus the mutants of ``autograder.hints.mutant_cells``), started and
   loaded once, then shared by every submission of that assignment. It never runs student code.
 - ``student_worker(backend=..., device=...)``: a fresh sandboxed worker forked from a
-  ``Zygote`` (one per backend, device and kernel limits), started and ready for ``load``. The
+  ``ZygoteHandle`` (one per backend, device and kernel limits), started and ready for ``load``. The
   zygote serves one live child at a time: asking for the next worker kills the previous one with
   all its leftovers and wipes its scratch directory.
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from autograder.sandbox.limits import Limits
 
 if TYPE_CHECKING:
-    from autograder.sandbox.client import Worker, Zygote
+    from autograder.sandbox.client import Worker, ZygoteHandle
 
 
 def _kernel_limits(limits: Limits) -> tuple:
@@ -34,7 +34,7 @@ class WorkerPool:
     def __init__(self, settings):
         self.settings = settings
         self._references: dict[tuple, tuple[list, Worker]] = {}   # key -> (cells, Worker)
-        self._zygotes: dict[tuple, Zygote] = {}
+        self._zygotes: dict[tuple, ZygoteHandle] = {}
 
     def reference(self, assignment, *, device: str = "cpu"):
         """The started, loaded reference Worker for ``assignment`` on ``device``."""
@@ -50,7 +50,7 @@ class WorkerPool:
         if cached is not None:       # the answer key or its mutants changed since: reload
             cached[1].close()
             del self._references[key]
-        worker = Worker(self.settings, backend="trusted", device=device, trusted=True)
+        worker = Worker(self.settings.limits, backend="trusted", device=device, trusted=True)
         try:
             worker.start()
             check_reference(worker.load(cells))
@@ -64,17 +64,17 @@ class WorkerPool:
                        settings=None):
         """A fresh, started sandboxed Worker forked from the zygote for ``backend``/``device``."""
         from autograder.sandbox.backends import resolve_backend
-        from autograder.sandbox.client import Zygote
+        from autograder.sandbox.client import ZygoteHandle
 
         settings = settings or self.settings
         backend = resolve_backend(backend or settings.sandbox)
         key = (backend, device, _kernel_limits(settings.limits))
         zygote = self._zygotes.get(key)
         if zygote is None:
-            zygote = Zygote(settings, backend=backend, device=device)
+            zygote = ZygoteHandle(settings.limits, backend=backend, device=device)
             zygote.start()
             self._zygotes[key] = zygote
-        return zygote.spawn_worker(settings)
+        return zygote.spawn_worker(settings.limits)
 
     def close(self) -> None:
         """Kill every worker and zygote this pool started."""

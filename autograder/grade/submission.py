@@ -5,7 +5,6 @@ an unreadable notebook and a grader error each become a recorded result with a c
 """
 from __future__ import annotations
 
-import glob
 import re
 import time
 import traceback
@@ -20,15 +19,8 @@ from autograder.load.notebook import Submission, cell_label, read_submission
 from autograder.points import fmt_points
 from autograder.load.untrusted import submission_base
 from autograder.results import GradingResult, TestResult, grade_cell_totals
+from autograder.sandbox.devices import worker_device
 from autograder.seeding import code_digest
-
-
-def worker_device(requested: str) -> str:
-    """The device a worker is started for. 'auto' means CUDA only where GPU devices exist; the
-    worker itself falls back to the CPU when torch cannot use them (and says so)."""
-    if requested == "auto":
-        return "cuda" if glob.glob("/dev/nvidia[0-9]*") else "cpu"
-    return requested
 
 
 def reference_cells(assignment: Assignment) -> list[dict]:
@@ -64,8 +56,8 @@ class Session:
             self.student_worker = pool.student_worker(backend=backend, device=device,
                                                       settings=settings)
         else:
-            self.student_worker = Worker(settings, backend=backend, device=device)
-            self.reference_worker = Worker(settings, backend="trusted", device=device,
+            self.student_worker = Worker(settings.limits, backend=backend, device=device)
+            self.reference_worker = Worker(settings.limits, backend="trusted", device=device,
                                            trusted=True)
         self.hints_factory = hints_factory
         self.student_reply: dict = {}
@@ -136,7 +128,7 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
         backend = resolve_backend(backend or settings.sandbox)
         extra["sandbox"] = backend
         extra["flags"].extend(exposure_flags(backend, settings.course_dir))
-        wdev = worker_device(settings.device if device == "auto" else device)
+        wdev = worker_device(device, settings.device)
         from autograder.hints import Hints
 
         with Session(asg, submission, settings, device=wdev, backend=backend,

@@ -1,6 +1,6 @@
 """How a worker process is started and confined: ``bwrap``, ``fallback``, ``unsafe``, ``trusted``.
 
-The client asks for a ``LaunchSpec`` and starts it exactly so::
+The worker handle asks for a ``LaunchSpec`` and starts it exactly so (``launch.popen_worker``)::
 
     spec = launch_spec(backend, python=..., worker_args=[...], limits=..., device="cpu",
                        fds=(request_read_fd, reply_write_fd), scratch_dir=...)

@@ -1,50 +1,54 @@
-"""The parent's handle on a worker process: spawn, request, restart, kill. Imports no torch.
+"""The parent's handles on worker processes: ``Worker`` (spawn, load, request, restart, kill)
+and ``ZygoteHandle`` (one process that imported torch, forking a worker per submission). Imports
+no torch.
 
 Invariants:
 
 - A worker talks on three pipes: requests (parent -> worker fd 3), replies (worker fd 4 ->
-  parent) and output (worker fd 1 and 2 -> parent). The output pipe is drained into a capped tail
-  (``Limits.max_output_kb``) whenever the parent waits, so student prints never block the
-  protocol or corrupt it; ``Worker.captured_output()`` returns the tail.
+  parent) and output (worker fd 1 and 2 -> parent), held by a ``channel.Channel``. The output
+  pipe is drained into a capped tail (``Limits.max_output_kb``) whenever the parent waits, so
+  student prints never block the protocol or corrupt it; ``Worker.captured_output()`` returns
+  the tail.
 - Every wait has a deadline. A request past its timeout, or past the worker's wall-clock budget
   (``Limits.wall_seconds`` from the first spawn, for sandboxed workers), kills the whole process
   tree and raises ``WorkerTimeout``; a worker that exits or closes its reply pipe raises
-  ``WorkerDied``. Both are recorded in ``Worker.events``; the next request restarts the worker
-  and reloads the same cells.
+  ``WorkerDied`` (its reason from ``failure_text.describe_end``). Both are recorded in
+  ``Worker.events``; the next request restarts the worker and reloads the same cells.
 - Replies are untrusted: a line that is not JSON, or does not carry the pending request's id, is
   skipped and counted (flag ``protocol_junk``).
-- ``Zygote`` keeps one worker that has imported torch and forks a fresh child per submission from
-  it (one live child at a time), so a submission does not pay for ``import torch``.
+- Loading recovers: a cell that hangs past its limit or ends the worker is left out and the
+  rest loaded again on a fresh process (at most ``MAX_CELLS_LEFT_OUT`` cells).
+- ``ZygoteHandle`` keeps one worker that has imported torch and forks a fresh child per
+  submission from it (one live child at a time), so a submission does not pay for
+  ``import torch``. (Its counterpart inside the sandbox is ``worker.Zygote``.)
 """
 from __future__ import annotations
 
-import array
-import glob
 import itertools
 import os
 import secrets
-import select
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 import weakref
 
-from autograder import bounds
-from autograder.load.untrusted import count_json_values
 from autograder.sandbox import backends, cleanup, protocol
-from autograder.sandbox.limits import Limits, scratch_bytes
-from autograder.sandbox.protocol import ProtocolError
+from autograder.sandbox.channel import (Channel, ChannelClosed, ChannelExpired, OutputTail,
+                                        close_fds)
+from autograder.sandbox.devices import worker_device
+from autograder.sandbox.failure_text import describe_end, limit_note, limit_of
+from autograder.sandbox.launch import DirectProcess, popen_worker, worker_args
+from autograder.sandbox.limits import Limits
+from autograder.sandbox.process_tree import descendants as _descendants  # noqa: F401  (test_adversarial)
+from autograder.sandbox.process_tree import host_pid, proc_state
 
 START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hello
 LOAD_GRACE = 3.0          # seconds past a cell's own time limit before the parent stops it
 MAX_CELLS_LEFT_OUT = 5    # cells that hang or end the worker at load, left out one by one
 CONTROL_TIMEOUT = 15.0    # seconds for a zygote to answer fork/kill/status
 CONTROL_POLL = 0.2        # seconds between checks that the zygote is neither stopped nor gone
-READ_CHUNK = 4 << 20
-FLAG_FOR_SIGNAL = {"SIGXCPU": "limit_cpu", "SIGKILL": "limit_memory", "SIGXFSZ": "limit_file"}
 
 
 class WorkerError(Exception):
@@ -63,402 +67,6 @@ class WorkerDied(WorkerError):
 
 class WorkerTimeout(WorkerError):
     """No reply within the request's timeout (or the worker's wall-clock budget ran out)."""
-
-
-class _EOF(Exception):
-    pass
-
-
-class _Expired(Exception):
-    pass
-
-
-# --- launching ---------------------------------------------------------------------------------
-
-def worker_args(*, zygote: bool = False, backend: str = "unsafe") -> list[str]:
-    """Arguments of ``python -m autograder.sandbox.worker``; the launcher gives it fds 3 and 4.
-
-    A zygote under a sandbox may fork (``allow_fork``), so it installs the no-fork seccomp
-    filter in each child; under ``fallback`` it also deletes its uid's files in the shared
-    temporary directories between children.
-    """
-    args = ["--fds", "3,4"]
-    if zygote:
-        args.append("--zygote")
-        if backend in ("bwrap", "fallback"):
-            args.append("--child-seccomp")
-        if backend == "fallback":
-            args.append("--wipe-uid-files")
-    return args
-
-
-def launch_device(device: str) -> str:
-    """"cpu" or "cuda" for the launcher: "auto" is "cuda" where GPU device nodes exist (the
-    worker itself falls back to the CPU when torch cannot use them)."""
-    if device == "auto":
-        return "cuda" if glob.glob("/dev/nvidia[0-9]*") else "cpu"
-    return device
-
-
-def _popen(spec, out_w: int) -> subprocess.Popen:
-    return subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, preexec_fn=spec.preexec_fn,
-                            pass_fds=tuple(spec.pass_fds), stdin=subprocess.DEVNULL, stdout=out_w,
-                            stderr=out_w, start_new_session=True, close_fds=True)
-
-
-# --- process trees -----------------------------------------------------------------------------
-
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and fields[0] != b"Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = set(), [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            if pid not in found:
-                found.add(pid)
-                todo.append(pid)
-    return found
-
-
-def kill_tree(root: int) -> None:
-    """SIGSTOP ``root`` and all its descendants until the tree stops growing, then SIGKILL all
-    (and the process group ``root`` leads). Stopping first means no process can fork away."""
-    frozen: set[int] = set()
-    for _ in range(20):
-        new = ({root} | _descendants(root)) - frozen
-        if not new:
-            break
-        for pid in new:
-            _signal(pid, signal.SIGSTOP)
-        frozen |= new
-    for pid in frozen | {root}:
-        _signal(pid, signal.SIGKILL)
-    try:
-        os.killpg(root, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-
-def _close(*fds: int | None) -> None:
-    for fd in fds:
-        if fd is not None and fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-# --- the pipes ---------------------------------------------------------------------------------
-
-class OutputTail:
-    """The last ``cap`` bytes of a worker's stdout+stderr, and how many earlier bytes were
-    dropped. Persists across restarts of the same Worker."""
-
-    def __init__(self, cap_bytes: int):
-        self.cap, self.buf, self.dropped = cap_bytes, bytearray(), 0
-
-    def feed(self, data: bytes) -> None:
-        self.buf += data
-        extra = len(self.buf) - self.cap
-        if extra > 0:
-            del self.buf[:extra]
-            self.dropped += extra
-
-    def text(self) -> str:
-        body = self.buf.decode("utf-8", errors="replace")
-        if self.dropped:
-            return f"[... {self.dropped} earlier bytes of output not kept ...]\n{body}"
-        return body
-
-
-class Channel:
-    """Request pipe (or control socket), reply pipe and output pipe of one process."""
-
-    def __init__(self, rep_r: int, out_r: int | None, tail: OutputTail, req_w: int | None = None,
-                 sock: socket.socket | None = None):
-        self.rep_r, self.out_r, self.req_w, self.sock, self.tail = rep_r, out_r, req_w, sock, tail
-        for fd in (rep_r, out_r, req_w):
-            if fd is not None:
-                os.set_blocking(fd, False)
-        self.buf, self.scanned, self.discarding = bytearray(), 0, False
-        self.junk = self.junk_reported = 0
-
-    def exchange(self, line: bytes | None, rid: str, deadline: float, fds: tuple = ()) -> dict:
-        """Send ``line`` (if any), then return the first reply whose id is ``rid``.
-        Raises _EOF (reply pipe closed or request pipe broken) or _Expired (deadline)."""
-        pending: memoryview | None = \
-            memoryview(line) if line is not None and self.sock is None else None
-        if line is not None and self.sock is not None:
-            self._send_control(line, fds)
-        poller = select.poll()
-        poller.register(self.rep_r, select.POLLIN)
-        if self.out_r is not None:
-            poller.register(self.out_r, select.POLLIN)
-        if pending:
-            assert self.req_w is not None       # a pipe channel (no socket) has a request pipe
-            poller.register(self.req_w, select.POLLOUT)
-        while True:
-            msg = None if pending else self._buffered_reply(rid)  # replies count once all is sent
-            if msg is not None:
-                return msg
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Expired()
-            for fd, ev in poller.poll(max(1, int(remaining * 1000) + 1)):
-                if fd == self.out_r:
-                    if not self._drain_output():
-                        poller.unregister(fd)
-                elif fd == self.req_w:
-                    assert pending is not None      # registered only while there is some
-                    try:
-                        n = os.write(fd, pending[:1 << 16])
-                    except BlockingIOError:
-                        continue
-                    except (BrokenPipeError, OSError):
-                        raise _EOF() from None
-                    pending = pending[n:]
-                    if not pending:
-                        poller.unregister(fd)
-                elif fd == self.rep_r:
-                    try:
-                        data = os.read(fd, READ_CHUNK)
-                    except BlockingIOError:
-                        continue
-                    if not data:
-                        raise _EOF()
-                    self.buf += data
-
-    def _send_control(self, line: bytes, fds: tuple) -> None:
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] \
-            if fds else []
-        assert self.sock is not None            # called only for a socket channel
-        try:
-            self.sock.sendmsg([line], anc)
-        except OSError:
-            raise _EOF() from None
-
-    def _buffered_reply(self, rid: str) -> dict | None:
-        """The reply to ``rid`` if a whole one is buffered. Every line is bounded before it is
-        decoded (``bounds.REPLY_MAX_BYTES``, ASCII only, then ``REPLY_MAX_VALUES`` counted
-        outside strings):
-        a line over either fails the pending request at once with a ``ReplyTooLarge`` error
-        reply and is counted as junk; the buffer never holds more than the cap plus one read."""
-        while True:
-            i = self.buf.find(b"\n", self.scanned)
-            if i < 0:
-                self.scanned = len(self.buf)
-                if self.discarding:
-                    self.buf.clear()
-                    self.scanned = 0
-                elif len(self.buf) > bounds.REPLY_MAX_BYTES:
-                    self.buf.clear()
-                    self.scanned, self.discarding = 0, True
-                    self.junk += 1
-                    return too_large(rid, f"over {bounds.REPLY_MAX_BYTES >> 20} MiB")
-                return None
-            if self.discarding or i > bounds.REPLY_MAX_BYTES:
-                del self.buf[:i + 1]
-                self.scanned = 0
-                if self.discarding:
-                    self.discarding = False
-                    continue
-                self.junk += 1
-                return too_large(rid, f"over {bounds.REPLY_MAX_BYTES >> 20} MiB")
-            line = self.buf[:i]
-            del self.buf[:i + 1]
-            self.scanned = 0
-            if not line.isascii():      # the protocol is ASCII: decoding stays 1 byte a char
-                self.junk += 1
-                continue
-            if count_json_values(line, bounds.REPLY_MAX_VALUES) > bounds.REPLY_MAX_VALUES:
-                self.junk += 1
-                return too_large(rid, f"more than {bounds.REPLY_MAX_VALUES:,} values")
-            try:
-                msg = protocol.loads(line)
-            except ProtocolError:
-                self.junk += 1
-                continue
-            if msg.get("id") == rid:
-                return msg
-            self.junk += 1
-
-    def _drain_output(self) -> bool:
-        """Read what the output pipe holds; False once it is closed."""
-        assert self.out_r is not None           # polled only when there is an output pipe
-        while True:
-            try:
-                data = os.read(self.out_r, 1 << 16)
-            except BlockingIOError:
-                return True
-            except OSError:
-                return False
-            if not data:
-                return False
-            self.tail.feed(data)
-
-    def drain(self) -> None:
-        if self.out_r is not None:
-            self._drain_output()
-
-    def close(self) -> None:
-        self.drain()
-        _close(self.rep_r, self.out_r, self.req_w)
-        if self.sock is not None:
-            self.sock.close()
-        self.rep_r = self.out_r = self.req_w = -1
-
-
-def too_large(rid: str, what: str) -> dict:
-    """The error reply that stands for a reply line over the parent's bounds."""
-    return {"id": rid, "ok": False, "error": {
-        "type": "ReplyTooLarge", "message": f"the reply to the grader was {what}; return "
-        "values of the documented types and sizes, and never write to the grader's channels"}}
-
-
-# --- processes ---------------------------------------------------------------------------------
-
-class _Direct:
-    """A worker started with subprocess (possibly through bwrap): we are its parent."""
-
-    def __init__(self, popen: subprocess.Popen, scratch: str, backend: str):
-        self.popen, self.scratch, self.backend, self.pid = popen, scratch, backend, popen.pid
-        self.cpu_seconds: float | None = None
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            kill_tree(self.popen.pid)
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def status(self, wait: float) -> tuple[int | None, int | None, float | None] | None:
-        """(exit code, signal number, CPU seconds used) once it has ended, None while it runs.
-        Reaped with wait4 for the CPU time: a SIGKILL at the hard RLIMIT_CPU is then told
-        apart from other kills."""
-        deadline = time.monotonic() + wait
-        while self.popen.returncode is None:
-            try:
-                pid, st, usage = os.wait4(self.popen.pid, os.WNOHANG)
-            except ChildProcessError:          # reaped elsewhere
-                self.popen.poll()
-                break
-            if pid:
-                self.popen.returncode = os.waitstatus_to_exitcode(st)
-                self.cpu_seconds = usage.ru_utime + usage.ru_stime
-                break
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.005)
-        rc = self.popen.returncode
-        sig = backends.termination_signal(self.backend, rc)
-        return (None, sig, self.cpu_seconds) if sig is not None else (rc, None, self.cpu_seconds)
-
-    def cleanup(self) -> None:
-        """Remove the scratch directory and, for ``fallback`` (the worker wrote to the host's
-        filesystems as a uid of its own), every file of that uid (``cleanup.remove_uid_files``).
-        Called once the process has ended."""
-        shutil.rmtree(self.scratch, ignore_errors=True)
-        if self.backend == "fallback" and os.geteuid() == 0:
-            cleanup.remove_uid_files(backends.SANDBOX_UID_BASE + self.pid)
-
-
-class _Forked:
-    """A worker forked by a Zygote: the zygote is its parent and kills/reaps it for us."""
-
-    def __init__(self, zygote: "Zygote", pid: int):
-        self.zygote, self.pid = zygote, pid
-        self.generation = zygote.generation
-
-    def kill(self) -> None:
-        self.zygote._kill_child(self.pid)
-
-    def status(self, wait: float):
-        return self.zygote._child_status(self.pid, wait)
-
-    def cleanup(self) -> None:
-        pass
-
-
-def _describe_end(status, limits: Limits) -> tuple[str, str, str | None, int | None]:
-    """(flag code, reason, signal name, exit code) for how a worker ended."""
-    if status is None:
-        return "worker_died", "it closed its reply channel", None, None
-    code, sig, cpu = (tuple(status) + (None,))[:3]
-    if sig is not None:
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        if name == "SIGKILL" and cpu is not None and cpu >= limits.cpu_seconds:
-            name = "SIGXCPU"     # killed at the hard CPU limit (SIGXCPU was caught or ignored)
-        reason = {"SIGXCPU": f"it used up its CPU time limit ({limits.cpu_seconds} s)",
-                  "SIGKILL": "it was killed (SIGKILL), most often for using too much memory",
-                  "SIGXFSZ": f"it wrote a file over the size limit ({limits.max_file_mb} MB)",
-                  "SIGSEGV": "it crashed (SIGSEGV)"}.get(name, f"it was killed by {name}")
-        return FLAG_FOR_SIGNAL.get(name, "worker_died"), reason, name, None
-    why = f"it exited with code {code} (exit() or os._exit() was called)"
-    return "worker_died", why, None, code
-
-
-def limit_of(error: dict) -> str | None:
-    """The flag for an exception the worker reported that comes from one of its limits:
-    ``limit_memory`` (RLIMIT_AS), ``limit_file`` (RLIMIT_FSIZE, the scratch size),
-    ``limit_open_files`` (RLIMIT_NOFILE), ``limit_processes`` (RLIMIT_NPROC, the seccomp ban on
-    new processes), ``call_timeout`` (a cell's alarm at load); None for any other error."""
-    msg = str(error.get("message", ""))
-    if error.get("type") == "CellTimeout":
-        return "call_timeout"
-    if _is_memory_error(error):
-        return "limit_memory"
-    if _is_file_limit_error(error):
-        return "limit_file"
-    if "[Errno 24]" in msg or "Too many open files" in msg:
-        return "limit_open_files"
-    if "can't start new thread" in msg or "[Errno 11]" in msg:
-        return "limit_processes"
-    trace = str(error.get("trace", ""))
-    if "[Errno 1]" in msg and any(word in trace for word in _PROCESS_CALLS):
-        return "limit_processes"    # refused by the seccomp filter (EPERM)
-    return None
-
-
-_PROCESS_CALLS = ("fork", "Popen", "spawn", "subprocess", "multiprocessing", "system(", "exec")
-
-
-def limit_note(code: str, limits: Limits) -> str:
-    """What a limit is, in words for the student and the staff."""
-    return {
-        "limit_memory": f"the memory limit for your code is {limits.memory_mb} MB",
-        "limit_file": f"files your code writes may be at most {limits.max_file_mb} MB, and its "
-                      f"scratch space holds {scratch_bytes(limits) // (1 << 20)} MB",
-        "limit_open_files": f"your code may have at most {limits.max_open_files} files open",
-        "limit_processes": "your code may not start new processes, and at most "
-                           f"{limits.max_processes} threads",
-    }.get(code, code)
-
-
-def _is_file_limit_error(error: dict) -> bool:
-    """EFBIG (RLIMIT_FSIZE) or ENOSPC (the size-capped scratch), as the worker reports them."""
-    msg = str(error.get("message", ""))
-    return "[Errno 27]" in msg or "[Errno 28]" in msg or "File too large" in msg \
-        or "No space left on device" in msg
 
 
 def _defined_names(source: str) -> list[str]:
@@ -480,13 +88,6 @@ class _CellStopped(Exception):
         self.error = error
 
 
-def _is_memory_error(error: dict) -> bool:
-    msg = str(error.get("message", "")).lower()
-    return error.get("type") == "MemoryError" or (
-        error.get("type") == "RuntimeError" and ("can't allocate memory" in msg
-                                                 or "out of memory" in msg))
-
-
 # --- the worker handle -------------------------------------------------------------------------
 
 class Worker:
@@ -496,15 +97,18 @@ class Worker:
     ``trusted=True``, "trusted": the reference runs without confinement (rlimits only) and
     without a wall-clock budget, in its own process; being long-lived, a request it dies in is
     retried once on a fresh process. ``device`` is "cpu" | "cuda" | "auto"; the load reply says
-    which device the worker actually uses.
+    which device the worker actually uses. ``limits``: the kernel limits of a process it starts
+    (a forked worker keeps its zygote's) and the limits the parent enforces (timeouts,
+    ``wall_seconds``, ``max_output_kb``).
     """
 
     _ids = itertools.count(1)
 
-    def __init__(self, settings, *, backend: str, device: str, trusted: bool = False,
-                 python: str | None = None, zygote: "Zygote | None" = None):
-        self.settings = settings
-        self.limits: Limits = settings.limits
+    def __init__(self, limits: Limits, *, backend: str, device: str, trusted: bool = False,
+                 python: str | None = None, zygote: "ZygoteHandle | None" = None):
+        if not isinstance(limits, Limits):   # a whole Settings, as the hint-precision tool passes
+            limits = limits.limits
+        self.limits: Limits = limits
         self.backend = "trusted" if trusted else backends.resolve_backend(backend)
         self.device, self.trusted = device, trusted
         self.python = python or sys.executable
@@ -514,7 +118,7 @@ class Worker:
         self._zygote = zygote
         self._cells: list[dict] | None = None
         self._seed = 0
-        self._proc: _Direct | _Forked | None = None
+        self._proc: DirectProcess | _Forked | None = None
         self._ready = False                 # the running process said hello
         self._spawned_at = 0.0
         self._chan: Channel | None = None
@@ -578,16 +182,17 @@ class Worker:
         scratch = cleanup.make_scratch("worker", sweep_uids=self.backend == "fallback")
         try:
             spec = backends.launch_spec(self.backend, python=self.python, worker_args=worker_args(),
-                                        limits=self.limits, device=launch_device(self.device),
+                                        limits=self.limits, device=worker_device(self.device),
                                         fds=(req_r, rep_w), scratch_dir=scratch)
-            popen = _popen(spec, out_w)
+            popen = popen_worker(spec, out_w)
         except BaseException:
-            _close(req_r, req_w, rep_r, rep_w, out_r, out_w)
+            close_fds(req_r, req_w, rep_r, rep_w, out_r, out_w)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
-            _close(req_r, rep_w, out_w)
-        return _Direct(popen, scratch, self.backend), Channel(rep_r, out_r, self._tail, req_w=req_w)
+            close_fds(req_r, rep_w, out_w)
+        return (DirectProcess(popen, scratch, self.backend),
+                Channel(rep_r, out_r, self._tail, req_w=req_w))
 
     def restart(self) -> None:
         """A fresh worker process; the cells given to ``load`` are loaded again."""
@@ -772,7 +377,7 @@ class Worker:
             deadline = self._wall_deadline
         try:
             return chan.exchange(line, rid, deadline)
-        except _Expired:
+        except ChannelExpired:
             self._stop()
             if wall:
                 self.events.append({"code": "limit_wall", "message":
@@ -783,11 +388,11 @@ class Worker:
             self.events.append({"code": "call_timeout", "message":
                                 f"a request took longer than {timeout:g} s and was stopped"})
             raise WorkerTimeout(f"no answer within {timeout:g} s") from None
-        except _EOF:
+        except ChannelClosed:
             status = proc.status(wait=2.0)
             if status is None:
                 proc.kill()
-            flag, reason, sig, code = _describe_end(status, self.limits)
+            flag, reason, sig, code = describe_end(status, self.limits)
             self.events.append({"code": flag, "message": f"the worker stopped: {reason}"})
             lost = isinstance(proc, _Forked) and proc.zygote.generation != proc.generation
             if lost:
@@ -845,7 +450,24 @@ def _finalize(proc, chan: Channel | None) -> None:
 
 # --- the zygote --------------------------------------------------------------------------------
 
-class Zygote:
+class _Forked:
+    """A worker forked by a zygote: the zygote is its parent and kills/reaps it for us."""
+
+    def __init__(self, zygote: "ZygoteHandle", pid: int):
+        self.zygote, self.pid = zygote, pid
+        self.generation = zygote.generation
+
+    def kill(self) -> None:
+        self.zygote._kill_child(self.pid)
+
+    def status(self, wait: float):
+        return self.zygote._child_status(self.pid, wait)
+
+    def cleanup(self) -> None:
+        pass
+
+
+class ZygoteHandle:
     """One process that has imported torch and forks a fresh worker per submission.
 
     ``spawn_worker()`` returns a started ``Worker`` whose process is a child of the zygote. The
@@ -864,15 +486,15 @@ class Zygote:
 
     _ids = itertools.count(1)
 
-    def __init__(self, settings, *, backend: str, device: str, python: str | None = None):
-        self.settings, self.limits = settings, settings.limits
+    def __init__(self, limits: Limits, *, backend: str, device: str, python: str | None = None):
+        self.limits = limits
         self.backend, self.device = backends.resolve_backend(backend), device
         self.python = python or sys.executable
         self.events: list[dict] = []
         self.pid: int | None = None
         self.host_pid: int | None = None     # the zygote's pid as the grader sees it
         self.spawn_seconds: float | None = None
-        self._proc: _Direct | None = None
+        self._proc: DirectProcess | None = None
         self._chan: Channel | None = None
         self._tail = OutputTail(self.limits.max_output_kb * 1024)
         self._current: Worker | None = None
@@ -893,27 +515,27 @@ class Zygote:
             spec = backends.launch_spec(
                 self.backend, python=self.python,
                 worker_args=worker_args(zygote=True, backend=self.backend), limits=self.limits,
-                device=launch_device(self.device), fds=(child_sock.fileno(), rep_w),
+                device=worker_device(self.device), fds=(child_sock.fileno(), rep_w),
                 scratch_dir=scratch, allow_fork=True)
-            popen = _popen(spec, out_w)
+            popen = popen_worker(spec, out_w)
         except BaseException:
             parent_sock.close()
-            _close(rep_r, out_r)
+            close_fds(rep_r, out_r)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
             child_sock.close()
-            _close(rep_w, out_w)
-        self._proc = _Direct(popen, scratch, self.backend)
+            close_fds(rep_w, out_w)
+        self._proc = DirectProcess(popen, scratch, self.backend)
         self._chan = Channel(rep_r, out_r, self._tail, sock=parent_sock)
         self._finalizer = weakref.finalize(self, _finalize, self._proc, self._chan)
         try:
             hello = self._chan.exchange(None, "hello", time.monotonic() + START_TIMEOUT)
-        except (_EOF, _Expired):
+        except (ChannelClosed, ChannelExpired):
             self.close()
             raise WorkerDied(f"the zygote did not start\n{self._tail.text()[-2000:]}") from None
         self.pid = hello.get("pid")
-        self.host_pid = _host_pid(popen.pid, self.pid)
+        self.host_pid = host_pid(popen.pid, self.pid)
         self.spawn_seconds = time.monotonic() - started
 
     def close(self) -> None:
@@ -924,23 +546,23 @@ class Zygote:
         if current is not None:
             current.close()
 
-    def __enter__(self) -> "Zygote":
+    def __enter__(self) -> "ZygoteHandle":
         self.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def spawn_worker(self, settings=None) -> Worker:
+    def spawn_worker(self, limits: Limits | None = None) -> Worker:
         """A started Worker forked from this zygote (the previous one, if any, is closed).
 
-        ``settings`` may change the limits the parent enforces (timeouts, ``wall_seconds``,
+        ``limits`` may change the limits the parent enforces (timeouts, ``wall_seconds``,
         ``max_output_kb``); the kernel limits stay those the zygote was started with.
         """
         if self._current is not None:
             self._current.close()
         self._closed = False
-        worker = Worker(settings or self.settings, backend=self.backend, device=self.device,
+        worker = Worker(limits or self.limits, backend=self.backend, device=self.device,
                         zygote=self)
         self._current = worker
         worker.start()
@@ -953,7 +575,7 @@ class Zygote:
         """Why the zygote process cannot serve (stopped by a signal, or gone); None if it can."""
         if self._proc is None or self.host_pid is None:
             return None
-        state = _proc_state(self.host_pid)
+        state = proc_state(self.host_pid)
         if state is None or state in "ZX":
             return "it was killed"
         if state in "Tt":
@@ -990,13 +612,13 @@ class Zygote:
                         reply = self._chan.exchange(line, rid, min(
                             deadline, time.monotonic() + CONTROL_POLL), fds=fds)
                         break
-                    except _Expired:
+                    except ChannelExpired:
                         line, fds = None, ()
                         why = self.harm() or (
                             "it did not answer" if time.monotonic() >= deadline else None)
                         if why is not None:
                             raise
-            except (_EOF, _Expired):
+            except (ChannelClosed, ChannelExpired):
                 why = why or self.harm() or "it closed its control channel"
                 self._replace(why, charge)
                 if retry and attempt == 0:
@@ -1044,10 +666,10 @@ class Zygote:
         try:
             reply = self._control({"op": "fork"}, fds=(req_r, rep_w, out_w), retry=True)
         except BaseException:
-            _close(req_w, rep_r, out_r)
+            close_fds(req_w, rep_r, out_r)
             raise
         finally:
-            _close(req_r, rep_w, out_w)
+            close_fds(req_r, rep_w, out_w)
         self._child_pid = int(reply["pid"])
         return _Forked(self, self._child_pid), Channel(rep_r, out_r, tail, req_w=req_w)
 
@@ -1071,31 +693,3 @@ class Zygote:
         if reply.get("running"):
             return None
         return reply.get("code"), reply.get("signal"), reply.get("cpu_seconds")
-
-
-def _proc_state(pid: int) -> str | None:
-    """The state letter of ``pid`` in /proc (R, S, D, T, t, Z, ...); None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return data[data.rfind(b")") + 2:].split()[0].decode("ascii")
-    except (OSError, IndexError, UnicodeDecodeError):
-        return None
-
-
-def _host_pid(root: int, inner_pid) -> int | None:
-    """The pid, as the grader sees it, of the process in ``root``'s tree whose innermost pid
-    (its own PID namespace, as under bubblewrap) is ``inner_pid``."""
-    if not isinstance(inner_pid, int):
-        return None
-    for pid in sorted({root} | _descendants(root)):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("NSpid:"):
-                        if int(line.split()[-1]) == inner_pid:
-                            return pid
-                        break
-        except (OSError, ValueError, IndexError):
-            continue
-    return None

@@ -10,7 +10,8 @@ Invariants:
 - Student code runs only inside ``Server._student`` (cells, calls, harness runs); every
   BaseException it raises becomes an error reply whose trace lists student frames only (frames
   from files named ``<cell ID>``). The worker never writes a result or score.
-- The worker imports only ``autograder.sandbox.protocol`` and, lazily, ``autograder.harness.*``.
+- The worker imports only ``autograder.sandbox.protocol``, ``autograder.sandbox.process_tree``
+  and, lazily, ``autograder.harness.*`` (the zygote also ``backends`` and ``cleanup``).
 - With ``--zygote`` the process imports torch, runs no torch computation and no student code,
   and forks one child per ``fork`` request; each child serves one submission like a plain worker.
 """
@@ -36,6 +37,7 @@ import time
 import traceback
 
 from autograder.sandbox import protocol
+from autograder.sandbox.process_tree import descendants
 from autograder.sandbox.protocol import ProtocolError
 
 REQ_FD, REP_FD = 3, 4
@@ -865,7 +867,7 @@ class Zygote:
       ``backends.ZYGOTE_CAPS`` for it), each child runs as ``child_uid`` (our uid +
       ``CHILD_UID_OFFSET``) with no capability at all, so it cannot signal us (EPERM). Otherwise
       it ignores every signal that can be ignored; SIGKILL and SIGSTOP cannot be, and the
-      parent's handle (``client.Zygote``) detects both, restarts the zygote and charges the
+      parent's handle (``client.ZygoteHandle``) detects both, restarts the zygote and charges the
       submission whose child was live. It is non-dumpable (no ptrace, no /proc/PID/mem) and the
       children's seccomp filter refuses ptrace.
     - Scratch: each child gets a fresh directory ``child-<n>``. The zygote never reads a file in
@@ -1119,33 +1121,6 @@ def describe_status(status: int) -> dict:
     if os.WIFSIGNALED(status):
         return {"signal": os.WTERMSIG(status), "code": None}
     return {"signal": None, "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}
-
-
-def descendants(root: int) -> set[int]:
-    """Pids of every live descendant of ``root`` (by parent links in /proc)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return set()
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 1 and fields[0] != b"Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = set(), [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            if pid not in found:
-                found.add(pid)
-                todo.append(pid)
-    return found
 
 
 def recv_fds(sock: socket.socket, maxfds: int = 3) -> tuple[bytes, list[int]]:
