@@ -106,8 +106,6 @@ class Worker:
 
     def __init__(self, limits: Limits, *, backend: str, device: str, trusted: bool = False,
                  python: str | None = None, zygote: "ZygoteHandle | None" = None):
-        if not isinstance(limits, Limits):   # a whole Settings, as the hint-precision tool passes
-            limits = limits.limits
         self.limits: Limits = limits
         self.backend = "trusted" if trusted else backends.resolve_backend(backend)
         self.device, self.trusted = device, trusted

@@ -246,7 +246,8 @@ def behaviourally_new(assignment, candidates: list[tuple[str, str, str]], pool
     for i, (fn, _, source) in enumerate(candidates):
         cells.append({"id": f"perturbed:{i}", "source": wrap_as(
             extract_definitions(source).code, fn, f"{PERTURB_PREFIX}{i}")})
-    worker = Worker(load_settings(REPO_ROOT), backend="trusted", device="cpu", trusted=True)
+    worker = Worker(load_settings(REPO_ROOT).limits, backend="trusted", device="cpu",
+                    trusted=True)
     kept, dropped = [], {"no effect": 0, "a catalogued mistake": 0, "does not load": 0}
     try:
         worker.start()
