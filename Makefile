@@ -79,7 +79,7 @@ demo: setup
 	$(PY) -m autograder.course.demo
 
 # grade-course --jobs 2 against nbgrader autograde on a mixed cohort of 100 and a realistic one of
-# 200 (nbgrader on its first 40), and one cold
+# 200 (nbgrader on the first 40 of each), and one cold
 # submission each; writes the numbers into README.md's "## Performance" section.
 # Then the profile of one cold grade per assignment, phase by phase (bench/profile_grade.py).
 bench: setup
