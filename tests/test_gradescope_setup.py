@@ -16,7 +16,8 @@ from autograder import REPO_ROOT
 from autograder.sandbox.backends import runtime_paths
 from autograder.gradescope import (apply_visibility, runtime_requirements, setup_script,
                                    staff_log, visibility_options)
-from autograder.results import GradingResult, TestResult
+from autograder.results import GradingResult
+from autograder.results import TestResult as Check
 from test_gradescope import ASSIGNMENT, bundle, install, run_autograder  # noqa: F401
 
 FAKE_PYTHON = """#!/bin/bash
@@ -158,7 +159,7 @@ def test_visibility_from_the_config(tmp_path):
                          '"compute_gae: exact": "after_due_date"}\n')
     options = visibility_options(course)
     result = GradingResult(0.0, 0.0, "", [
-        TestResult(name, 0.0, 1.0, "failed", "", [name.split(":")[0]])
+        Check(name, 0.0, 1.0, "failed", "", [name.split(":")[0]])
         for name in ("compute_gae: exact", "compute_gae: other", "ppo_training: learns")])
     out = apply_visibility(result, options).to_json()
     assert out["visibility"] == "after_published" and out["stdout_visibility"] == "hidden"
