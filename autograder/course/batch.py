@@ -29,8 +29,7 @@ from autograder.course.paths import CoursePaths, course_paths, grade_cell_points
 from autograder.course.kinds import is_flagged, kind
 from autograder.course.slot import DEFAULT_GRADER
 from autograder.load import untrusted
-from autograder.outcomes import GRADER_ERROR_TEXT
-from autograder.outcomes import Flag
+from autograder.outcomes import GRADER_ERROR_TEXT, Flag
 from autograder.results import GradingResult, TestResult, new_details
 
 
