@@ -47,6 +47,7 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.points import fmt_points
+from autograder.results import GradingResult
 
 SETUP_SH = r"""#!/usr/bin/env bash
 # Gradescope runs this once, as root, in /autograder/source when it builds the autograder.
@@ -167,32 +168,30 @@ def visibility_options(course_dir: Path) -> dict:
     return options
 
 
-def apply_visibility(data: dict, options: dict) -> dict:
-    """The results JSON with Gradescope's visibility keys set: a test's own name first, then
-    its grade cell, then the overall value."""
-    data = dict(data, visibility=options["visibility"],
-                stdout_visibility=options["stdout_visibility"])
-    for t in data.get("tests", []):
-        cell = (t.get("tags") or [""])[0]
-        t["visibility"] = options["tests"].get(t.get("name"), options["tests"].get(
-            cell, options["visibility"]))
-    return data
+def apply_visibility(result: GradingResult, options: dict) -> GradingResult:
+    """``result`` with Gradescope's visibility set: for a test, its own name first, then its
+    grade cell, then the overall value."""
+    result.visibility = options["visibility"]
+    result.stdout_visibility = options["stdout_visibility"]
+    for t in result.tests:
+        t.visibility = options["tests"].get(t.name, options["tests"].get(
+            t.grade_cell, options["visibility"]))
+    return result
 
 
-def staff_log(data: dict, notebook: str) -> str:
+def staff_log(result: GradingResult, notebook: str) -> str:
     """A short log for the staff: what was graded, where, the score per question, the flags."""
-    extra = data.get("extra_data", {})
-    lines = [f"student {extra.get('student', '?')}, assignment {extra.get('assignment', '?')}, "
+    details = result.details
+    lines = [f"student {details.student or '?'}, assignment {details.assignment or '?'}, "
              f"notebook {notebook or '-'}",
-             f"sandbox {extra.get('sandbox') or '-'}, device {extra.get('device') or '-'}, "
-             f"{float(data.get('execution_time', 0)):.1f} s",
-             f"score {fmt_points(data.get('score', 0))} / {fmt_points(extra.get('max_score', 0))}"]
-    for cell, v in (extra.get("grade_cells") or {}).items():
-        lines.append(f"  {cell}: {fmt_points(v.get('score', 0))} / "
-                     f"{fmt_points(v.get('max_score', 0))}")
-    for f in extra.get("flags", []):
-        message = re.sub(r"\s+", " ", str(f.get("message", "")))
-        lines.append(f"flag {f.get('code')}: {message[:300]}")
+             f"sandbox {details.sandbox or '-'}, device {details.device or '-'}, "
+             f"{result.execution_time:.1f} s",
+             f"score {fmt_points(result.score)} / {fmt_points(details.max_score)}"]
+    for cell, v in details.grade_cells.items():
+        lines.append(f"  {cell}: {fmt_points(v['score'])} / {fmt_points(v['max_score'])}")
+    for f in details.flags:
+        message = re.sub(r"\s+", " ", f.message)
+        lines.append(f"flag {f.code}: {message[:300]}")
     return "\n".join(lines) + "\n"
 
 
@@ -322,14 +321,12 @@ def run(root: Path, assignment: str) -> int:
                                  message=f"{type(exc).__name__}: {exc}",
                                  student_message=GRADER_ERROR_TEXT)
     result.execution_time = time.monotonic() - started
-    data = result.to_json()
     try:
-        data = apply_visibility(data, visibility_options(course_dir))
+        result = apply_visibility(result, visibility_options(course_dir))
     except ValueError as exc:       # a wrong setting: the default visibility, and staff are told
-        data["extra_data"].setdefault("flags", []).append({"code": "grader_error",
-                                                           "message": str(exc)})
-    write_atomic(out, json.dumps(data, indent=2, sort_keys=True) + "\n")
-    log = staff_log(data, "" if job.problem else job.notebook.name)
+        result.details.add_flag("grader_error", str(exc))
+    result.write(out)       # Gradescope's results.json: the JSON is the wire format
+    log = staff_log(result, "" if job.problem else job.notebook.name)
     write_atomic(root / "results" / "stdout", log)
     print(log, end="")
     return 0

@@ -174,10 +174,10 @@ def same_numbers(a, b, atol: float = ATOL, rtol: float = 1e-5) -> bool:
 
 
 def first_wrong(actual, expected, atol: float) -> str:
-    """The first number out of tolerance, as ``feedback.first_difference`` words it (a 2-D
+    """The first number out of tolerance, as ``mistakes.first_difference`` words it (a 2-D
     position as (row, token); the expected value only where it may be shown); "" when the two
     are not arrays of one shape."""
-    from autograder.feedback import first_difference
+    from autograder.mistakes import first_difference
 
     a, e = numeric(actual), numeric(expected)
     if not isinstance(a, np.ndarray) or not isinstance(e, np.ndarray) or a.shape != e.shape:

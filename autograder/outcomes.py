@@ -1,7 +1,7 @@
 """Every outcome code the kit records, with its text for staff and for students: one registry.
 
-A flag in a result is ``{"code": <code>, "message": <detail>}``. Its code is declared once,
-here, with:
+A flag in a result is a ``Flag(code, message)``, ``{"code": <code>, "message": <detail>}`` in
+the results JSON. Its code is declared once, here, with:
 
 - ``title``: a few words for people (the feedback page, the report);
 - ``staff``: what it means and what course staff might do;
@@ -13,9 +13,9 @@ here, with:
 - ``flagged``: worth a staff member's look (the summary's "flagged"); by default, every
   ``integrity`` and ``note`` outcome.
 
-Every module builds flags with ``flag(code, detail)``, which refuses an unknown code;
-``tests/test_outcomes.py`` also fails on any code written as a literal in the kit that this
-registry lacks.
+Every module builds flags with ``flag(code, detail)`` (plain data) or ``Flag.of(code, detail)``,
+which refuse an unknown code; ``tests/test_outcomes.py`` also fails on any code written as a
+literal in the kit that this registry lacks.
 """
 from __future__ import annotations
 
@@ -192,7 +192,36 @@ OUTCOMES = OutcomeCollection([
 
 
 def flag(code: str, detail: str) -> dict:
-    """A result flag ``{"code", "message"}``; ``code`` must be declared in ``OUTCOMES``."""
+    """A flag as plain data ``{"code", "message"}`` (what the reading of a notebook and the
+    sandbox's worker report); ``code`` must be declared in ``OUTCOMES``."""
     if code not in OUTCOMES:
         raise KeyError(f"undeclared outcome code {code!r}: declare it in autograder/outcomes.py")
     return {"code": code, "message": str(detail)}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One flag of a result: an outcome code and its detail (``message``).
+
+    ``Flag.of`` makes a new one and refuses an undeclared code; ``Flag.from_json`` reads one
+    from a results file, where an old or unknown code is kept as it is (``OUTCOMES`` counts an
+    unknown code as needing a look)."""
+    code: str
+    message: str = ""
+
+    @classmethod
+    def of(cls, code: str, detail: str) -> "Flag":
+        data = flag(code, detail)
+        return cls(data["code"], data["message"])
+
+    @classmethod
+    def from_json(cls, data: object) -> "Flag":
+        """ValueError when ``data`` is not ``{"code": str, "message"?: ...}``."""
+        if not isinstance(data, dict) or not isinstance(data.get("code"), str):
+            raise ValueError(f"a flag must be an object with a string 'code', not "
+                             f"{str(data)[:100]!r}")
+        message = data.get("message", "")
+        return cls(data["code"], "" if message is None else str(message))
+
+    def to_json(self) -> dict:
+        return {"code": self.code, "message": self.message}

@@ -20,13 +20,13 @@ def print_result(result: GradingResult, file=None) -> None:
 
     from autograder.course.feedback import questions
 
-    extra = result.extra_data
-    table = Table(title=f"{extra.get('assignment')} · {extra.get('student')} · "
-                        f"{fmt_points(result.score)} / {fmt_points(extra.get('max_score', 0))}")
+    details = result.details
+    table = Table(title=f"{details.assignment} · {details.student} · "
+                        f"{fmt_points(result.score)} / {fmt_points(details.max_score)}")
     table.add_column("check")
     table.add_column("points", justify="right")
     table.add_column("message", overflow="fold")
-    for q in questions(result.to_json()):
+    for q in questions(result):
         for row in q["rows"]:
             if row["not_attempted"]:
                 mark = "[yellow]–[/]"
@@ -39,10 +39,10 @@ def print_result(result: GradingResult, file=None) -> None:
                           row["output"])
     console = Console(file=file)
     console.print(table)
-    for flag in extra.get("flags", []):
-        console.print(f"[yellow]flag[/] {flag.get('code')}: {flag.get('message', '')[:300]}")
-    console.print(f"sandbox: {extra.get('sandbox') or '-'}   "
-                  f"device: {extra.get('device') or '-'}   "
+    for flag in details.flags:
+        console.print(f"[yellow]flag[/] {flag.code}: {flag.message[:300]}")
+    console.print(f"sandbox: {details.sandbox or '-'}   "
+                  f"device: {details.device or '-'}   "
                   f"time: {result.execution_time:.1f} s")
 
 

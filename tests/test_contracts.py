@@ -27,7 +27,7 @@ from autograder import REPO_ROOT
 from autograder.assignments import load_assignment
 from autograder.hints import HINT_PREFIX
 from autograder.suites import mutant_corpus
-from autograder.suites.mutant_corpus import Graded
+from autograder.suites.mutant_corpus import MutantGrade
 
 RF_IN_PLACE = '''\
 import torch
@@ -200,7 +200,7 @@ def graded(tmp_path_factory):
                     continue
                 path = out / f"{nb_name}.ipynb"
                 path.write_text(json.dumps(mutant_corpus.submission_notebook(assignment, cells)))
-                records.append((Graded(nb_name, "case", tuple(cells)), path))
+                records.append((MutantGrade(nb_name, "case", tuple(cells)), path))
             shorten = (lambda r: training_iterations(SHORT_ITERATIONS)) if name == "ppo_lm" \
                 else (lambda r: training_iterations(None))
             for g in mutant_corpus.grade_api(records, name, out, pool=pool, around=shorten):
@@ -208,12 +208,12 @@ def graded(tmp_path_factory):
     return results
 
 
-def failed_tests(g: Graded, cell: str) -> list[str]:
+def failed_tests(g: MutantGrade, cell: str) -> list[str]:
     return [t.split(": ", 1)[1] for t in g.failed.get(cell, [])]
 
 
-def outputs_of(g: Graded) -> list[str]:
-    return [t["output"] for t in g.result["tests"] if t["status"] != "passed"]
+def outputs_of(g: MutantGrade) -> list[str]:
+    return [t.output for t in g.result.tests if not t.passed]
 
 
 def test_no_case_is_a_grader_error(graded):

@@ -19,7 +19,7 @@ from autograder.course.batch import choose_notebook, coordinator_lock, grade_cou
 from autograder.course.demo import (applicable_mutants, copy_course, mutated, nbgrader_export,
                                     solutions, submission, write_cohort)
 from autograder.course.gradebook import open_gradebook
-from autograder.results import GradingResult, grade_cell_totals
+from autograder.results import GradingResult, ResultDetails, grade_cell_totals
 from autograder.results import TestResult as Check
 
 ASSIGNMENT = "ppo"
@@ -179,7 +179,7 @@ def stub_grade(path, assignment, *, student, settings, device="auto", backend=No
     tests = [Check("reinforce_loss: ok", 3.0, 3.0, "passed", "", ["reinforce_loss"])]
     extra = {"max_score": 3.0, "student": student, "assignment": assignment, "sandbox": "stub",
              "device": "cpu", "flags": [], "grade_cells": grade_cell_totals(tests)}
-    return GradingResult(3.0, 0.01, "", tests, extra)
+    return GradingResult(3.0, 0.01, "", tests, ResultDetails.from_json(extra))
 
 
 def test_slot_crash_hang_and_kit_bug_do_not_stop_the_batch(tmp_path, monkeypatch):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import html as html_lib
-import json
 import os
 import re
 import shutil
@@ -15,7 +14,7 @@ import pytest
 
 from autograder.course.feedback import render_feedback, write_feedback
 from autograder.course.report import Cohort, write_report
-from autograder.results import GradingResult, grade_cell_totals
+from autograder.results import GradingResult, ResultDetails, grade_cell_totals
 from autograder.results import TestResult as Check
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -38,7 +37,8 @@ def result(student: str, failing: dict[str, str], flags=None, output="", sha="")
              "sandbox": "bwrap", "device": "cpu", "flags": flags or [],
              "grade_cells": grade_cell_totals(tests),
              "submission_sha256": sha or hashlib.sha256(student.encode()).hexdigest()}
-    return GradingResult(sum(t.score for t in tests), 2.0, output, tests, extra).to_json()
+    return GradingResult(sum(t.score for t in tests), 2.0, output, tests,
+                         ResultDetails.from_json(extra))
 
 
 GAE_MSG = ("compute_gae at position {i}: got {g}, expected 2.538. Hint: your recursion runs "
@@ -111,9 +111,9 @@ def test_feedback_page(tmp_path):
     assert "<script" not in dom.replace("&lt;script", "")   # the student's text stays text
     text = text_of(dom)
     assert "Feedback: ppo" in text and "Student: cy" in text
-    total = sum(t["score"] for t in COHORT["cy"]["tests"])
+    total = sum(t.score for t in COHORT["cy"].tests)
     assert re.search(rf'id="total">{total:g} / 16<', dom)
-    for cell, v in COHORT["cy"]["extra_data"]["grade_cells"].items():
+    for cell, v in COHORT["cy"].details.grade_cells.items():
         heading = re.search(rf'<h2 id="q-{cell}">(.*?)</h2>', dom, re.S)
         assert heading, cell
         assert f"{v['score']:g} / {v['max_score']:g}" in text_of(heading.group(1))
@@ -139,7 +139,7 @@ def test_report(tmp_path):
     autograded = tmp_path / "autograded"
     for student, data in COHORT.items():
         (autograded / student / "ppo").mkdir(parents=True)
-        (autograded / student / "ppo" / "results.json").write_text(json.dumps(data))
+        data.write(autograded / student / "ppo" / "results.json")
     out = tmp_path / "reports" / "ppo"
     index = write_report(autograded, out, "ppo", feedback_link=lambda s: f"../../feedback/{s}")
 

@@ -12,7 +12,7 @@ import pytest
 from autograder import results as results_module
 from autograder.course.feedback import write_feedback
 from autograder.course.report import write_report
-from autograder.results import GradingResult, grade_cell_totals, write_atomic
+from autograder.results import GradingResult, ResultDetails, grade_cell_totals, write_atomic
 from autograder.results import TestResult as Check
 
 
@@ -27,7 +27,7 @@ def a_result(student: str) -> GradingResult:
     extra = {"max_score": 8.0, "student": student, "assignment": "ppo", "sandbox": "bwrap",
              "device": "cpu", "flags": [], "grade_cells": grade_cell_totals(tests),
              "submission_sha256": "0" * 64}
-    return GradingResult(5.5, 1.0, "", tests, extra)
+    return GradingResult(5.5, 1.0, "", tests, ResultDetails.from_json(extra))
 
 
 @pytest.fixture()
@@ -51,7 +51,7 @@ def test_every_output_follows_the_umask(tmp_path, umask, mask):
         a_result(student).write(path)
         written.append(path)
         page = tmp_path / "feedback" / student / "ppo" / "ppo.html"
-        write_feedback(a_result(student).to_json(), page)
+        write_feedback(a_result(student), page)
         written.append(page)
     written.append(write_report(autograded, tmp_path / "reports" / "ppo", "ppo"))
     plain = tmp_path / "plain.txt"

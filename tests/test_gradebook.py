@@ -9,7 +9,7 @@ import pytest
 from autograder.course.demo import copy_course, nbgrader, nbgrader_export
 from autograder.course.gradebook import open_gradebook, sync_gradebook
 from autograder.course.paths import grade_cell_points
-from autograder.results import GradingResult, grade_cell_totals
+from autograder.results import GradingResult, ResultDetails, grade_cell_totals
 from autograder.results import TestResult as Check
 
 ASSIGNMENT = "ppo"
@@ -27,7 +27,8 @@ def fake_result(student: str, fractions: dict[str, float], points: dict[str, flo
     extra = {"max_score": sum(points.values()), "student": student, "assignment": ASSIGNMENT,
              "sandbox": "bwrap", "device": "cpu", "flags": flags or [],
              "grade_cells": grade_cell_totals(tests), "submission_sha256": "0" * 64}
-    return GradingResult(sum(t.score for t in tests), 1.0, "", tests, extra)
+    return GradingResult(sum(t.score for t in tests), 1.0, "", tests,
+                         ResultDetails.from_json(extra))
 
 
 @pytest.fixture()
@@ -83,7 +84,7 @@ def test_export_matches_results_json(course):
     # per grade cell, as auto scores; flags and grader errors are visible to formgrader
     with open_gradebook(db_url(paths), paths.course_id) as gb:
         for student, r in results.items():
-            for cell, total in r.extra_data["grade_cells"].items():
+            for cell, total in r.details.grade_cells.items():
                 grade = gb.find_grade(cell, ASSIGNMENT, ASSIGNMENT, student)
                 assert grade.auto_score == pytest.approx(total["score"])
                 assert grade.max_score == pytest.approx(points[cell])
@@ -120,11 +121,11 @@ def test_sync_is_idempotent_keeps_manual_scores_and_adds_students(course):
         assert gb.db.query(Grade).count() == 5 * len(points)
         grade = gb.find_grade(first, ASSIGNMENT, ASSIGNMENT, "bo")
         assert grade.manual_score == 1.0 and grade.needs_manual_grade
-        expected = results["bo"].extra_data["grade_cells"][first]["score"]
+        expected = results["bo"].details.grade_cells[first]["score"]
         assert grade.auto_score == pytest.approx(expected)
         assert gb.find_student("eli").id == "eli"
     rows = export_csv(paths)
-    bo = results["bo"].extra_data["grade_cells"]
+    bo = results["bo"].details.grade_cells
     expected_bo = sum(v["score"] for k, v in bo.items() if k != first) + 1.0
     assert float(rows["bo"]["score"]) == pytest.approx(expected_bo)
     assert float(rows["eli"]["score"]) == pytest.approx(sum(points.values()))

@@ -16,6 +16,8 @@ from autograder import REPO_ROOT
 from autograder.sandbox.backends import runtime_paths
 from autograder.gradescope import (apply_visibility, runtime_requirements, setup_script,
                                    staff_log, visibility_options)
+from autograder.results import GradingResult
+from autograder.results import TestResult as Check
 from test_gradescope import ASSIGNMENT, bundle, install, run_autograder  # noqa: F401
 
 FAKE_PYTHON = """#!/bin/bash
@@ -156,10 +158,10 @@ def test_visibility_from_the_config(tmp_path):
                          'c.PPOKit.gradescope_test_visibility = {"ppo_training": "hidden", '
                          '"compute_gae: exact": "after_due_date"}\n')
     options = visibility_options(course)
-    data = {"tests": [{"name": "compute_gae: exact", "tags": ["compute_gae"]},
-                      {"name": "compute_gae: other", "tags": ["compute_gae"]},
-                      {"name": "ppo_training: learns", "tags": ["ppo_training"]}]}
-    out = apply_visibility(data, options)
+    result = GradingResult(0.0, 0.0, "", [
+        Check(name, 0.0, 1.0, "failed", "", [name.split(":")[0]])
+        for name in ("compute_gae: exact", "compute_gae: other", "ppo_training: learns")])
+    out = apply_visibility(result, options).to_json()
     assert out["visibility"] == "after_published" and out["stdout_visibility"] == "hidden"
     assert [t["visibility"] for t in out["tests"]] == ["after_due_date", "after_published",
                                                        "hidden"]
@@ -181,7 +183,7 @@ def test_staff_log_is_short_and_says_what_happened():
         "student": "4242", "assignment": "ppo", "sandbox": "bwrap", "device": "cpu",
         "max_score": 16, "grade_cells": {"compute_gae": {"score": 3.75, "max_score": 5}},
         "flags": [{"code": "limit_cpu", "message": "cpu\n" * 500}]}}
-    log = staff_log(data, "ppo.ipynb")
+    log = staff_log(GradingResult.from_json(data), "ppo.ipynb")
     assert "student 4242" in log and "notebook ppo.ipynb" in log and "sandbox bwrap" in log
     assert "score 10.96 / 16" in log and "compute_gae: 3.75 / 5" in log
     assert "flag limit_cpu" in log and len(log) < 1000

@@ -25,9 +25,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from autograder import REPO_ROOT, feedback
+from autograder import REPO_ROOT, mistakes
 from autograder.assignments import load_assignment
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.grade.plugin import SuiteContext
 from autograder.grade.runner import run_suite
 from autograder.hints import Hints
@@ -147,7 +147,7 @@ def test_only_training_tests_ask_for_the_per_student_seeds():
 # --- what the feedback shows -------------------------------------------------------------------
 
 def test_helpers_withhold_expected_values_unless_declared_per_submission():
-    explain = lambda: "The first wrong number is " + feedback.first_difference(  # noqa: E731
+    explain = lambda: "The first wrong number is " + mistakes.first_difference(  # noqa: E731
         [1.0, 2.5], [1.0, 2.0], atol=1e-4) + "."
     with pytest.raises(Mistake) as fixed:
         checks.expect_values([1.0, 2.5], [1.0, 2.0], "f", explain)
@@ -157,7 +157,7 @@ def test_helpers_withhold_expected_values_unless_declared_per_submission():
         checks.expect_values([1.0, 2.5], [1.0, 2.0], "f", explain, per_submission=True)
     assert "expected 2" in str(fresh.value)
     # outside a declared comparison nothing reveals, whatever calls the formatter
-    assert "expected" not in feedback.first_difference([3.0], [1.0], atol=1e-4)
+    assert "expected" not in mistakes.first_difference([3.0], [1.0], atol=1e-4)
 
 
 EXPECTED_NUMBER = re.compile(r"expected -?\d|difference [+-]")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autograder.feedback import revealing
+from autograder.mistakes import revealing
 
 from autograder.hints import HINT_PREFIX, Hints, Mutant, first_wrong
 from autograder.proxy import Returned

@@ -23,7 +23,7 @@ from autograder.course.demo import (applicable_mutants, copy_course, mutated, nb
 from autograder.course.gradebook import open_gradebook, sync_gradebook
 from autograder.course.paths import grade_cell_points
 from autograder.load.integrity import grade_id_of
-from autograder.results import GradingResult, grade_cell_totals
+from autograder.results import GradingResult, ResultDetails, grade_cell_totals
 from autograder.results import TestResult as Check
 
 ASSIGNMENT = "ppo"
@@ -46,7 +46,8 @@ def fake_result(student: str, points: dict[str, float], fractions: dict[str, flo
     extra = {"max_score": sum(points.values()), "student": student, "assignment": ASSIGNMENT,
              "sandbox": "bwrap", "device": "cpu", "flags": [],
              "grade_cells": grade_cell_totals(tests), "submission_sha256": ""}
-    return GradingResult(sum(t.score for t in tests), 1.0, "", tests, extra).to_json()
+    return GradingResult(sum(t.score for t in tests), 1.0, "", tests,
+                         ResultDetails.from_json(extra))
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +154,7 @@ def late_cohort(paths, points):
     due = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
     stamps = {"ana": due - timedelta(hours=1), "bo": due + timedelta(hours=5)}
     for student in ("ana", "bo", "cy"):
-        GradingResult.from_json(fake_result(student, points)).write(
-            paths.results(student, ASSIGNMENT))
+        fake_result(student, points).write(paths.results(student, ASSIGNMENT))
         folder = paths.submitted / student / ASSIGNMENT
         folder.mkdir(parents=True, exist_ok=True)
         if student in stamps:
@@ -316,23 +316,23 @@ def test_generate_feedback_page_adds_the_gradebooks_last_word(course):
     for cell in nb.cells:                       # as nbgrader's GetGrades leaves them
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("grade"):
-            meta["score"] = data["extra_data"]["grade_cells"][meta["grade_id"]]["score"]
+            meta["score"] = data.details.grade_cells[meta["grade_id"]]["score"]
         if meta.get("grade_id") == "compute_gae":
             meta["score"] = 4.5
         if meta.get("grade_id") == "compute_gae_answer":
             meta["comment"] = "Run the recursion <b>backwards</b>."
-    total = data["score"] - data["extra_data"]["grade_cells"]["compute_gae"]["score"] + 4.5
+    total = data.score - data.details.grade_cells["compute_gae"]["score"] + 4.5
     out = reviewed(data, nb, {"score": total - 1.5, "late_penalty": 1.5})
-    assert out["score"] == pytest.approx(total - 1.5)
-    added = {t["name"]: t for t in out["tests"][len(data["tests"]):]}
-    assert added["compute_gae: reviewed by course staff"]["score"] == pytest.approx(
-        4.5 - data["extra_data"]["grade_cells"]["compute_gae"]["score"])
-    assert added["compute_gae: comment from course staff"]["output"] == \
+    assert out.score == pytest.approx(total - 1.5)
+    added = {t.name: t for t in out.tests[len(data.tests):]}
+    assert added["compute_gae: reviewed by course staff"].score == pytest.approx(
+        4.5 - data.details.grade_cells["compute_gae"]["score"])
+    assert added["compute_gae: comment from course staff"].output == \
         "Run the recursion <b>backwards</b>."
-    assert added["late submission: penalty"]["score"] == -1.5
-    n_tests = len(data["tests"])
-    assert len(added) == 3 and len(reviewed(data, nb, {})["tests"]) == n_tests + 2
-    assert len(data["tests"]) == n_tests                          # the input is left alone
+    assert added["late submission: penalty"].score == -1.5
+    n_tests = len(data.tests)
+    assert len(added) == 3 and len(reviewed(data, nb, {}).tests) == n_tests + 2
+    assert len(data.tests) == n_tests                          # the input is left alone
     html = render_feedback(out)
     assert "Run the recursion &lt;b&gt;backwards&lt;/b&gt;." in html
     assert "reviewed by course staff" in html and "late submission" in html

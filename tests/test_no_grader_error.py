@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 
 from autograder import REPO_ROOT
 from autograder.assignments import load_assignment
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.hints import Hints
 from autograder.proxy import Other, Returned, StudentProxy, TooLarge
 from autograder.suites import checks

@@ -2,7 +2,7 @@
 
 The scan reads the kit's source with ``ast`` and collects every code written as a literal where a
 flag is made: a ``{"code": "..."}`` dict, the first argument of ``flag(...)`` / ``*.flag(...)``,
-and a ``code="..."`` keyword.
+``Flag.of(...)`` and ``*.add_flag(...)``, and a ``code="..."`` keyword.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import ast
 import pytest
 
 from autograder import REPO_ROOT
-from autograder.outcomes import OUTCOMES, Outcome, OutcomeCollection, flag
+from autograder.outcomes import OUTCOMES, Flag, Outcome, OutcomeCollection, flag
 
 
 def code_literals() -> dict[str, list[str]]:
@@ -33,7 +33,7 @@ def code_literals() -> dict[str, list[str]]:
             elif isinstance(node, ast.Call):
                 name = node.func.attr if isinstance(node.func, ast.Attribute) else \
                     getattr(node.func, "id", "")
-                if name == "flag" and node.args:
+                if name in ("flag", "add_flag", "of") and node.args:
                     note(node.args[0], where)
                 for kw in node.keywords:
                     if kw.arg == "code":
@@ -52,6 +52,9 @@ def test_flag_refuses_an_undeclared_code():
     assert flag("grader_error", "x") == {"code": "grader_error", "message": "x"}
     with pytest.raises(KeyError, match="undeclared"):
         flag("made_up_code", "x")
+    assert Flag.of("grader_error", "x") == Flag("grader_error", "x")
+    with pytest.raises(KeyError, match="undeclared"):
+        Flag.of("made_up_code", "x")
 
 
 def test_a_code_is_declared_once_with_a_known_category():

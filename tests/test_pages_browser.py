@@ -3,7 +3,6 @@ Debian's /usr/bin/chromium), asserted on the rendered DOM: the question chart in
 order, one rounding rule, repeated messages collapsed, the student's own training run drawn."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from autograder.grade.plugin import Outcome
 from autograder.grade.record import training_record
 from autograder.grade.runner import score_outcomes
 from autograder.points import PLACES
-from autograder.results import GradingResult, grade_cell_totals
+from autograder.results import GradingResult, ResultDetails, grade_cell_totals
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +50,8 @@ def result(student: str, failing: dict[str, dict[int, str]], training: float) ->
     extra = {"max_score": 16.0, "student": student, "assignment": "ppo", "sandbox": "bwrap",
              "device": "cpu", "flags": [], "grade_cells": grade_cell_totals(tests),
              "submission_sha256": student}
-    return GradingResult(sum(t.score for t in tests), 1.0, "", tests, extra).to_json()
+    return GradingResult(sum(t.score for t in tests), 1.0, "", tests,
+                         ResultDetails.from_json(extra))
 
 
 def every(cell: str, message: str) -> dict[int, str]:
@@ -115,8 +115,8 @@ def test_feedback_page_in_chromium(browser, tmp_path):
     shown, top = (float(x) for x in total.split(" / "))
     per_question = [float(page.inner_text(f"#q-{c} span:last-child").split(" / ")[0])
                     for c in POINTS]
-    assert shown == pytest.approx(round(data["score"], PLACES)) and top == 16
-    assert sum(per_question) == pytest.approx(data["score"], abs=0.01 * len(POINTS))
+    assert shown == pytest.approx(round(data.score, PLACES)) and top == 16
+    assert sum(per_question) == pytest.approx(data.score, abs=0.01 * len(POINTS))
     assert_one_rounding_rule(score_texts(page))
 
     # the stub question: one "not attempted" row, the NotImplementedError message once
@@ -165,7 +165,7 @@ def test_report_page_in_chromium(browser, tmp_path):
     autograded = tmp_path / "autograded"
     for student, data in COHORT.items():
         (autograded / student / "ppo").mkdir(parents=True)
-        (autograded / student / "ppo" / "results.json").write_text(json.dumps(data))
+        data.write(autograded / student / "ppo" / "results.json")
     out = tmp_path / "reports" / "ppo"
     index = write_report(autograded, out, "ppo")
     assert [p.name for p in out.iterdir()] == ["index.html"]     # one file
@@ -184,7 +184,7 @@ def test_report_page_in_chromium(browser, tmp_path):
     # weakest first, computed here from the results (stub submissions left out of compute_gae)
     means = {}
     for cell in POINTS:
-        fractions = [d["extra_data"]["grade_cells"][cell]["score"] / POINTS[cell]
+        fractions = [d.details.grade_cells[cell]["score"] / POINTS[cell]
                      for s, d in COHORT.items()
                      if not (cell == "compute_gae" and s in ("ana", "di"))]
         means[cell] = sum(fractions) / len(fractions)

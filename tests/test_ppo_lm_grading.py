@@ -121,7 +121,7 @@ def test_the_answer_key_grades_full(answer_key):
     assert proc.returncode == 0
     assert not g.flags, g.flags
     assert g.score == pytest.approx(g.max_score) == pytest.approx(sum(POINTS.values()))
-    totals = g.result["extra_data"]["grade_cells"]
+    totals = g.result.details.grade_cells
     assert {c: t["max_score"] for c, t in totals.items()} == pytest.approx(POINTS)
     assert not any(p > 1e-9 for p in g.lost.values()), g.outputs
 
@@ -133,7 +133,7 @@ def test_the_release_grades_zero_with_one_message_per_question(release):
     assert not g.grader_errors, g.grader_errors
     for cell, points in POINTS.items():
         assert g.lost[cell] == pytest.approx(points, abs=1e-4), cell
-        messages = {t["output"] for t in g.result["tests"] if t["tags"][0] == cell}
+        messages = {t.output for t in g.result.tests if t.grade_cell == cell}
         assert len(messages) == 1, (cell, messages)   # every test of the question says the same
         [message] = messages
         assert "NotImplementedError" in message, message
@@ -141,7 +141,7 @@ def test_the_release_grades_zero_with_one_message_per_question(release):
             assert message.startswith(f"{cell} raised NotImplementedError"), message
         else:
             assert message.startswith("RLHF training with your functions stopped: `"), message
-    summary = g.result["output"].splitlines()
+    summary = g.result.output.splitlines()
     assert [line.split(":")[0] for line in summary[:len(POINTS)]] == list(POINTS)
 
 

@@ -26,7 +26,7 @@ from autograder.course.feedback import render_feedback
 from autograder.load.extract import run_as_written
 from autograder.load.notebook import read_submission
 from autograder.suites import mutant_corpus
-from autograder.suites.mutant_corpus import Graded
+from autograder.suites.mutant_corpus import MutantGrade
 
 from test_release import kernel_data_dir, kernel_env  # the kit's kernel set-up
 
@@ -169,9 +169,9 @@ def written(asg, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def graded(written):
-    """{case: Graded}."""
+    """{case: MutantGrade}."""
     directory = next(iter(written.values()))[0].parent
-    records = {name: Graded(name, "variant") for name in CASES}
+    records = {name: MutantGrade(name, "variant") for name in CASES}
     result = {name: mutant_corpus.grade_cli(records[name], written[name][0], directory,
                                             ASSIGNMENT)[0] for name in VIA_CLI}
     api = [(records[n], written[n][0]) for n in CASES if n not in VIA_CLI]
@@ -179,11 +179,11 @@ def graded(written):
     return result
 
 
-def codes(g: Graded) -> list[str]:
-    return [f["code"] for f in g.flags]
+def codes(g: MutantGrade) -> list[str]:
+    return [f.code for f in g.flags]
 
 
-def lost(g: Graded) -> dict[str, float]:
+def lost(g: MutantGrade) -> dict[str, float]:
     return {c: p for c, p in g.lost.items() if p > 1e-9}
 
 
@@ -194,7 +194,7 @@ def test_top_level_helpers_get_full_marks(graded):
     assert g.via == "cli" and not g.grader_errors, g.flags
     assert not lost(g), (lost(g), g.outputs)
     assert g.score == g.max_score == 16
-    assert "While your notebook was run for grading" not in g.result["output"]
+    assert "While your notebook was run for grading" not in g.result.output
     assert "magic_lines_dropped" not in codes(g)
 
 
@@ -229,7 +229,7 @@ def test_a_statement_that_raises_stops_its_cell_and_later_cells_load(graded, wri
     assert "ZeroDivisionError at line 1" in g.outputs["reinforce_loss"]
     # every later cell loaded: the other functions keep full marks
     assert all(g.lost[c] < 1e-9 for c in ("compute_gae", "ppo_combined_loss", "ppo_training"))
-    output = g.result["output"]
+    output = g.result.output
     number = written["first_statement_raises"][1]["scratch"]
     assert f"your cell {number} (counting every cell from the top), line 1: NameError: " \
            "name 'policy' is not defined" in output
@@ -239,7 +239,7 @@ def test_a_statement_that_raises_stops_its_cell_and_later_cells_load(graded, wri
 
 
 def test_a_name_only_a_given_demo_or_loop_makes_is_explained(graded):
-    at_load = graded["first_statement_raises"].result["output"]
+    at_load = graded["first_statement_raises"].result.output
     assert "'policy' is made only by the given cell 'simple_bandit', whose top-level code is " \
            "not run at grading" in at_load
     g = graded["loop_name_at_call"]
@@ -256,7 +256,7 @@ def test_a_name_only_a_given_demo_or_loop_makes_is_explained(graded):
 def test_magic_lines_are_dropped_flagged_and_shown(graded, written):
     g = graded["magic_lines"]
     assert not lost(g) and not g.grader_errors, (lost(g), g.flags)
-    [flag] = [f for f in g.flags if f["code"] == "magic_lines_dropped"]
+    [flag] = [f for f in g.flags if f.code == "magic_lines_dropped"]
     number = written["magic_lines"][1]["timed"]
     where = "your answer cell for compute_gae"
     expected = [f"{where}, line 1: !pip install numpy", f"{where}, line 2: %load_ext autoreload",
@@ -264,7 +264,7 @@ def test_magic_lines_are_dropped_flagged_and_shown(graded, written):
                 "get_ipython().run_line_magic('matplotlib', 'inline')",
                 f"your cell {number} (counting every cell from the top), line 1: %%time"]
     for text in expected:
-        assert text in flag["message"], (text, flag["message"])
+        assert text in flag.message, (text, flag.message)
     page = render_feedback(g.result)
     assert "magic lines dropped" in page.lower() or "not run at grading" in page
     assert "!pip install numpy" in page and "%%time" in page

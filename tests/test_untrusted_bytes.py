@@ -550,6 +550,7 @@ def test_a_failing_gradebook_row_or_feedback_page_is_that_students_only(course, 
     from autograder.course import feedback, gradebook
     from autograder.course.batch import CourseRun, write_outputs
     from autograder.course.paths import course_paths
+    from autograder.results import GradingResult
 
     own = tmp_path / "course"
     shutil.copytree(course, own)
@@ -566,18 +567,18 @@ def test_a_failing_gradebook_row_or_feedback_page_is_that_students_only(course, 
                                "max_score": 5.0} for c in CELLS}}}
         paths.results(student, ASSIGNMENT).parent.mkdir(parents=True)
         paths.results(student, ASSIGNMENT).write_text(json.dumps(data))
-        results[student] = data
+        results[student] = GradingResult.from_json(data)
     real_record, real_feedback = gradebook.record_result, feedback.write_feedback
 
-    def record(gb, data, *args, **kwargs):
-        if data["extra_data"]["student"] == "bob":
+    def record(gb, result, *args, **kwargs):
+        if result.details.student == "bob":
             raise RuntimeError("injected gradebook fault")
-        return real_record(gb, data, *args, **kwargs)
+        return real_record(gb, result, *args, **kwargs)
 
-    def page(data, path):
-        if data["extra_data"]["student"] == "carol":
+    def page(result, path):
+        if result.details.student == "carol":
             raise OSError("injected feedback fault")
-        return real_feedback(data, path)
+        return real_feedback(result, path)
 
     monkeypatch.setattr(gradebook, "record_result", record)
     monkeypatch.setattr(feedback, "write_feedback", page)

@@ -25,6 +25,7 @@ from autograder.assignments import Assignment
 from autograder.load import integrity
 from autograder.load.notebook import (Submission, Unreadable, _Extractions, match_solutions,
                                       parse_notebook, read_bytes, student_cells)
+from autograder.results import GradingResult
 
 # What student Markdown may keep: formatting, lists, tables, links and images over http(s).
 SAFE_TAGS = frozenset({
@@ -70,21 +71,20 @@ def student_cell_list(path: Path | None, sha256: str, assignment: Assignment,
     return cells, chosen
 
 
-def outcome_text(cell: str, result: dict) -> str:
+def outcome_text(cell: str, result: GradingResult) -> str:
     """The hidden tests counted toward grade cell ``cell``, one line each, and their total."""
-    tests = [t for t in result.get("tests", []) if (t.get("tags") or [""])[0] == cell]
-    score = sum(float(t.get("score", 0)) for t in tests)
-    total = sum(float(t.get("max_score", 0)) for t in tests)
+    tests = [t for t in result.tests if t.grade_cell == cell]
+    score = sum(t.score for t in tests)
+    total = sum(t.max_score for t in tests)
     lines = [f"Hidden tests for {cell}: {score:g} / {total:g} points"]
     for t in tests:
-        mark = "PASSED" if t.get("status") == "passed" else "FAILED"
-        name = str(t.get("name", ""))
+        mark = "PASSED" if t.passed else "FAILED"
+        name = t.name
         if name.startswith(cell + ": "):
             name = name[len(cell) + 2:]
-        lines.append(f"{mark} {name} ({float(t.get('score', 0)):g} / "
-                     f"{float(t.get('max_score', 0)):g})")
-        message = str(t.get("output", "")).strip()
-        if message and t.get("visibility") != "hidden":
+        lines.append(f"{mark} {name} ({t.score:g} / {t.max_score:g})")
+        message = t.output.strip()
+        if message and t.visibility != "hidden":
             if len(message) > MAX_OUTCOME_CHARS:
                 message = message[:MAX_OUTCOME_CHARS] + " [...]"
             lines.extend("    " + line for line in message.splitlines())
@@ -93,7 +93,7 @@ def outcome_text(cell: str, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_autograded(released, assignment: Assignment, result: dict,
+def build_autograded(released, assignment: Assignment, result: GradingResult,
                      submission: Path | None, sha256: str = "", folder: Path | None = None):
     """The autograded notebook (an nbformat NotebookNode) of one graded submission.
 
@@ -172,7 +172,7 @@ def build_autograded(released, assignment: Assignment, result: dict,
     return nb
 
 
-def write_autograded(path: Path, released, assignment: Assignment, result: dict,
+def write_autograded(path: Path, released, assignment: Assignment, result: GradingResult,
                      submission: Path | None, sha256: str = "",
                      base: Path | None = None) -> None:
     """Build and write the autograded notebook atomically (mode from the umask)."""

@@ -29,8 +29,8 @@ from autograder.course.paths import CoursePaths, course_paths, grade_cell_points
 from autograder.course.kinds import is_flagged, kind
 from autograder.course.slot import DEFAULT_GRADER
 from autograder.load import untrusted
-from autograder.outcomes import GRADER_ERROR_TEXT
-from autograder.results import GradingResult, TestResult, grade_cell_totals, write_atomic
+from autograder.outcomes import GRADER_ERROR_TEXT, Flag
+from autograder.results import GradingResult, TestResult, new_details
 
 
 @dataclass
@@ -182,23 +182,20 @@ def discover(paths: CoursePaths, assignment: str) -> list[Job]:
     return sorted(jobs, key=lambda j: j.student)
 
 
-def read_result(path: Path) -> dict | None:
-    """A results.json's data, or None when missing or unreadable."""
+def read_result(path: Path) -> GradingResult | None:
+    """A results.json's result, or None when missing, unreadable or damaged (not a result)."""
     try:
-        return json.loads(path.read_text())
+        return GradingResult.read(path)
     except (OSError, ValueError):
         return None
 
 
 def is_up_to_date(job: Job, results_path: Path) -> bool:
     """Graded before from the same bytes, and not a grader error (those are retried)."""
-    data = read_result(results_path)
-    if not data:
+    result = read_result(results_path)
+    if result is None or "grader_error" in result.details.flag_codes():
         return False
-    extra = data.get("extra_data", {})
-    if any(f.get("code") == "grader_error" for f in extra.get("flags", [])):
-        return False
-    return extra.get("submission_sha256") == job.sha256
+    return result.details.submission_sha256 == job.sha256
 
 
 def zero_result(job: Job, assignment: str, points: dict[str, float], *, code: str,
@@ -207,22 +204,20 @@ def zero_result(job: Job, assignment: str, points: dict[str, float], *, code: st
     tests = [TestResult(name=f"{cell}: could not be graded", score=0.0, max_score=p,
                         status="failed", output=student_message, tags=[cell])
              for cell, p in points.items()]
-    flags = [f for f in job.flags if f["code"] != code] + [{"code": code, "message": message}]
-    extra = {"max_score": sum(points.values()), "student": job.student, "assignment": assignment,
-             "sandbox": "", "device": "", "flags": flags, "grade_cells": grade_cell_totals(tests),
-             "submission_sha256": job.sha256}
-    return GradingResult(score=0.0, execution_time=0.0, output=student_message, tests=tests,
-                         extra_data=extra)
+    details = new_details(student=job.student, assignment=assignment,
+                          max_score=sum(points.values()), submission_sha256=job.sha256,
+                          flags=[f for f in job.flags if f["code"] != code])
+    details.add_flag(code, message)
+    return GradingResult.build(tests, details, output=student_message)
 
 
 def finish(result: GradingResult, job: Job) -> GradingResult:
     """Add what the coordinator knows (choice-of-notebook flags, the sha256) to a result."""
-    extra = result.extra_data
-    known = {(f.get("code"), f.get("message")) for f in extra.setdefault("flags", [])}
-    extra["flags"] = [f for f in job.flags
-                      if (f["code"], f["message"]) not in known] + extra["flags"]
-    extra["submission_sha256"] = job.sha256
-    extra.setdefault("student", job.student)
+    details = result.details
+    known = set(details.flags)
+    details.flags = [f for f in map(Flag.from_json, job.flags) if f not in known] + details.flags
+    details.submission_sha256 = job.sha256
+    details.student = details.student or job.student
     return result
 
 
@@ -316,10 +311,14 @@ def run_slots(jobs: list[Job], *, course_dir: Path, assignment: str, n: int, gra
                         continue
                     assert s.job is not None      # only busy slots are polled
                     job, s.job = s.job, None
-                    if "result" in reply:
-                        on_result(job, GradingResult.from_json(reply["result"]), "")
-                    else:
-                        on_result(job, None, reply.get("error", "unknown error"))
+                    try:
+                        result = GradingResult.from_json(reply["result"]) \
+                            if "result" in reply else None
+                    except ValueError as exc:   # this job's grader error, not the batch's
+                        on_result(job, None, f"the slot's result could not be read: {exc}")
+                        continue
+                    on_result(job, result, "" if result is not None
+                              else reply.get("error", "unknown error"))
                 elif now > s.deadline:
                     fail(s, f"grading took longer than {timeout:.0f} s and was stopped")
     finally:
@@ -356,12 +355,17 @@ class CourseRun:
     graded_now: list[str]
     skipped: list[str]
     seconds: float
-    results: dict[str, dict]        # student -> results JSON
+    graded: dict[str, GradingResult]    # student -> their result, as stored after the run
     paths: CoursePaths
     gradebook_written: int = 0
     report: Path | None = None
     folders: dict[str, str] = field(default_factory=dict)    # student -> folder in submitted/
     failed: dict[str, str] = field(default_factory=dict)     # student -> what failed for them
+
+    @property
+    def results(self) -> dict[str, dict]:
+        """student -> results JSON (the wire format, as each ``results.json`` holds it)."""
+        return {s: r.to_json() for s, r in self.graded.items()}
 
 
 def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = None,
@@ -417,7 +421,7 @@ def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = 
                         result = zero_result(job, assignment, points, code=code,
                                              message=error, student_message=told)
                     record(job, finish(result, job))
-                    bar.record(kind(result.to_json()))
+                    bar.record(kind(result))
 
                 grade_on_cluster(to_slots, scheduler=scheduler, insecure=insecure_scheduler,
                                  settings=settings, course_dir=paths.root, assignment=assignment,
@@ -431,16 +435,16 @@ def grade_course(course_dir: str | Path, assignment: str, *, jobs: int | None = 
                         result = zero_result(job, assignment, points, code="grader_error",
                                              message=error, student_message=GRADER_ERROR_TEXT)
                     record(job, finish(result, job))
-                    bar.record(kind(result.to_json()))
+                    bar.record(kind(result))
 
                 run_slots(to_slots, course_dir=paths.root, assignment=assignment,
                           n=max(1, jobs or settings.jobs), grader=grader,
                           request_extra={"device": device, "backend": backend},
                           timeout=2 * settings.limits.wall_seconds + 60, on_result=on_result)
         for job in found:
-            data = read_result(paths.results(job.student, assignment))
-            if data is not None:
-                run.results[job.student] = data
+            stored = read_result(paths.results(job.student, assignment))
+            if stored is not None:
+                run.graded[job.student] = stored
         if outputs:
             write_outputs(run, settings.db_url)
     run.seconds = time.monotonic() - started
@@ -512,14 +516,14 @@ def write_outputs(run: CourseRun, db_url: str) -> None:
     from autograder.course.report import write_report
 
     paths, assignment = run.paths, run.assignment
-    summary = sync_gradebook(db_url, paths, assignment, sorted(run.results), folders=run.folders)
+    summary = sync_gradebook(db_url, paths, assignment, sorted(run.graded), folders=run.folders)
     run.gradebook_written = summary.written
-    for student in run.results:
+    for student in run.graded:
         set_flag(run, student, "gradebook_error", summary.failed.get(student))
     asg, released = load_assignment(assignment, paths.root), student_version(paths, assignment)
-    for student, data in run.results.items():
+    for student, result in run.graded.items():
         try:
-            write_student_files(paths, asg, released, student, data,
+            write_student_files(paths, asg, released, student, result,
                                 run.folders.get(student, student))
             error = None
         except Exception as exc:
@@ -535,24 +539,22 @@ def write_outputs(run: CourseRun, db_url: str) -> None:
 
 def set_flag(run: CourseRun, student: str, code: str, message: str | None) -> None:
     """Add (``message``) or clear (None) one output flag in a student's stored result."""
-    data = run.results[student]
-    flags = data.setdefault("extra_data", {}).setdefault("flags", [])
-    kept = [f for f in flags if f.get("code") != code]
-    if message is None and len(kept) == len(flags):
+    details = run.graded[student].details
+    kept = [f for f in details.flags if f.code != code]
+    if message is None and len(kept) == len(details.flags):
         return
+    details.flags = kept
     if message is not None:
         run.failed[student] = message
-        kept.append({"code": code, "message": message})
-    data["extra_data"]["flags"] = kept
+        details.add_flag(code, message)
     try:
-        write_atomic(run.paths.results(student, run.assignment),
-                     json.dumps(data, indent=2, sort_keys=True) + "\n")
+        run.graded[student].write(run.paths.results(student, run.assignment))
     except OSError:
         pass
 
 
-def write_student_files(paths: CoursePaths, asg, released, student: str, data: dict,
-                        folder_name: str) -> None:
+def write_student_files(paths: CoursePaths, asg, released, student: str,
+                        result: GradingResult, folder_name: str) -> None:
     """What nbgrader's own commands need of one graded submission: the autograded notebook
     (formgrader, ``generate_feedback``), and beside the feedback page ``timestamp.txt`` and
     ``submission_secret.txt`` (``release_feedback``). ``folder_name``: the student's folder in
@@ -570,14 +572,14 @@ def write_student_files(paths: CoursePaths, asg, released, student: str, data: d
     if job is not None and job.notebook is None:
         job = None
     target = paths.autograded_notebook(student, assignment)
-    sha = str(data.get("extra_data", {}).get("submission_sha256", ""))
+    sha = result.details.submission_sha256
     try:
-        write_autograded(target, released, asg, data, job.notebook if job else None, sha,
+        write_autograded(target, released, asg, result, job.notebook if job else None, sha,
                          base=paths.submitted)
     except Exception:     # one student's file never stops the cohort: the release, outcomes in
-        write_autograded(target, released, asg, data, None, sha)
+        write_autograded(target, released, asg, result, None, sha)
     page = paths.feedback_html(student, assignment)
-    write_feedback(data, page)
+    write_feedback(result, page)
     legacy = page.with_name("feedback.html")     # the page's name before it followed nbgrader's
     if legacy != page and legacy.is_file():
         legacy.unlink()
@@ -657,12 +659,11 @@ def summary_table(run: CourseRun):
     """The end-of-run table: graded, failed to read, flagged, grader errors, mean score."""
     from rich.table import Table
 
-    kinds = Counter(kind(d) for d in run.results.values())
-    flagged = [s for s, d in run.results.items() if is_flagged(d)]
-    scores = [float(d.get("score", 0)) for d in run.results.values()]
-    max_score = max((float(d.get("extra_data", {}).get("max_score") or 0)
-                     for d in run.results.values()), default=0.0)
-    table = Table(title=f"grade-course {run.assignment}: {len(run.results)} submissions "
+    kinds = Counter(kind(r) for r in run.graded.values())
+    flagged = [s for s, r in run.graded.items() if is_flagged(r)]
+    scores = [r.score for r in run.graded.values()]
+    max_score = max((r.details.max_score for r in run.graded.values()), default=0.0)
+    table = Table(title=f"grade-course {run.assignment}: {len(run.graded)} submissions "
                         f"({len(run.graded_now)} graded now, {len(run.skipped)} up to date)")
     for col in ("graded", "failed to read", "flagged", "grader errors", "mean score"):
         table.add_column(col, justify="right")
@@ -696,10 +697,10 @@ def cmd_grade_course(args) -> int:
                                    "command again to grade the rest")
         return 130
     out.print(summary_table(run))
-    problems = {s: d for s, d in run.results.items() if kind(d) != "graded" or is_flagged(d)}
-    for student, data in sorted(problems.items()):
-        codes = ", ".join(f["code"] for f in data.get("extra_data", {}).get("flags", []))
-        out.print(f"  {student}: {kind(data)}; {codes}", markup=False)
+    problems = {s: r for s, r in run.graded.items() if kind(r) != "graded" or is_flagged(r)}
+    for student, result in sorted(problems.items()):
+        codes = ", ".join(f.code for f in result.details.flags)
+        out.print(f"  {student}: {kind(result)}; {codes}", markup=False)
     for student, error in sorted(run.failed.items()):
         out.print(f"  {student}: {error}", markup=False)
     p = run.paths

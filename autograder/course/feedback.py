@@ -1,12 +1,11 @@
-"""Per-student feedback: ``feedback/<student>/<assignment>/<notebook>.html`` from a results JSON.
+"""Per-student feedback: ``feedback/<student>/<assignment>/<notebook>.html`` from a result.
 
 The page is self-contained (inline CSS, inline SVG, no JavaScript, no network). It shows each
 question's score, every check's message and hint (failed checks with the same message shown once,
 a question left as the release's stub once as "not attempted"), a plot of the student's own
-training run beside its pass mark (from ``tests[i].extra_data.training``), and the integrity
-notes. It shows only what the results
-JSON already shows a student (test names and outputs), never hidden test source; a grader error's
-internal details are replaced by a plain sentence.
+training run beside its pass mark (from ``tests[i].extra_data["training"]``), and the integrity
+notes. It shows only what the result already shows a student (test names and outputs), never
+hidden test source; a grader error's internal details are replaced by a plain sentence.
 """
 from __future__ import annotations
 
@@ -15,9 +14,9 @@ from pathlib import Path
 
 from autograder.course.kinds import attempted, cell_of
 from autograder.course.training_plot import training_svg
-from autograder.outcomes import OUTCOMES
+from autograder.outcomes import OUTCOMES, Flag
 from autograder.points import fmt_percent, fmt_points
-from autograder.results import write_atomic
+from autograder.results import GradingResult, write_atomic
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -32,14 +31,10 @@ def environment():
     return env
 
 
-def student_flags(flags: list[dict]) -> list[dict]:
+def student_flags(flags: list[Flag]) -> list[dict]:
     """The flags as a student reads them (no kit internals)."""
-    shown = []
-    for f in flags:
-        code = f.get("code", "")
-        shown.append({"code": code, "title": OUTCOMES.title(code),
-                      "message": OUTCOMES.student_text(code, str(f.get("message", "")))})
-    return shown
+    return [{"code": f.code, "title": OUTCOMES.title(f.code),
+             "message": OUTCOMES.student_text(f.code, f.message)} for f in flags]
 
 
 STUB_RAISED = re.compile(r"`?(\w+)`? raised NotImplementedError")
@@ -54,34 +49,30 @@ def not_attempted_text(tests: list[dict]) -> str:
             "NotImplementedError). Write it, then run the question's check cell.")
 
 
-def questions(data: dict) -> list[dict]:
+def questions(result: GradingResult) -> list[dict]:
     """The tests grouped by grade cell, in order of first appearance, each question's checks as
     ``rows``: a passed check on its own; failed checks with the same message as one row (the
     message once, the checks' titles listed, their points summed); a question whose every check
     failed on the stub (``kinds.attempted``) as one "not attempted" row."""
     by_cell: dict[str, dict] = {}
-    for t in data.get("tests", []):
+    for t in result.tests:
         cell = cell_of(t) or "other"
         q = by_cell.setdefault(cell, {"cell": cell, "score": 0.0, "max_score": 0.0, "tests": [],
                                       "training": []})
-        q["score"] += float(t.get("score", 0))
-        q["max_score"] += float(t.get("max_score", 0))
-        title = t.get("name", "")
+        q["score"] += t.score
+        q["max_score"] += t.max_score
+        title = t.name
         if title.startswith(cell + ": "):
             title = title[len(cell) + 2:]
-        q["tests"].append({"title": title, "status": t.get("status", "failed"),
-                           "score": float(t.get("score", 0)),
-                           "max_score": float(t.get("max_score", 0)),
-                           "output": ("" if t.get("visibility") == "hidden"
-                                      else t.get("output", ""))})
-        extra = t.get("extra_data")
-        training = extra.get("training") if isinstance(extra, dict) else None
+        q["tests"].append({"title": title, "status": t.status, "score": t.score,
+                           "max_score": t.max_score,
+                           "output": "" if t.visibility == "hidden" else t.output})
+        training = t.extra_data.get("training")
         if isinstance(training, dict):
             q["training"].append(training)
     for cell, q in by_cell.items():
         q["full"] = q["score"] >= q["max_score"] - 1e-9
-        q["attempted"] = attempted([t for t in data.get("tests", [])
-                                    if (cell_of(t) or "other") == cell])
+        q["attempted"] = attempted([t for t in result.tests if (cell_of(t) or "other") == cell])
         q["rows"] = collapse(q["tests"]) if q["attempted"] else [
             {"status": "failed", "titles": [f"{len(q['tests'])} check"
                                             f"{'s' if len(q['tests']) > 1 else ''}"],
@@ -109,24 +100,20 @@ def collapse(tests: list[dict]) -> list[dict]:
     return rows
 
 
-def render_feedback(data: dict) -> str:
-    """The feedback page for one results JSON."""
-    extra = data.get("extra_data", {})
-    max_score = float(extra.get("max_score") or sum(float(t.get("max_score", 0))
-                                                    for t in data.get("tests", [])))
-    score = float(data.get("score", 0))
-    flags = student_flags(extra.get("flags", []))
-    output = data.get("output", "")
-    if any(f["code"] == "grader_error" for f in flags):
-        output = ""
+def render_feedback(result: GradingResult) -> str:
+    """The feedback page for one result."""
+    details = result.details
+    max_score, score = result.max_score, result.score
+    flags = student_flags(details.flags)
+    output = "" if "grader_error" in details.flag_codes() else result.output
     return environment().get_template("feedback.html.j2").render(
-        assignment=extra.get("assignment", ""), student=extra.get("student", ""),
+        assignment=details.assignment, student=details.student,
         score=score, max_score=max_score,
         percent=round(100 * score / max_score, 1) if max_score else 0,
         output=output, flags=flags, serious=any(OUTCOMES.serious(f["code"]) for f in flags),
-        questions=questions(data), plot=training_svg, sandbox=extra.get("sandbox", ""),
-        device=extra.get("device", ""))
+        questions=questions(result), plot=training_svg, sandbox=details.sandbox,
+        device=details.device)
 
 
-def write_feedback(data: dict, path: Path) -> None:
-    write_atomic(path, render_feedback(data))
+def write_feedback(result: GradingResult, path: Path) -> None:
+    write_atomic(path, render_feedback(result))

@@ -9,12 +9,12 @@ submission.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course.kinds import flag_codes, is_flagged
 from autograder.course.paths import CoursePaths, grade_cell_points
+from autograder.results import GradingResult
 
 
 
@@ -96,15 +96,14 @@ def read_timestamp(folder: Path, base: Path | None = None):
         return None
 
 
-def cell_scores(data: dict) -> dict[str, float]:
-    """``{grade cell: score}`` of a results JSON (from ``extra_data.grade_cells``, else tests)."""
-    cells = data.get("extra_data", {}).get("grade_cells")
+def cell_scores(result: GradingResult) -> dict[str, float]:
+    """``{grade cell: score}`` of a result (its ``grade_cells``, else summed over its tests)."""
+    cells = result.details.grade_cells
     if cells:
-        return {k: float(v["score"]) for k, v in cells.items()}
+        return {k: v["score"] for k, v in cells.items()}
     totals: dict[str, float] = {}
-    for t in data.get("tests", []):
-        cell = (t.get("tags") or [""])[0]
-        totals[cell] = totals.get(cell, 0.0) + float(t.get("score", 0.0))
+    for t in result.tests:
+        totals[t.grade_cell] = totals.get(t.grade_cell, 0.0) + t.score
     return totals
 
 
@@ -131,7 +130,7 @@ def late_penalty(assigner, submission, snb, student_id: str):
     return None if penalty is None else assigner._check_late_penalty(snb, penalty)
 
 
-def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None,
+def record_result(gb, result: GradingResult, assignment: str, notebook: str, timestamp=None,
                   assigner=None) -> bool:
     """Write one result's grade-cell scores as auto scores, in one transaction.
 
@@ -142,9 +141,11 @@ def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None
                               SubmittedNotebook)
 
     db = gb.db
-    student_id = str(data["extra_data"]["student"])
-    flags = flag_codes(data)
-    scores = cell_scores(data)
+    student_id = result.details.student
+    if not student_id:
+        raise ValueError("the result names no student")
+    flags = flag_codes(result)
+    scores = cell_scores(result)
     changed = False
     try:
         try:
@@ -190,7 +191,7 @@ def record_result(gb, data: dict, assignment: str, notebook: str, timestamp=None
             snb.late_submission_penalty = penalty
             changed = True
         # formgrader's "flagged": set for findings, never cleared (a TA may have set it)
-        if (is_flagged(data) or "grader_error" in flags) and not snb.flagged:
+        if (is_flagged(result) or "grader_error" in flags) and not snb.flagged:
             snb.flagged = True
             changed = True
         if changed:
@@ -214,14 +215,14 @@ def sync_gradebook(db_url: str, paths: CoursePaths, assignment: str,
         assigner = late_penalties(paths)
         for student in students:
             try:
-                data = json.loads(paths.results(student, assignment).read_text())
+                result = GradingResult.read(paths.results(student, assignment))
             except (OSError, ValueError):
                 continue
             try:
-                data.setdefault("extra_data", {})["student"] = student   # the folder name rules
+                result.details.student = student        # the folder name rules
                 folder = (folders or {}).get(student, student)
                 stamp = read_timestamp(paths.submitted / folder / assignment, paths.submitted)
-                if record_result(gb, data, assignment, notebook, stamp, assigner):
+                if record_result(gb, result, assignment, notebook, stamp, assigner):
                     summary.written += 1
                 else:
                     summary.unchanged += 1

@@ -12,25 +12,26 @@ code) are never rendered into it.
 """
 from __future__ import annotations
 
-import json
+import copy
 from pathlib import Path
 
 from nbconvert.exporters import Exporter
 from traitlets import default
 
+from autograder.results import GradingResult, TestResult
+
 STAFF = "course staff"
 
 
-def reviewed(data: dict, nb, grades: dict) -> dict:
-    """``data`` (a results JSON) with the gradebook's final word added as entries of the
+def reviewed(result: GradingResult, nb, grades: dict) -> GradingResult:
+    """A copy of ``result`` with the gradebook's final word added as entries of the
     feedback: a manual score that differs from the autograder's, a grader's comment, the late
     penalty; ``score`` becomes the gradebook's (late penalty taken off)."""
-    data = json.loads(json.dumps(data))
-    tests = data.setdefault("tests", [])
+    result = copy.deepcopy(result)
+    tests = result.tests
     auto: dict[str, float] = {}
     for t in tests:
-        cell = (t.get("tags") or [""])[0]
-        auto[cell] = auto.get(cell, 0.0) + float(t.get("score", 0))
+        auto[t.grade_cell] = auto.get(t.grade_cell, 0.0) + t.score
     pending: list[str] = []            # comments on answer cells, shown with the next question
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
@@ -44,25 +45,24 @@ def reviewed(data: dict, nb, grades: dict) -> dict:
             continue
         score = meta.get("score")
         if score is not None and abs(float(score) - auto.get(gid, 0.0)) > 1e-9:
-            tests.append({"name": f"{gid}: reviewed by {STAFF}", "tags": [gid],
-                          "score": float(score) - auto.get(gid, 0.0), "max_score": 0.0,
-                          "status": "passed", "visibility": "visible",
-                          "output": f"Your {STAFF} set this question's score to {float(score):g} "
-                                    f"of {float(meta.get('points') or 0):g}."})
+            tests.append(TestResult(
+                name=f"{gid}: reviewed by {STAFF}", tags=[gid],
+                score=float(score) - auto.get(gid, 0.0), max_score=0.0, status="passed",
+                output=f"Your {STAFF} set this question's score to {float(score):g} "
+                       f"of {float(meta.get('points') or 0):g}."))
         for text in pending:
-            tests.append({"name": f"{gid}: comment from {STAFF}", "tags": [gid], "score": 0.0,
-                          "max_score": 0.0, "status": "passed", "visibility": "visible",
-                          "output": text})
+            tests.append(TestResult(name=f"{gid}: comment from {STAFF}", tags=[gid], score=0.0,
+                                    max_score=0.0, status="passed", output=text))
         pending = []
     penalty = float(grades.get("late_penalty") or 0)
     if penalty:
-        tests.append({"name": "late submission: penalty", "tags": ["late submission"],
-                      "score": -penalty, "max_score": 0.0, "status": "failed",
-                      "visibility": "visible",
-                      "output": f"Submitted after the due date: {penalty:g} points taken off."})
+        tests.append(TestResult(
+            name="late submission: penalty", tags=["late submission"], score=-penalty,
+            max_score=0.0, status="failed",
+            output=f"Submitted after the due date: {penalty:g} points taken off."))
     if grades.get("score") is not None:
-        data["score"] = float(grades["score"])
-    return data
+        result.score = float(grades["score"])
+    return result
 
 
 class KitFeedbackExporter(Exporter):
@@ -80,8 +80,7 @@ class KitFeedbackExporter(Exporter):
 
         nb, resources = super().from_notebook_node(nb, resources, **kw)
         folder = Path(resources.get("metadata", {}).get("path") or ".")
-        data = json.loads((folder / "results.json").read_text())
+        result = GradingResult.read(folder / "results.json")
         grades = resources.get("nbgrader", {})
-        data.setdefault("extra_data", {})["student"] = grades.get("student") or \
-            data.get("extra_data", {}).get("student", "")
-        return render_feedback(reviewed(data, nb, grades)), resources
+        result.details.student = grades.get("student") or result.details.student
+        return render_feedback(reviewed(result, nb, grades)), resources

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from pathlib import Path
 from autograder.course.feedback import environment
 from autograder.course.kinds import attempted, cell_of, is_flagged, kind, unattempted_cells
 from autograder.points import fmt_percent, fmt_points
-from autograder.results import write_atomic
+from autograder.results import GradingResult, write_atomic
+
 HINT = re.compile(r"(?:known mistake|Hint)\s*:\s*(.+)", re.S | re.I)
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -30,7 +30,7 @@ NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 class Cohort:
     """Every result of one assignment, and the statistics the report shows."""
     assignment: str
-    results: dict[str, dict]                        # student -> results JSON
+    results: dict[str, GradingResult]               # student -> result
     max_score: float = 0.0
     counted: list[str] = field(default_factory=list)   # students in the per-question stats
 
@@ -38,25 +38,24 @@ class Cohort:
     def load(cls, autograded: Path, assignment: str) -> "Cohort":
         results = {}
         for path in sorted(autograded.glob(f"*/{assignment}/results.json")):
-            try:
-                results[path.parent.parent.name] = json.loads(path.read_text())
+            try:      # a damaged or unreadable file is left out; the others make the report
+                results[path.parent.parent.name] = GradingResult.read(path)
             except (OSError, ValueError):
                 continue
         cohort = cls(assignment, results)
-        cohort.max_score = max((float(r.get("extra_data", {}).get("max_score") or 0)
-                                for r in results.values()), default=0.0)
+        cohort.max_score = max((r.details.max_score for r in results.values()), default=0.0)
         cohort.counted = [s for s, r in results.items() if kind(r) == "graded"]
         return cohort
 
     def scores(self) -> list[float]:
-        return [float(r.get("score", 0)) for r in self.results.values()]
+        return [r.score for r in self.results.values()]
 
     def questions(self) -> list[dict]:
         """Per grade cell, over the submissions that attempted it: the mean fraction of its
         points and how many got full credit; ``skipped`` counts those that did not."""
         cells: dict[str, dict] = {}
         for s in self.counted:
-            tests = self.results[s].get("tests", [])
+            tests = self.results[s].tests
             for cell, v in cell_totals(self.results[s]).items():
                 q = cells.setdefault(cell, {"cell": cell, "fractions": [], "full": 0,
                                             "skipped": 0, "max_score": v["max_score"]})
@@ -84,14 +83,14 @@ class Cohort:
         rows: dict[str, dict] = {}
         for s in self.counted:
             skipped = unattempted_cells(self.results[s])
-            for t in self.results[s].get("tests", []):
-                r = rows.setdefault(t["name"], {"name": t["name"], "passed": 0, "n": 0,
-                                                "skipped": 0, "cell": cell_of(t)})
+            for t in self.results[s].tests:
+                r = rows.setdefault(t.name, {"name": t.name, "passed": 0, "n": 0,
+                                             "skipped": 0, "cell": cell_of(t)})
                 if r["cell"] in skipped:
                     r["skipped"] += 1
                     continue
                 r["n"] += 1
-                r["passed"] += t.get("status") == "passed"
+                r["passed"] += t.passed
         for r in rows.values():
             r["rate"] = r["passed"] / r["n"] if r["n"] else None
         return list(rows.values())
@@ -104,21 +103,21 @@ class Cohort:
         however many tests showed the mistake."""
         groups: dict[tuple[str, str], dict] = {}
         for s in self.counted:
-            for t in self.results[s].get("tests", []):
-                if t.get("status") == "passed" or not attempted([t]):
+            for t in self.results[s].tests:
+                if t.passed or not attempted([t]):
                     continue
-                text = t.get("output", "").strip()
+                text = t.output.strip()
                 cell = cell_of(t)
                 hint = HINT.search(text)
                 key = (cell, " ".join(hint.group(1).split())) if hint else \
-                    (t["name"], " ".join(NUMBER.sub("#", text).split()))
+                    (t.name, " ".join(NUMBER.sub("#", text).split()))
                 g = groups.setdefault(key, {"cell": cell, "example": text,
                                             "hint": hint.group(1).strip() if hint else "",
                                             "students": [], "tests": []})
                 if s not in g["students"]:
                     g["students"].append(s)
-                if t["name"] not in g["tests"]:
-                    g["tests"].append(t["name"])
+                if t.name not in g["tests"]:
+                    g["tests"].append(t.name)
         ranked = sorted(groups.values(), key=lambda g: (-len(g["students"]), -len(g["tests"]),
                                                         g["cell"], g["tests"][0]))
         return ranked[:limit]
@@ -126,8 +125,7 @@ class Cohort:
     def flagged(self) -> list[dict]:
         rows = []
         for s, r in self.results.items():
-            flags = [f for f in r.get("extra_data", {}).get("flags", [])
-                     if f.get("code") != "device_fallback"]
+            flags = [f for f in r.details.flags if f.code != "device_fallback"]
             if flags:
                 rows.append({"student": s, "kind": kind(r), "flags": flags})
         return rows
@@ -138,8 +136,8 @@ class Cohort:
         groups: dict[str, list[str]] = defaultdict(list)
         for s in self.counted:
             r = self.results[s]
-            sha = r.get("extra_data", {}).get("submission_sha256")
-            if sha and float(r.get("score", 0)) > 0:
+            sha = r.details.submission_sha256
+            if sha and r.score > 0:
                 groups[sha].append(s)
         return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g))
 
@@ -149,15 +147,15 @@ class Cohort:
         return qs[0] if qs else None
 
 
-def cell_totals(result: dict) -> dict[str, dict]:
-    cells = result.get("extra_data", {}).get("grade_cells")
+def cell_totals(result: GradingResult) -> dict[str, dict[str, float]]:
+    cells = result.details.grade_cells
     if cells:
         return cells
-    totals: dict[str, dict] = {}
-    for t in result.get("tests", []):
+    totals: dict[str, dict[str, float]] = {}
+    for t in result.tests:
         c = totals.setdefault(cell_of(t), {"score": 0.0, "max_score": 0.0})
-        c["score"] += t.get("score", 0)
-        c["max_score"] += t.get("max_score", 0)
+        c["score"] += t.score
+        c["max_score"] += t.max_score
     return totals
 
 
@@ -220,7 +218,7 @@ def write_report(autograded: Path, out: Path, assignment: str,
     cohort = Cohort.load(autograded, assignment)
     scores = cohort.scores()
     kinds = Counter(kind(r) for r in cohort.results.values())
-    students = [{"student": s, "score": float(r.get("score", 0)), "kind": kind(r),
+    students = [{"student": s, "score": r.score, "kind": kind(r),
                  "flagged": is_flagged(r), "link": feedback_link(s) if feedback_link else ""}
                 for s, r in cohort.results.items()]
     html = environment().get_template("report.html.j2").render(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.seeding import derive_seed, rng_for
 
 if TYPE_CHECKING:

@@ -9,8 +9,6 @@ import re
 import time
 import traceback
 from pathlib import Path
-from typing import Any
-
 from autograder.assignments import Assignment, load_assignment
 from autograder.config import Settings
 from autograder.grade.plugin import SuiteContext
@@ -18,7 +16,9 @@ from autograder.grade.runner import run_suite, score_outcomes
 from autograder.load.notebook import Submission, cell_label, read_submission
 from autograder.points import fmt_points
 from autograder.load.untrusted import submission_base
-from autograder.results import GradingResult, TestResult, grade_cell_totals
+from autograder.outcomes import Flag
+from autograder.results import (GradingResult, ResultDetails, TestResult, grade_cell_totals,
+                                new_details)
 from autograder.sandbox.devices import worker_device
 from autograder.seeding import code_digest
 
@@ -113,21 +113,18 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
     started = time.monotonic()
     asg = load_assignment(assignment, settings.course_dir)
     points = {g.id: g.points for g in asg.grade_cells}
-    extra: dict[str, Any] = {
-        "max_score": asg.max_score, "student": student, "assignment": assignment,
-        "sandbox": "", "device": "", "flags": [], "grade_cells": {}, "submission_sha256": ""}
     submission = read_submission(Path(path), asg,
                                  base=submission_base(Path(path), settings.course_dir))
-    extra["submission_sha256"] = submission.sha256
-    extra["flags"] = list(submission.flags)
+    extra = new_details(student=student, assignment=assignment, max_score=asg.max_score,
+                        submission_sha256=submission.sha256, flags=submission.flags)
     if not submission.readable:
-        extra["flags"].append({"code": "unreadable_notebook", "message": submission.problem})
+        extra.add_flag("unreadable_notebook", submission.problem)
         return _result(every_cell_fails(points, submission.problem), extra, started,
                        f"Your notebook could not be read: {submission.problem}")
     try:
         backend = resolve_backend(backend or settings.sandbox)
-        extra["sandbox"] = backend
-        extra["flags"].extend(exposure_flags(backend, settings.course_dir))
+        extra.sandbox = backend
+        extra.flags.extend(Flag.from_json(f) for f in exposure_flags(backend, settings.course_dir))
         wdev = worker_device(device, settings.device)
         from autograder.hints import Hints
 
@@ -138,25 +135,24 @@ def grade_submission(path: Path, assignment: str, *, student: str, settings: Set
                                cohort_seed=settings.cohort_seed, student_id=student,
                                device=session.actual_device,
                                code_digest=code_digest(submission.cells))
-            extra["device"] = session.actual_device
+            extra.device = session.actual_device
             if wdev != session.actual_device:
-                extra["flags"].append({"code": "device_fallback", "message":
-                                       f"{wdev} was requested but is not available; graded on "
-                                       f"{session.actual_device}"})
+                extra.add_flag("device_fallback", f"{wdev} was requested but is not available; "
+                                                  f"graded on {session.actual_device}")
             outcomes = run_suite(ctx)
-            extra["flags"].extend(session.student_worker.flags())
+            extra.flags.extend(Flag.from_json(f) for f in session.student_worker.flags())
             load_notes = loading_notes(submission, session.student_reply, asg)
         for o in outcomes:
             o.message = explain_missing_names(o.message, submission.given_only)
         kit_errors = [o for o in outcomes if o.kit_error]
         if kit_errors:
-            extra["flags"].append({"code": "grader_error", "message": "; ".join(
-                f"{o.nodeid}: {o.kit_error}" for o in kit_errors)[:2000]})
+            extra.add_flag("grader_error", "; ".join(
+                f"{o.nodeid}: {o.kit_error}" for o in kit_errors)[:2000])
         tests = score_outcomes(outcomes, points)
         return _result(tests, extra, started, summary(tests, submission, asg, load_notes))
     except Exception as exc:  # a bug in the kit: still record a result for this submission
-        extra["flags"].append({"code": "grader_error", "message":
-                               f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"})
+        extra.add_flag("grader_error",
+                       f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}")
         return _result(every_cell_fails(points, "This question could not be graded because of an "
                                         "error in the grader; your course staff will regrade it."),
                        extra, started, "Grader error: your course staff have been notified.")
@@ -227,8 +223,7 @@ def explain_missing_names(message: str, given_only: dict[str, str]) -> str:
     return message
 
 
-def _result(tests: list[TestResult], extra: dict, started: float, output: str) -> GradingResult:
-    extra["grade_cells"] = grade_cell_totals(tests)
-    return GradingResult(score=sum(t.score for t in tests),
-                         execution_time=time.monotonic() - started,
-                         output=output, tests=tests, extra_data=extra)
+def _result(tests: list[TestResult], extra: ResultDetails, started: float,
+            output: str) -> GradingResult:
+    return GradingResult.build(tests, extra, output=output,
+                               execution_time=time.monotonic() - started)

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from autograder.feedback import Mistake, revealing
+from autograder.mistakes import Mistake, revealing
 from autograder.sandbox.protocol import Other, TooLarge
 
 ATOL = 1e-4          # float32 everywhere; several wrong answers differ by only ~0.02

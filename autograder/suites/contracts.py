@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 
 
 def _sent(x):

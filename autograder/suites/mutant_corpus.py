@@ -3,9 +3,10 @@ solution cells replaced, graded like any other (the real command line, or ``grad
 in this process with one worker pool), and the record of what it lost where.
 
 Each assignment's ``corpus.py`` decides which grade cell a mistake must lose points on
-(``Graded.question``) and which others it may cost too (``Graded.may_also_lose``: the training
-questions whose harness runs the function); every other cell must keep full marks. Points are in
-the grade cells' own units: ``lost[cell]`` is the sum of ``max_score - score`` of its tests.
+(``MutantGrade.question``) and which others it may cost too (``MutantGrade.may_also_lose``: the
+training questions whose harness runs the function); every other cell must keep full marks.
+Points are in the grade cells' own units: ``lost[cell]`` is the sum of ``max_score - score`` of
+its tests.
 """
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.hints import solution_cell
+from autograder.outcomes import Flag
+from autograder.results import GradingResult
 
 NUMERIC_MESSAGE = re.compile(r"The first wrong number is at position|The shape is \(")
 MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
 
 
 @dataclass
-class Graded:
+class MutantGrade:
     """One graded corpus notebook: a mutant, one or more correct variants, or a whole notebook."""
     name: str
     kind: str                       # "mutant" | "variant" | "answer_key" | "release"
@@ -42,11 +45,11 @@ class Graded:
     max_scores: dict[str, float] = field(default_factory=dict)   # test name -> its max score
     score: float = 0.0
     max_score: float = 0.0
-    flags: list[dict] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
     device: str = ""
     via: str = ""                   # "cli" | "api"
     seconds: float = 0.0
-    result: dict = field(default_factory=dict)
+    result: GradingResult | None = None
 
     @property
     def function(self) -> str:
@@ -76,8 +79,8 @@ class Graded:
         return self.needs != "cuda" or self.device.startswith("cuda")
 
     @property
-    def grader_errors(self) -> list[dict]:
-        return [f for f in self.flags if f.get("code") == "grader_error"]
+    def grader_errors(self) -> list[Flag]:
+        return [f for f in self.flags if f.code == "grader_error"]
 
 
 # --- building submissions --------------------------------------------------------------------
@@ -101,20 +104,18 @@ def submission_notebook(assignment, replacements: dict[str, str]) -> dict:
 
 # --- grading -----------------------------------------------------------------------------------
 
-def fill(record: Graded, result: dict, via: str, seconds: float) -> Graded:
-    """Record a results JSON's points lost, failure texts and flags per grade cell."""
-    for t in result["tests"]:
-        cell = t["tags"][0] if t.get("tags") else ""
-        lost = float(t["max_score"]) - float(t["score"])
-        record.lost[cell] = round(record.lost.get(cell, 0.0) + lost, 6)
-        record.max_scores[t["name"]] = float(t["max_score"])
-        if t["status"] != "passed":
-            record.outputs[cell] = record.outputs.get(cell, "") + t.get("output", "") + "\n"
-            record.failed.setdefault(cell, []).append(t["name"])
-    extra = result.get("extra_data", {})
-    record.flags = list(extra.get("flags", []))
-    record.device = extra.get("device", "")
-    record.score, record.max_score = float(result["score"]), float(extra.get("max_score", 0))
+def fill(record: MutantGrade, result: GradingResult, via: str, seconds: float) -> MutantGrade:
+    """Record a result's points lost, failure texts and flags per grade cell."""
+    for t in result.tests:
+        cell = t.grade_cell
+        record.lost[cell] = round(record.lost.get(cell, 0.0) + t.max_score - t.score, 6)
+        record.max_scores[t.name] = t.max_score
+        if not t.passed:
+            record.outputs[cell] = record.outputs.get(cell, "") + t.output + "\n"
+            record.failed.setdefault(cell, []).append(t.name)
+    record.flags = list(result.details.flags)
+    record.device = result.details.device
+    record.score, record.max_score = result.score, result.details.max_score
     record.via, record.seconds, record.result = via, round(seconds, 2), result
     return record
 
@@ -132,8 +133,8 @@ def sandbox_arguments() -> list[str]:
         return ["--unsafe-no-sandbox"]
 
 
-def grade_cli(record: Graded, path: Path, out_dir: Path,
-              assignment: str) -> tuple[Graded, subprocess.CompletedProcess]:
+def grade_cli(record: MutantGrade, path: Path, out_dir: Path,
+              assignment: str) -> tuple[MutantGrade, subprocess.CompletedProcess]:
     """Grade through the real command line, as a TA would (training always at full length)."""
     out = out_dir / f"{Path(path).stem}.results.json"
     started = time.monotonic()
@@ -145,11 +146,11 @@ def grade_cli(record: Graded, path: Path, out_dir: Path,
         raise RuntimeError(f"grading {Path(path).name} exited {proc.returncode}:\n"
                            f"{proc.stderr[-3000:]}")
     record.short_training = False
-    return fill(record, json.loads(out.read_text()), "cli", time.monotonic() - started), proc
+    return fill(record, GradingResult.read(out), "cli", time.monotonic() - started), proc
 
 
 def grade_api(records: list[tuple], assignment: str, out_dir: Path, pool=None,
-              around=lambda record: contextlib.nullcontext()) -> list[Graded]:
+              around=lambda record: contextlib.nullcontext()) -> list[MutantGrade]:
     """Grade many ``(record, path)`` notebooks in this process, one after the other, with one
     shared worker pool (``pool``, else one made and closed here). ``around(record)`` is a
     context manager entered while that record is graded."""
@@ -173,14 +174,14 @@ def grade_api(records: list[tuple], assignment: str, out_dir: Path, pool=None,
                 result = grade_submission(path, assignment, student=path.stem,
                                           settings=settings, backend=backend, pool=pool)
             result.write(out_dir / f"{path.stem}.results.json")
-            graded.append(fill(record, result.to_json(), "api", time.monotonic() - started))
+            graded.append(fill(record, result, "api", time.monotonic() - started))
     finally:
         if own:
             pool.close()
     return graded
 
 
-def as_expected(graded: list[Graded]) -> bool:
+def as_expected(graded: list[MutantGrade]) -> bool:
     """Every applicable mutant loses points on its own question and nowhere it may not; every
     correct variant keeps full marks (``make mutants`` exits 1 otherwise)."""
     mutants = [g for g in graded if g.kind == "mutant" and g.applicable]

@@ -23,7 +23,7 @@ from autograder import REPO_ROOT
 from autograder.hints import (Mutant, apply_mutant, load_correct_variants, load_mutants,
                               solution_cell)
 from autograder.suites import mutant_corpus
-from autograder.suites.mutant_corpus import Graded
+from autograder.suites.mutant_corpus import MutantGrade as Graded
 
 ASSIGNMENT = "ppo"
 TRAINING_CELL = {"reinforce_loss": "reinforce_training", "compute_gae": "ppo_training",

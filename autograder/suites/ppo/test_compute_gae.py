@@ -11,7 +11,7 @@ numbers out of whatever came back and judges them.
 import numpy as np
 import pytest
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.proxy import Tensor
 from autograder.suites.checks import against_reference, describe, is_tensor, numbers
 from autograder.suites.contracts import expect_inputs_unchanged

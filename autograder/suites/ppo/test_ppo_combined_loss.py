@@ -9,7 +9,7 @@ gradients flow to log_probs_new and values; the inputs are never modified.
 import numpy as np
 import pytest
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.proxy import Backward, Computed, StudentError, Tensor
 from autograder.suites.checks import (backed_by, describe, expect_values, is_tensor, scalar,
                                       tuple_of)

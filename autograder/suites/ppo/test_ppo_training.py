@@ -10,7 +10,7 @@ pass mark is calibrated on the answer key (``make calibrate``, docs/calibration.
 """
 import numpy as np
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.suites.ppo import training as T
 
 GRADE_CELL = "ppo_training"

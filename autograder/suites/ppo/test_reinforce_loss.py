@@ -9,7 +9,7 @@ leaves, as in the notebook's loop (``torch.log(prob)``). The inputs are never mo
 import numpy as np
 import pytest
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.proxy import Backward, LogSoftmaxGather, Tensor
 from autograder.suites.checks import backed_by, describe, expect_values, is_tensor
 from autograder.suites.contracts import expect_inputs_unchanged

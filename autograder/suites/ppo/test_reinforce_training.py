@@ -7,7 +7,7 @@ goes to the student's worker, as data, and its gradient comes back (``StudentPro
 The parent scores the final logits against the arm means it drew. The pass mark is calibrated on
 the answer key (``make calibrate``, docs/calibration.md).
 """
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.suites.ppo import training as T
 
 GRADE_CELL = "reinforce_training"

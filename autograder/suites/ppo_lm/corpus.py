@@ -29,7 +29,7 @@ from pathlib import Path
 from autograder import REPO_ROOT
 from autograder.hints import CorrectVariant, Mutant, apply_mutant, solution_cell
 from autograder.suites import mutant_corpus
-from autograder.suites.mutant_corpus import Graded, submission_notebook
+from autograder.suites.mutant_corpus import MutantGrade as Graded, submission_notebook
 
 ASSIGNMENT = "ppo_lm"
 TRAINING_CELL = "lm_ppo_training"

@@ -10,7 +10,7 @@ float (1/0) or bool; the inputs are never modified.
 import numpy as np
 import pytest
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.suites.checks import (against_reference, expect_tensor, is_tensor, numbers)
 from autograder.suites.contracts import expect_inputs_unchanged
 from autograder.suites.ppo_lm.checks import RTOL, bool_mask, np_token_gae, rlhf_batch, tensor

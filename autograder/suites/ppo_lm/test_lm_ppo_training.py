@@ -18,7 +18,7 @@ The pass marks are calibrated on the answer key (``make calibrate``, docs/calibr
 """
 import numpy as np
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.suites.ppo_lm import training as T
 
 GRADE_CELL = "lm_ppo_training"

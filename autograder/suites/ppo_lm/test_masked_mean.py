@@ -8,7 +8,7 @@ never modified.
 import numpy as np
 import pytest
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.proxy import Backward, Computed, StudentError
 from autograder.suites.checks import against_reference, backed_by, describe, is_tensor, numbers
 from autograder.suites.contracts import expect_inputs_unchanged

@@ -8,7 +8,7 @@ on the real tokens, 0 on the padding, and ``scores[b]`` added at the last real t
 import numpy as np
 import pytest
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.suites.checks import against_reference, expect_tensor, is_tensor, numbers
 from autograder.suites.contracts import expect_inputs_unchanged
 from autograder.suites.ppo_lm.checks import (RTOL, bool_mask, mask_of, np_per_token_rewards,

@@ -13,7 +13,7 @@ its own, and a mistake in ``masked_mean`` costs points on ``masked_mean`` only.
 import numpy as np
 import pytest
 
-from autograder.feedback import Mistake
+from autograder.mistakes import Mistake
 from autograder.proxy import Backward, StudentError, Tensor
 from autograder.suites.checks import backed_by, describe, is_tensor, scalar, tuple_of
 from autograder.suites.contracts import expect_inputs_unchanged

@@ -1,4 +1,6 @@
-"""What a failing test tells the student. Suites raise Mistake; nothing else reaches a student."""
+"""Mistake, what a failing test tells the student, and how a numeric difference is worded.
+
+Suites raise Mistake; nothing else reaches a student."""
 from __future__ import annotations
 
 import contextlib
