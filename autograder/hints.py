@@ -23,12 +23,10 @@ for a 2-D output). A hint therefore never claims more than a computation showed.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import zlib
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -106,9 +104,9 @@ def load_mutants(assignment) -> list[Mutant]:
 
 
 def load_probes(assignment) -> dict:
-    """``HINT_PROBES`` of the assignment's suite ``checks.py``: {function: probe(rng, args,
+    """``HINT_PROBES`` of the assignment's ``hidden_inputs.py``: {function: probe(rng, args,
     kwargs) -> [(args, kwargs), ...]}, new inputs shaped like the given ones."""
-    module = _suite_module(assignment, "checks")
+    module = _suite_module(assignment, "hidden_inputs")
     return dict(getattr(module, "HINT_PROBES", {})) if module else {}
 
 
@@ -118,15 +116,12 @@ def load_correct_variants(assignment) -> list[CorrectVariant]:
 
 
 def _suite_module(assignment, name: str):
-    path = Path(assignment.suite_dir) / f"{name}.py"
-    if not path.exists():
+    """The module ``name`` of the assignment's folder (``autograder.plugins``), or None."""
+    from autograder.plugins import assignment_module, has_module
+
+    if not has_module(assignment, name):
         return None
-    spec = importlib.util.spec_from_file_location(
-        f"autograder_suite_{assignment.name}_{name}", path)
-    assert spec is not None and spec.loader is not None     # a .py path always has a loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return assignment_module(assignment, name)
 
 
 def mutant_cells(assignment, mutants: list[Mutant] | None = None) -> list[dict]:
