@@ -1,17 +1,17 @@
 """Hints: explain a wrong answer by matching it against known mistakes, computed, never guessed.
 
-Each assignment's ``autograder/suites/<name>/mutants.py`` lists ``Mutant``s: a textual change to
+Each assignment's ``assignments/<name>/mutants.py`` lists ``Mutant``s: a textual change to
 one function's solution cell in the source notebook (the answer key), with a plain-words hint.
 The reference worker loads every mutant next to the answer key (``mutant_cells``), each wrapped
 so that it defines only ``_mutant_<name>``. When a suite finds a wrong output it asks
 ``Hints.explain``. The rules of a hint (``Hints.hint``):
 
 - **Two inputs.** A mutant's hint is shown only when the student's output equals the mutant's on
-  every input tried (the failing one and the suite's probes, ``HINT_PROBES`` of the suite's
-  ``checks.py``: new inputs of the same form, dtype, leaves and keyword arguments, one of them
-  spread wide; and the same with the default keyword arguments when the test gave others), and
-  the mutant differs from the answer key on at least two of them. One input, often a degenerate one
-  (a single action, a batch of one), never decides.
+  every input tried (the failing one and the suite's probes, ``HINT_PROBES`` of the
+  assignment's ``hidden_inputs.py``: new inputs of the same form, dtype, leaves and keyword
+  arguments, one of them spread wide; and the same with the default keyword arguments when the
+  test gave others), and the mutant differs from the answer key on at least two of them. One
+  input, often a degenerate one (a single action, a batch of one), never decides.
 - **The whole output.** "Equal" means the whole returned value (every item of a tuple, its
   numbers and types) and the aspect the test looks at (a gradient, the dtype, the inputs
   changed ...).
