@@ -668,3 +668,23 @@ def test_a_cell_nested_deeper_than_the_stack_costs_only_that_cell(terms):
         e = read(src)
         assert (e.code == src and e.error is None) or (e.code == "" and "too deeply" in e.error)
     assert run_as_written(src).names in (("X",), ())
+
+
+def test_an_assignment_folder_is_one_package_whose_modules_import_each_other(tmp_path):
+    """``autograder.plugins``: the folder is ``autograder_assignments.<name>``; its modules
+    import each other relatively; another folder of the same name replaces the first."""
+    from autograder.plugins import load_module, package_name
+
+    first, second = tmp_path / "a" / "toy", tmp_path / "b" / "toy"
+    for folder, value in ((first, 1), (second, 2)):
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text('"""toy"""\n')
+        (folder / "helper.py").write_text(f"VALUE = {value}\n")
+        (folder / "test_toy.py").write_text("from .helper import VALUE\n")
+    module = load_module("toy", first, "test_toy")
+    assert module.__name__ == package_name("toy") + ".test_toy"
+    assert module.__name__ == "autograder_assignments.toy.test_toy"
+    assert module.VALUE == 1 and load_module("toy", first, "test_toy") is module
+    assert load_module("toy", second, "test_toy").VALUE == 2
+    with pytest.raises(ValueError):
+        load_module("toy", second, "../helper")

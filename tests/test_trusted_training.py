@@ -160,3 +160,26 @@ def test_a_student_worker_that_dies_mid_run_stops_only_that_run():
     finally:
         for w in workers:
             w.close()
+
+
+def test_a_sandboxed_student_worker_has_no_trainer_to_run():
+    """Under bubblewrap the student's worker has neither the assignment's folder nor the
+    loader: a ``train`` request naming a real trainer fails there (the proxy never sends one)."""
+    from autograder.config import load_settings
+    from autograder.plugins import module_of
+    from autograder.sandbox.backends import BackendUnavailable, resolve_backend
+    from autograder.sandbox.client import Worker
+
+    try:
+        backend = resolve_backend("bwrap")
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    trainer = module_of("ppo", "training").trainer("bandit")
+    worker = Worker(load_settings(REPO_ROOT), backend=backend, device="cpu")
+    try:
+        worker.start()
+        reply = worker.request({"op": "train", "trainer": trainer.request(), "params": {}}, 60)
+    finally:
+        worker.close()
+    assert not reply.get("ok") and "need" not in reply, reply
+    assert reply["error"]["type"] in ("ImportError", "ModuleNotFoundError"), reply
