@@ -36,8 +36,11 @@ system-packages:
 	fi
 
 # --- Notebooks --------------------------------------------------------------------------------
-# Every assignment is a folder source/<assignment>/ holding its notebook(s).
+# Every assignment NAME is its notebook source/NAME/NAME.ipynb plus its folder assignments/NAME/
+# (docs/adding-an-assignment.md). The notebook targets take every source/*/ folder; the grader's
+# own targets (demo, mutants, calibrate) take the assignments the kit lists (both parts).
 ASSIGNMENTS := $(sort $(patsubst source/%/,%,$(dir $(wildcard source/*/*.ipynb))))
+LIST_ASSIGNMENTS = $(PY) -m autograder list-assignments
 
 # The student versions, release/<assignment>/: nbgrader replaces each solution by its stub, locks
 # the given cells and records their checksums. --no-db: releasing never touches a gradebook.
@@ -73,10 +76,13 @@ test-all: test
 	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15 -m slow
 
 # --- The cohort tools ---------------------------------------------------------------------------
-# A demo cohort (correct, blank, common mistakes, a broken file) graded end to end in
-# build/demo-course/: results, gradebook, feedback, report, `nbgrader export`; prints the table.
+# A demo cohort of every assignment (correct, blank, common mistakes, a broken file; the recipe is
+# assignments/<assignment>/demo.py) graded end to end in build/demo-course/: results, gradebook,
+# feedback, report, `nbgrader export`; prints the table.
 demo: setup
-	$(PY) -m autograder.course.demo
+	@for a in $$($(LIST_ASSIGNMENTS)); do \
+	  echo "demo: $$a"; $(PY) -m autograder.course.demo --assignment "$$a" || exit 1; \
+	done
 
 # grade-course --jobs 2 against nbgrader autograde on a mixed cohort of 100 and a realistic one of
 # 200 (nbgrader on the first 40 of each), and one cold
@@ -89,19 +95,23 @@ bench: setup
 	done
 
 # --- The grader's own checks (hidden suites) ------------------------------------------------
-# Every mutant of autograder/suites/<assignment>/mutants.py graded: the table of points lost and hints
-# shown, the kill rate and the false-fail count of the correct variants.
+# For every assignment, every mutant of assignments/<assignment>/mutants.py graded (its
+# corpus.py): the table of points lost and hints shown, the kill rate and the false-fail count of
+# the correct variants.
 mutants: setup
-	nice $(PY) -m autograder.suites.ppo.corpus
-	nice $(PY) -m autograder.suites.ppo_lm.corpus
+	@for a in $$($(LIST_ASSIGNMENTS)); do \
+	  nice $(PY) -m autograder.suites.mutant_corpus --assignment "$$a" || exit 1; \
+	done
 
-# The training tests' pass marks, from the answer key over 200 hidden seeds; writes
-# autograder/suites/ppo/thresholds.json and docs/calibration.md (about 15 minutes). Then Part 2's
-# (ppo_lm: 100 seeds of RLHF training, about an hour on two busy cores; --resume reuses the runs
-# logged in build/ that match the current code, so an interrupted run continues).
+# For every assignment, the training tests' pass marks from the answer key (its calibration.py,
+# with the arguments of its MAKE_ARGS); writes assignments/<assignment>/thresholds.json and its
+# sections of docs/calibration.md. ppo: 200 hidden seeds (about 15 minutes); ppo_lm: 100 seeds of
+# RLHF training (about an hour on two busy cores; --resume reuses the runs logged in build/ that
+# match the current code, so an interrupted run continues).
 calibrate: setup
-	nice $(PY) -m autograder.calibrate --seeds 200
-	nice $(PY) -m autograder.calibrate --assignment ppo_lm --seeds 100 --resume
+	@for a in $$($(LIST_ASSIGNMENTS)); do \
+	  nice $(PY) -m autograder.calibration --assignment "$$a" --make || exit 1; \
+	done
 
 clean:
 	rm -rf build

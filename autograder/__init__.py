@@ -9,3 +9,7 @@ import sys
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+# Every assignment's own code and data: <course dir or kit root>/assignments/<name>/
+# (autograder/plugins.py). Instructor-only: the sandbox (autograder/sandbox/backends.py) and the
+# Gradescope lock-down keep it from student code.
+ASSIGNMENTS_DIR = "assignments"

@@ -12,7 +12,10 @@ Invariants:
 - A given (locked or unmarked) code cell whose metadata says ``"autograder": {"setup": true}``
   is set-up (``CodeCell.setup``): at grading it runs in full, where other given cells
   contribute their definitions only. Only given code cells may be marked.
-- The hidden suite lives in ``<repo>/autograder/suites/<name>/``, whatever the course dir.
+- Everything else of the assignment (hidden suite, hidden inputs, trainers, mutants,
+  calibration, thresholds, demo recipe) lives in its folder ``folder``:
+  ``<course_dir>/assignments/<name>/``, else the kit's own ``assignments/<name>/``
+  (``autograder.plugins.assignment_folder``; imported only through ``autograder.plugins``).
 """
 from __future__ import annotations
 
@@ -20,14 +23,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder import REPO_ROOT
+from autograder.plugins import assignment_folder
 
-SUITES_DIR = REPO_ROOT / "autograder" / "suites"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class UnknownAssignment(Exception):
-    """No such assignment: no source notebook or no hidden suite. The message says which."""
+    """No such assignment: no source notebook or no assignment folder. The message says which."""
 
 
 class AssignmentError(Exception):
@@ -65,7 +67,7 @@ class Assignment:
     name: str
     notebook_name: str
     source_path: Path
-    suite_dir: Path
+    folder: Path                 # assignments/<name>/: the hidden suite and all its own code
     cells: tuple[CodeCell, ...]
     grade_cells: tuple[GradeCell, ...]
     solution_functions: dict[str, str]
@@ -77,17 +79,17 @@ class Assignment:
         return float(sum(g.points for g in self.grade_cells))
 
 
-_CACHE: dict[tuple[str, int, int], Assignment] = {}
+_CACHE: dict[tuple[str, int, int, str], Assignment] = {}
 
 
 def list_assignments(course_dir: Path) -> list[str]:
-    """Names A with both ``source/A/A.ipynb`` in the course and a suite dir, sorted."""
+    """Names A with both ``source/A/A.ipynb`` in the course and an assignment folder, sorted."""
     source = Path(course_dir) / "source"
     if not source.is_dir():
         return []
     return sorted(d.name for d in source.iterdir()
                   if _NAME.match(d.name) and (d / f"{d.name}.ipynb").is_file()
-                  and (SUITES_DIR / d.name).is_dir())
+                  and assignment_folder(d.name, course_dir) is not None)
 
 
 def load_assignment(name: str, course_dir: Path) -> Assignment:
@@ -97,17 +99,18 @@ def load_assignment(name: str, course_dir: Path) -> Assignment:
     path = (Path(course_dir) / "source" / name / f"{name}.ipynb").resolve()
     if not path.is_file():
         raise UnknownAssignment(f"unknown assignment {name!r}: no source notebook {path}")
-    suite_dir = SUITES_DIR / name
-    if not suite_dir.is_dir():
-        raise UnknownAssignment(f"assignment {name!r} has no hidden suite in {suite_dir}")
+    folder = assignment_folder(name, course_dir)
+    if folder is None:
+        raise UnknownAssignment(f"assignment {name!r} has no folder assignments/{name}/ in "
+                                f"{Path(course_dir)} nor in the kit")
     stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = (str(path), stat.st_mtime_ns, stat.st_size, str(folder))
     if key not in _CACHE:
-        _CACHE[key] = _read(name, path, suite_dir)
+        _CACHE[key] = _read(name, path, folder)
     return _CACHE[key]
 
 
-def _read(name: str, path: Path, suite_dir: Path) -> Assignment:
+def _read(name: str, path: Path, folder: Path) -> Assignment:
     import nbformat
 
     from autograder.load.extract import extract_definitions
@@ -155,7 +158,7 @@ def _read(name: str, path: Path, suite_dir: Path) -> Assignment:
                 raise AssignmentError(f"{path}: solution cell {gid!r} must define exactly one "
                                       f"function, not {list(defined)}")
             functions[gid] = defined[0]
-    return Assignment(name=name, notebook_name=path.name, source_path=path, suite_dir=suite_dir,
+    return Assignment(name=name, notebook_name=path.name, source_path=path, folder=folder,
                       cells=tuple(cells), grade_cells=tuple(grade_cells),
                       solution_functions=functions, locked_checksums=checksums,
                       nbgrader_cells=tuple(nbgrader_cells))

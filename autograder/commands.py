@@ -1,4 +1,5 @@
-"""The CLI's cohort commands: ``grade-course``, ``cluster-certs`` and ``gradescope-bundle``.
+"""The CLI's cohort commands: ``grade-course``, ``cluster-certs``, ``gradescope-bundle`` and
+``list-assignments``.
 
 ``add_subcommands(subparsers)`` registers them on ``python -m autograder``; each sub-parser's
 ``func`` is the command (``args -> exit status``). This module is the edge of the program: it
@@ -10,7 +11,7 @@ from pathlib import Path
 
 
 def add_subcommands(subparsers) -> None:
-    """Add ``grade-course``, ``cluster-certs`` and ``gradescope-bundle``."""
+    """Add ``grade-course``, ``cluster-certs``, ``gradescope-bundle`` and ``list-assignments``."""
     from autograder.course.paths import COURSE_DIR_HELP
 
     p = subparsers.add_parser(
@@ -45,6 +46,13 @@ def add_subcommands(subparsers) -> None:
     g.add_argument("--course-dir", type=Path, default=None, help=COURSE_DIR_HELP)
     g.set_defaults(func=_gradescope_bundle)
 
+    a = subparsers.add_parser(
+        "list-assignments", help="print the course's assignments, one a line",
+        description="Every NAME with source/NAME/NAME.ipynb in the course and an assignment "
+                    "folder assignments/NAME/ (the course's, else the kit's).")
+    a.add_argument("--course-dir", type=Path, default=None, help=COURSE_DIR_HELP)
+    a.set_defaults(func=_list_assignments)
+
 
 def _resolve_course_dir(args) -> bool:
     """``args.course_dir`` by the one rule (``paths.course_dir_of``); False after an error."""
@@ -76,3 +84,13 @@ def _gradescope_bundle(args) -> int:
     from autograder.gradescope import cmd_gradescope_bundle
 
     return cmd_gradescope_bundle(args) if _resolve_course_dir(args) else 2
+
+
+def _list_assignments(args) -> int:
+    from autograder.assignments import list_assignments
+
+    if not _resolve_course_dir(args):
+        return 2
+    for name in list_assignments(args.course_dir):
+        print(name)
+    return 0

@@ -9,7 +9,10 @@ to build the image, and for every submission runs ``run_autograder``, which must
                                     "# --- development only" line; installed into
                                     /autograder/venv, torch from PyTorch's CPU wheel index)
     nbgrader_config.py              the course settings (cohort seed, limits)
-    autograder/                     the kit, with its hidden suites
+    autograder/                     the kit
+    assignments/<assignment>/       the assignment's folder: hidden suite, trainers, thresholds
+                                    (``autograder.plugins.assignment_folder``: the course's,
+                                    else the kit's)
     source/<assignment>/            the source notebook (the answer key and the points)
 
 so that ``/autograder/source`` is a course directory. ``setup.sh`` first provisions a Python
@@ -45,7 +48,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from autograder import REPO_ROOT
+from autograder import ASSIGNMENTS_DIR, REPO_ROOT
+from autograder.plugins import assignment_folder
 from autograder.points import fmt_points
 from autograder.results import GradingResult
 
@@ -236,7 +240,12 @@ def bundle_files(course_dir: Path, assignment: str) -> dict[str, Path | bytes]:
             (REPO_ROOT / "requirements.txt").read_text()).encode(),
         "nbgrader_config.py": course_dir / "nbgrader_config.py",
     }
+    folder = assignment_folder(assignment, course_dir)
+    if folder is None:
+        raise FileNotFoundError(f"no assignment folder assignments/{assignment}/ in "
+                                f"{course_dir} nor in the kit")
     for base, root in (("autograder", REPO_ROOT / "autograder"),
+                       (f"{ASSIGNMENTS_DIR}/{assignment}", folder),
                        (f"source/{assignment}", source)):
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root)

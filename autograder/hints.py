@@ -1,17 +1,17 @@
 """Hints: explain a wrong answer by matching it against known mistakes, computed, never guessed.
 
-Each assignment's ``autograder/suites/<name>/mutants.py`` lists ``Mutant``s: a textual change to
+Each assignment's ``assignments/<name>/mutants.py`` lists ``Mutant``s: a textual change to
 one function's solution cell in the source notebook (the answer key), with a plain-words hint.
 The reference worker loads every mutant next to the answer key (``mutant_cells``), each wrapped
 so that it defines only ``_mutant_<name>``. When a suite finds a wrong output it asks
 ``Hints.explain``. The rules of a hint (``Hints.hint``):
 
 - **Two inputs.** A mutant's hint is shown only when the student's output equals the mutant's on
-  every input tried (the failing one and the suite's probes, ``HINT_PROBES`` of the suite's
-  ``checks.py``: new inputs of the same form, dtype, leaves and keyword arguments, one of them
-  spread wide; and the same with the default keyword arguments when the test gave others), and
-  the mutant differs from the answer key on at least two of them. One input, often a degenerate one
-  (a single action, a batch of one), never decides.
+  every input tried (the failing one and the suite's probes, ``HINT_PROBES`` of the
+  assignment's ``hidden_inputs.py``: new inputs of the same form, dtype, leaves and keyword
+  arguments, one of them spread wide; and the same with the default keyword arguments when the
+  test gave others), and the mutant differs from the answer key on at least two of them. One
+  input, often a degenerate one (a single action, a batch of one), never decides.
 - **The whole output.** "Equal" means the whole returned value (every item of a tuple, its
   numbers and types) and the aspect the test looks at (a gradient, the dtype, the inputs
   changed ...).
@@ -23,12 +23,10 @@ for a 2-D output). A hint therefore never claims more than a computation showed.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import zlib
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -106,9 +104,9 @@ def load_mutants(assignment) -> list[Mutant]:
 
 
 def load_probes(assignment) -> dict:
-    """``HINT_PROBES`` of the assignment's suite ``checks.py``: {function: probe(rng, args,
+    """``HINT_PROBES`` of the assignment's ``hidden_inputs.py``: {function: probe(rng, args,
     kwargs) -> [(args, kwargs), ...]}, new inputs shaped like the given ones."""
-    module = _suite_module(assignment, "checks")
+    module = _suite_module(assignment, "hidden_inputs")
     return dict(getattr(module, "HINT_PROBES", {})) if module else {}
 
 
@@ -118,15 +116,12 @@ def load_correct_variants(assignment) -> list[CorrectVariant]:
 
 
 def _suite_module(assignment, name: str):
-    path = Path(assignment.suite_dir) / f"{name}.py"
-    if not path.exists():
+    """The module ``name`` of the assignment's folder (``autograder.plugins``), or None."""
+    from autograder.plugins import assignment_module, has_module
+
+    if not has_module(assignment, name):
         return None
-    spec = importlib.util.spec_from_file_location(
-        f"autograder_suite_{assignment.name}_{name}", path)
-    assert spec is not None and spec.loader is not None     # a .py path always has a loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return assignment_module(assignment, name)
 
 
 def mutant_cells(assignment, mutants: list[Mutant] | None = None) -> list[dict]:

@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +124,20 @@ class Returned:
     mutated: dict[str, bool]
     seconds: float
     args_after: dict | None = None   # with echo_args: {"args": [...], "kwargs": {...}} decoded
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A trusted trainer: the file ``file`` (``trainers/<name>.py``, relative to the folder) of
+    assignment ``assignment``'s folder ``folder``. Only the trusted reference worker imports it
+    (``autograder.plugins``); the student's worker never sees the folder."""
+    assignment: str
+    folder: str | os.PathLike
+    file: str
+
+    def request(self) -> dict:
+        return {"assignment": self.assignment, "folder": os.fspath(self.folder),
+                "file": self.file}
 
 
 class StudentProxy:
@@ -241,11 +256,12 @@ class StudentProxy:
         reply = self._worker.request(msg, timeout or self._worker.limits.harness_timeout_seconds)
         return self._value_of(reply, name)
 
-    def train(self, name: str, student: "StudentProxy", *, timeout: float | None = None,
+    def train(self, trainer: Trainer, student: "StudentProxy", *, timeout: float | None = None,
               **params) -> dict:
-        """On the trusted proxy: run the trainer ``autograder/harness/<name>.py`` in the trusted
-        worker, relaying each student call it asks for to ``student``'s worker and the raw reply
-        back (one round trip each; the parent decodes nothing). Returns the trainer's result
+        """On the trusted proxy: run the ``trainer`` (a file of the assignment's folder, e.g.
+        ``assignments/ppo/trainers/bandit.py``) in the trusted worker, relaying each student
+        call it asks for to ``student``'s worker and the raw reply back (one round trip each;
+        the parent decodes nothing). Returns the trainer's result
         (``{"error": message}`` when the student's functions stopped training). A student
         function that is not defined, hangs or ends its process raises as in ``call``."""
         import time
@@ -254,7 +270,10 @@ class StudentProxy:
             raise RuntimeError("training runs in the trusted worker only")
         limit = timeout or self._worker.limits.harness_timeout_seconds
         deadline = time.monotonic() + limit
-        msg = {"op": "train", "name": name,
+        if not isinstance(trainer, Trainer):
+            raise TypeError(f"not a Trainer: {trainer!r}")
+        name = trainer.file
+        msg = {"op": "train", "trainer": trainer.request(),
                "params": {k: protocol.encode(v) for k, v in params.items()}}
         reply = self._worker.request(msg, limit)
         while reply.get("ok") and "need" in reply:

@@ -74,14 +74,17 @@ def main(argv=None) -> int:
 
     from autograder import REPO_ROOT
     from autograder.assignments import load_assignment
-    from autograder.calibrate import reference_namespace
+    from autograder.calibration import reference_namespace
     from autograder.config import load_settings
     from autograder.grade.submission import reference_cells
-    from autograder.harness import bandit, contextual
     from autograder.hints import mutant_cells
+    from autograder.plugins import module_of
     from autograder.proxy import StudentProxy
     from autograder.sandbox.client import Worker
-    from autograder.suites.ppo import training as T
+
+    T = module_of("ppo", "training")
+    bandit = module_of("ppo", "trainers.bandit")
+    contextual = module_of("ppo", "trainers.contextual")
 
     torch.set_num_threads(1)
     settings = load_settings(REPO_ROOT)
@@ -109,7 +112,7 @@ def main(argv=None) -> int:
             for _ in range(args.repeat):
                 t, c = time.perf_counter(), time.process_time()
                 c_ref, c_stu = cpu_of(ref.pid), cpu_of(stu.pid)
-                out = trusted.train(name, student, **params, check=check)
+                out = trusted.train(T.trainer(name), student, **params, check=check)
                 relayed = {"wall": time.perf_counter() - t,
                            "cpu": time.process_time() - c + cpu_of(ref.pid) - c_ref
                            + cpu_of(stu.pid) - c_stu, "trips": out["round_trips"]}

@@ -6,7 +6,6 @@ classified by the plugin's own ``student_message``.
 """
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import warnings
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from autograder.grade.plugin import student_message
+from autograder.plugins import assignment_module
 from autograder.seeding import derive_seed, rng_for
 
 TRAINING_FIXTURES = ("training_seed", "hidden_seed")
@@ -45,13 +45,10 @@ class HiddenTest:
 def hidden_tests(assignment) -> list[HiddenTest]:
     """Every ``test_*`` function of the assignment's suite, in file order."""
     out = []
-    for path in sorted(Path(assignment.suite_dir).glob("test_*.py")):
-        spec = importlib.util.spec_from_file_location(
-            f"_driven_{assignment.name}_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
+    for path in sorted(Path(assignment.folder).glob("test_*.py")):
         with warnings.catch_warnings():     # the plugin registers ``weight``; pytest here does not
             warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-            spec.loader.exec_module(module)
+            module = assignment_module(assignment, path.stem)
         for name, fn in vars(module).items():
             if name.startswith("test_") and inspect.isfunction(fn) \
                     and fn.__module__ == module.__name__:

@@ -187,7 +187,10 @@ NOTEBOOKS = [
 def graded(tmp_path_factory):
     from autograder.config import load_settings
     from autograder.grade.pool import WorkerPool
-    from autograder.suites.ppo_lm.corpus import SHORT_ITERATIONS, training_iterations
+    from autograder.plugins import module_of
+
+    SHORT_ITERATIONS = module_of("ppo_lm", "corpus").SHORT_ITERATIONS
+    training_iterations = module_of("ppo_lm", "corpus").training_iterations
 
     out = tmp_path_factory.mktemp("contracts")
     results = {}

@@ -1,6 +1,6 @@
 """Correct solutions written differently from the answer key get full marks.
 
-Each ``CORRECT_VARIANTS`` entry of ``autograder/suites/ppo/mutants.py`` replaces one solution cell
+Each ``CORRECT_VARIANTS`` entry of ``assignments/ppo/mutants.py`` replaces one solution cell
 of the source notebook (loops, vectorised, numpy inside, float64 inside, ``torch.where``,
 reversed cumulative, recursion, ``F.mse_loss``, ...); the notebook is graded like any submission,
 two through the real command line. Every grade cell must keep full marks: a correct student
@@ -15,8 +15,10 @@ import pytest
 from autograder import REPO_ROOT
 from autograder.assignments import load_assignment
 from autograder.hints import CorrectVariant
-from autograder.suites.ppo import corpus
-from autograder.suites.ppo.mutants import CORRECT_VARIANTS
+from autograder.plugins import module_of
+
+corpus = module_of("ppo", "corpus")
+CORRECT_VARIANTS = module_of("ppo", "mutants").CORRECT_VARIANTS
 
 CLI_SAMPLE = {"gae_numpy_inside", "combined_torch_where"}
 

@@ -174,7 +174,7 @@ def test_fallback_exposures_cover_the_kits_own_checkout(open_dir):
     for root in (course, kit):
         (root / "source" / "ppo").mkdir(parents=True)
         (root / "source" / "ppo" / "ppo.ipynb").write_text("{}")
-    for rel in ("autograder/suites/ppo/test_x.py", "autograder/calibrate.py",
+    for rel in ("assignments/ppo/test_x.py", "autograder/calibration.py",
                 "autograder/sandbox/worker.py"):
         (kit / rel).parent.mkdir(parents=True, exist_ok=True)
         (kit / rel).write_text("# x")
@@ -182,10 +182,10 @@ def test_fallback_exposures_cover_the_kits_own_checkout(open_dir):
         path.chmod(0o755)
     found = backends.fallback_exposures(course, kit_root=kit)
     assert "source" in found
-    assert {f"{kit}/source", f"{kit}/autograder/suites", f"{kit}/autograder/calibrate.py"} <= \
+    assert {f"{kit}/source", f"{kit}/assignments", f"{kit}/autograder/calibration.py"} <= \
         set(found)
     assert not any("sandbox" in f for f in found)        # the runtime may stay readable
-    for rel in ("source", "autograder/suites", "autograder/calibrate.py"):
+    for rel in ("source", "assignments", "autograder/calibration.py"):
         subprocess.run(["chmod", "-R", "o-rwx", str(kit / rel)], check=True)
     subprocess.run(["chmod", "-R", "o-rwx", str(course / "source")], check=True)
     assert backends.fallback_exposures(course, kit_root=kit) == []

@@ -103,7 +103,8 @@ def test_bundle_layout(bundle):
         infos = {i.filename: i for i in zf.infolist()}
     for name in ("setup.sh", "run_autograder", "requirements.txt", "nbgrader_config.py",
                  f"source/{ASSIGNMENT}/{ASSIGNMENT}.ipynb", "autograder/__main__.py",
-                 "autograder/sandbox/worker.py", f"autograder/suites/{ASSIGNMENT}/mutants.py"):
+                 "autograder/sandbox/worker.py", f"assignments/{ASSIGNMENT}/mutants.py",
+                 f"assignments/{ASSIGNMENT}/trainers/bandit.py"):
         assert name in infos, name
     assert infos["run_autograder"].external_attr >> 16 & 0o111
     assert infos["setup.sh"].external_attr >> 16 & 0o111
@@ -127,7 +128,7 @@ def test_run_autograder_grades_a_submission(bundle, tmp_path):
     from autograder.sandbox.backends import fallback_exposures
 
     assert fallback_exposures(root / "source", kit_root=root / "source") == []
-    for rel in ("source", "autograder/suites", "nbgrader_config.py"):
+    for rel in ("source", "assignments", "autograder/suites", "nbgrader_config.py"):
         assert not stat.S_IMODE((root / "source" / rel).stat().st_mode) & 0o077, rel
     assert not stat.S_IMODE((root / "results").stat().st_mode) & 0o077
 

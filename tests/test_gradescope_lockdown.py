@@ -40,7 +40,11 @@ def test_only_the_runtime_stays_readable(bundle, tmp_path):  # noqa: F811
         assert r.exists() and other_can(r) & 0o004, r
         for f in ([r] if r.is_file() else [p for p in r.rglob("*") if p.is_file()]):
             assert other_can(f) & 0o004, f
-    assert (src / "autograder" / "calibrate.py").exists()
-    assert not other_can(src / "autograder" / "calibrate.py")
+    assert (src / "autograder" / "calibration.py").exists()
+    assert not other_can(src / "autograder" / "calibration.py")
+    assert (src / "assignments" / "ppo" / "trainers" / "bandit.py").exists()
+    for part in ("assignments", "assignments/ppo", "assignments/ppo/trainers/bandit.py",
+                 "autograder/harness/relay.py"):
+        assert not other_can(src / part), part
     assert not other_can(src / "autograder" / "added_later.py")
     assert fallback_exposures(src, kit_root=src) == []

@@ -12,9 +12,14 @@ torch = pytest.importorskip("torch")
 
 from autograder import REPO_ROOT  # noqa: E402
 from autograder.assignments import load_assignment  # noqa: E402
-from autograder.calibrate import SIGN_FLIPPED, reference_namespace, with_override  # noqa: E402
-from autograder.harness import HarnessStop, bandit, contextual, local, relay  # noqa: E402
-from autograder.suites.ppo import training as T  # noqa: E402
+from autograder.calibration import reference_namespace, with_override  # noqa: E402
+from autograder.harness import HarnessStop, local, relay  # noqa: E402
+from autograder.plugins import module_of  # noqa: E402
+
+T = module_of("ppo", "training")
+bandit = module_of("ppo", "trainers.bandit")
+contextual = module_of("ppo", "trainers.contextual")
+SIGN_FLIPPED = module_of("ppo", "calibration").SIGN_FLIPPED
 
 SEED = 20261123
 

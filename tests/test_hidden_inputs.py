@@ -108,8 +108,8 @@ def test_probe(rng, training_seed, hidden_seed):
 class _ProbeAssignment:
     name = "probe"
 
-    def __init__(self, suite_dir):
-        self.suite_dir = suite_dir
+    def __init__(self, folder):
+        self.folder = folder
 
 
 def test_plugin_rng_is_per_submission_training_seed_per_student(tmp_path, monkeypatch):

@@ -1,4 +1,6 @@
-"""The ``autograder`` package's imports form no cycle, counting imports inside functions too.
+"""The ``autograder`` package's imports form no cycle, counting imports inside functions too;
+nor do the assignment packages (``assignments/NAME/``, imported by ``autograder.plugins`` as
+``autograder_assignments.NAME``) with it.
 
 A lazy import that closes a cycle still couples two modules both ways; the rule is that data
 and imports flow one way. The graph is read from the source with ``ast`` (nothing is imported).
@@ -9,19 +11,27 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from autograder import REPO_ROOT
+from autograder import ASSIGNMENTS_DIR, REPO_ROOT
+from autograder.plugins import package_name
 
 PACKAGE = REPO_ROOT / "autograder"
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+def module_name(path: Path, root: Path = REPO_ROOT, prefix: tuple[str, ...] = ()) -> str:
+    parts = prefix + path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))
-            if "__pycache__" not in p.parts}
+    """The kit's modules, and each assignment folder's under its package name."""
+    found = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))
+             if "__pycache__" not in p.parts}
+    for folder in sorted((REPO_ROOT / ASSIGNMENTS_DIR).iterdir()):
+        if folder.is_dir():
+            prefix = tuple(package_name(folder.name).split("."))
+            found.update({module_name(p, folder, prefix): p for p in sorted(folder.rglob("*.py"))
+                          if "__pycache__" not in p.parts})
+    return found
 
 
 def resolve(name: str, known: dict[str, Path]) -> str | None:
@@ -119,6 +129,15 @@ def test_function_level_imports_are_counted(tmp_path):
     assert imports_of("autograder.x", known["autograder.x"], known) == {"autograder.p",
                                                                          "autograder.p.q"}
     assert imports_of("autograder.y", known["autograder.y"], known) == {"autograder.x"}
+
+
+def test_the_assignment_packages_are_in_the_graph():
+    graph = import_graph()
+    training = package_name("ppo_lm") + ".training"
+    assert package_name("ppo") + ".trainers.bandit" in graph
+    assert "autograder.training_support" in graph[training]     # absolute, into the kit
+    assert package_name("ppo_lm") + ".hidden_inputs" in \
+        graph[package_name("ppo_lm") + ".test_masked_mean"]      # relative, in the folder
 
 
 def test_the_autograder_package_has_no_import_cycle():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import time
 import tracemalloc
 from pathlib import Path
@@ -16,7 +17,6 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-import autograder.assignments as assignments
 from autograder import REPO_ROOT
 from autograder.assignments import (AssignmentError, UnknownAssignment, list_assignments,
                                     load_assignment)
@@ -80,11 +80,9 @@ def nbgrader_release(nb):
 
 @pytest.fixture
 def course(tmp_path, monkeypatch):
-    """A course dir with the toy assignment (and its suite dir) on disk."""
-    suites = tmp_path / "suites"
-    (suites / "toy").mkdir(parents=True)
-    monkeypatch.setattr(assignments, "SUITES_DIR", suites)
+    """A course dir with the toy assignment (and its assignment folder) on disk."""
     course = tmp_path / "course"
+    (course / "assignments" / "toy").mkdir(parents=True)
     (course / "source" / "toy").mkdir(parents=True)
     nbformat.write(toy_source(), str(course / "source" / "toy" / "toy.ipynb"))
     return course
@@ -157,7 +155,7 @@ def test_load_assignment_reads_points_kinds_and_functions(toy, course):
     assert set(toy.locked_checksums) == {"intro", "setup", "helpers", "add", "loop", "scale"}
     assert toy.notebook_name == "toy.ipynb"
     assert toy.source_path == (course / "source" / "toy" / "toy.ipynb").resolve()
-    assert toy.suite_dir == assignments.SUITES_DIR / "toy"
+    assert toy.folder == (course / "assignments" / "toy").resolve()
 
 
 def test_checksums_equal_the_ones_nbgrader_ships(toy, release):
@@ -168,7 +166,7 @@ def test_checksums_equal_the_ones_nbgrader_ships(toy, release):
 def test_list_assignments_needs_source_and_suite(course):
     (course / "source" / "nosuite").mkdir()
     nbformat.write(toy_source(), str(course / "source" / "nosuite" / "nosuite.ipynb"))
-    (assignments.SUITES_DIR / "nosource").mkdir()
+    (course / "assignments" / "nosource").mkdir()
     (course / "source" / "nosource").mkdir()
     assert list_assignments(course) == ["toy"]
     with pytest.raises(UnknownAssignment):
@@ -211,7 +209,18 @@ def test_the_real_ppo_assignment():
     assert asg.solution_functions == {"reinforce_loss_answer": "reinforce_loss",
                                       "compute_gae_answer": "compute_gae",
                                       "ppo_combined_loss_answer": "ppo_combined_loss"}
-    assert asg.suite_dir == REPO_ROOT / "autograder" / "suites" / "ppo"
+    assert asg.folder == REPO_ROOT / "assignments" / "ppo"
+
+
+def test_the_assignment_folder_is_the_courses_else_the_kits(tmp_path):
+    """``assignments/NAME/`` of the course dir first, else the kit's own."""
+    course = tmp_path / "course"
+    (course / "source" / "ppo").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "source" / "ppo" / "ppo.ipynb", course / "source" / "ppo")
+    assert load_assignment("ppo", course).folder == REPO_ROOT / "assignments" / "ppo"
+    (course / "assignments" / "ppo").mkdir(parents=True)
+    assert load_assignment("ppo", course).folder == (course / "assignments" / "ppo").resolve()
+    assert list_assignments(course) == ["ppo"]
 
 
 def test_the_real_ppo_release_reads_cleanly(tmp_path):
@@ -659,3 +668,23 @@ def test_a_cell_nested_deeper_than_the_stack_costs_only_that_cell(terms):
         e = read(src)
         assert (e.code == src and e.error is None) or (e.code == "" and "too deeply" in e.error)
     assert run_as_written(src).names in (("X",), ())
+
+
+def test_an_assignment_folder_is_one_package_whose_modules_import_each_other(tmp_path):
+    """``autograder.plugins``: the folder is ``autograder_assignments.<name>``; its modules
+    import each other relatively; another folder of the same name replaces the first."""
+    from autograder.plugins import load_module, package_name
+
+    first, second = tmp_path / "a" / "toy", tmp_path / "b" / "toy"
+    for folder, value in ((first, 1), (second, 2)):
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text('"""toy"""\n')
+        (folder / "helper.py").write_text(f"VALUE = {value}\n")
+        (folder / "test_toy.py").write_text("from .helper import VALUE\n")
+    module = load_module("toy", first, "test_toy")
+    assert module.__name__ == package_name("toy") + ".test_toy"
+    assert module.__name__ == "autograder_assignments.toy.test_toy"
+    assert module.VALUE == 1 and load_module("toy", first, "test_toy") is module
+    assert load_module("toy", second, "test_toy").VALUE == 2
+    with pytest.raises(ValueError):
+        load_module("toy", second, "../helper")

@@ -1,6 +1,6 @@
 """Every realistic wrong implementation loses points on its own question, and only where it may.
 
-Each mutant of ``autograder/suites/ppo/mutants.py`` becomes a submission (the source notebook
+Each mutant of ``assignments/ppo/mutants.py`` becomes a submission (the source notebook
 with that function's solution cell changed) and is graded like any other: a sample through the
 real command line (``python -m autograder grade ... --out``), the rest through the same
 ``grade_submission`` in this process (one worker start per notebook either way). For each:
@@ -15,11 +15,13 @@ import pytest
 from autograder import REPO_ROOT
 from autograder.assignments import load_assignment
 from autograder.hints import MutantError, mutant_cells
-from autograder.suites.ppo import corpus
-from autograder.suites.ppo.mutants import MUTANTS
+from autograder.plugins import module_of
 from mutant_catalogue import (check_every_mutant_applies_exactly_once,
                               check_hints_are_plain_words,
                               check_mutant_cells_define_only_the_renamed_function)
+
+corpus = module_of("ppo", "corpus")
+MUTANTS = module_of("ppo", "mutants").MUTANTS
 
 # A sample through the real CLI: one mistake of each function, and the contract violation
 # that may cost the type check only.

@@ -1,12 +1,12 @@
 """Grading of Part 2 (``ppo_lm``): the answer key grades full, the release grades 0 with one clear
 message per question, correct variants grade full, and every mutant of
-``autograder/suites/ppo_lm/mutants.py`` loses points on its own question and on no other unit
+``assignments/ppo_lm/mutants.py`` loses points on its own question and on no other unit
 question. Plus the pieces of the training test: the parent's numpy model, the weights reader,
 the harness's optimizer and frozen-reference guard, the isolated ``token_ppo_loss`` call and the
 calibrated thresholds.
 
 Speed: the notebooks are graded in one process with one shared worker pool
-(``autograder/suites/ppo_lm/corpus.py``); the answer key and the release go through the real
+(``assignments/ppo_lm/corpus.py``); the answer key and the release go through the real
 command line. The training harness runs once per graded notebook. A unit mutant's own question
 and its forbidden questions exclude ``lm_ppo_training``, so its notebook is graded with a
 training run of ``corpus.SHORT_ITERATIONS`` iterations; the training question's mutant, the
@@ -21,12 +21,15 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder.assignments import load_assignment
-from autograder.suites.ppo_lm import corpus as C
-from autograder.suites.ppo_lm import training as T
-from autograder.suites.ppo_lm.mutants import CORRECT_VARIANTS, MUTANTS, QUESTION
+from autograder.plugins import module_of
 from mutant_catalogue import (check_every_mutant_applies_exactly_once,
                               check_hints_are_plain_words,
                               check_mutant_cells_define_only_the_renamed_function)
+
+C = module_of("ppo_lm", "corpus")
+T = module_of("ppo_lm", "training")
+_mutants = module_of("ppo_lm", "mutants")
+CORRECT_VARIANTS, MUTANTS, QUESTION = _mutants.CORRECT_VARIANTS, _mutants.MUTANTS, _mutants.QUESTION
 
 ASSIGNMENT = "ppo_lm"
 POINTS = {"per_token_rewards": 3, "masked_mean": 2, "compute_token_gae": 4,
@@ -238,8 +241,10 @@ def test_harness_adam_trains_like_torch_adam(assignment):
     request handler, their gradients pushed back) and the notebook's loop run directly with
     torch's own Adam give the same history and weights (two short iterations)."""
     torch = pytest.importorskip("torch")
-    from autograder.calibrate import reference_namespace
-    from autograder.harness import lm, local
+    from autograder.calibration import reference_namespace
+    from autograder.harness import local
+
+    lm = module_of("ppo_lm", "trainers.lm")
 
     ns = reference_namespace(assignment)
     params = dict(T.lm_params(99, assignment), iterations=2, batch_size=16)
@@ -273,7 +278,7 @@ def _loaded(kit, weights):
 
 def test_isolated_call_uses_the_kit_masked_mean_and_restores_the_student_one():
     pytest.importorskip("torch")
-    from autograder.harness import lm
+    from autograder.harness import isolated
 
     ns: dict = {}
     exec("import torch\n"
@@ -283,9 +288,11 @@ def test_isolated_call_uses_the_kit_masked_mean_and_restores_the_student_one():
     student_mean = ns["masked_mean"]
     x = np.asarray([[1.0, 2.0, 50.0]], dtype=np.float32)
     mask = np.asarray([[1.0, 1.0, 0.0]], dtype=np.float32)
-    out = lm.run(ns, task="call", function="token_ppo_loss", args=[x, x, x, x, x, mask],
-                 names=list("abcde") + ["mask"], tensors=[True] * 6,
-                 grad=[True, False, False, False, False, False], backward_output=0)
+    kit_mean = module_of("ppo_lm", "hidden_inputs").KIT_MASKED_MEAN
+    out = isolated.run(ns, task="call", function="token_ppo_loss",
+                       args=[x, x, x, x, x, mask], names=list("abcde") + ["mask"],
+                       tensors=[True] * 6, grad=[True, False, False, False, False, False],
+                       backward_output=0, substitutes={"masked_mean": kit_mean})
     assert float(out["value"][1]) == pytest.approx(1.5)       # the kit's mean, not 123
     assert out["grads"]["a"].tolist() == [[0.5, 0.5, 0.0]]
     assert out["meta"][0]["grad_fn"] and not any(out["mutated"].values())
@@ -293,7 +300,7 @@ def test_isolated_call_uses_the_kit_masked_mean_and_restores_the_student_one():
 
 
 def test_thresholds_come_from_calibration(assignment):
-    from autograder.suites.ppo_lm import calibration
+    calibration = module_of("ppo_lm", "calibration")
 
     record = T.load_thresholds()
     assert record["fingerprint"] == calibration.fingerprint(assignment), \

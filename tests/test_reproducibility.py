@@ -19,9 +19,12 @@ from autograder.config import load_settings
 from autograder.grade.pool import WorkerPool
 from autograder.grade.submission import grade_submission
 from autograder.seeding import derive_seed
+from autograder.plugins import module_of
 from autograder.suites.mutant_corpus import sandbox_arguments
-from autograder.suites.ppo.corpus import mutant_source, submission_notebook
-from autograder.suites.ppo.mutants import MUTANTS
+
+mutant_source = module_of("ppo", "corpus").mutant_source
+submission_notebook = module_of("ppo", "corpus").submission_notebook
+MUTANTS = module_of("ppo", "mutants").MUTANTS
 
 
 def without_time(result: dict) -> str:

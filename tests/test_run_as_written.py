@@ -302,11 +302,7 @@ def test_what_only_non_set_up_given_cells_bind_is_known(asg, written):
 
 
 def test_only_given_code_cells_may_be_marked_set_up(tmp_path, monkeypatch):
-    from autograder import assignments
-
-    suites = tmp_path / "suites"
-    (suites / "toy").mkdir(parents=True)
-    monkeypatch.setattr(assignments, "SUITES_DIR", suites)
+    (tmp_path / "assignments" / "toy").mkdir(parents=True)
     (tmp_path / "source" / "toy").mkdir(parents=True)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "def f():\n    return 1\n", metadata={

@@ -205,7 +205,7 @@ def test_launch_spec_runs_the_worker_module_through_the_launcher(tmp_path):
         assert flag in args
     kit = {dest for _, dest in _triples(args, "--ro-bind") if dest.startswith("/kit/")}
     assert kit == {"/kit/autograder/__init__.py", "/kit/autograder/sandbox",
-                   "/kit/autograder/harness"}
+                   "/kit/autograder/harness/__init__.py", "/kit/autograder/harness/isolated.py"}
     sources = [src for src, _ in _triples(args, "--ro-bind")]
     assert not any(backends._within(str(REPO), s) and not s.startswith(str(REPO / ".venv"))
                    and not s.startswith(str(REPO / "autograder")) for s in sources)
@@ -377,6 +377,8 @@ def test_only_the_kit_runtime_and_python_are_visible(tmp_path):
     os.chmod(tmp_path, 0o755)
     secret_paths = [str(course / "gradebook.db"), str(course), str(REPO / "source"),
                     str(REPO / "autograder" / "suites"), str(REPO / "nbgrader_config.py"),
+                    str(REPO / "assignments"), "/kit/assignments",
+                    "/kit/autograder/harness/relay.py", "/kit/autograder/plugins.py",
                     str(REPO / "gradebook.db"), str(REPO / ".git"), str(REPO / "tests"),
                     str(REPO / "solutions"), str(REPO / "submitted"), "/root/.bashrc",
                     "/etc/shadow", "/home", "/var"]
@@ -763,16 +765,16 @@ def test_fallback_exposures_lists_readable_instructor_files():
 
 def _check_exposures(tmp_path: Path):
     course = tmp_path / "course"
-    for d in ("source/ppo", "autograder/suites/ppo", "submitted/s1/ppo", "release/ppo"):
+    for d in ("source/ppo", "assignments/ppo", "submitted/s1/ppo", "release/ppo"):
         (course / d).mkdir(parents=True)
     (course / "source/ppo/ppo.ipynb").write_text("{}")
-    (course / "autograder/suites/ppo/test_x.py").write_text("")
+    (course / "assignments/ppo/test_x.py").write_text("")
     (course / "submitted/s1/ppo/ppo.ipynb").write_text("{}")
     (course / "gradebook.db").write_text("")
     (course / "nbgrader_config.py").write_text("")
     for p in [tmp_path, course, *course.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    os.chmod(course / "autograder/suites", 0o700)
+    os.chmod(course / "assignments", 0o700)
     os.chmod(course / "submitted", 0o711)             # not listable, but names can be guessed
     assert sorted(fallback_exposures(course, kit_root=tmp_path / "no-kit")) == [
         "gradebook.db", "nbgrader_config.py", "source", "submitted"]

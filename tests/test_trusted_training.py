@@ -36,7 +36,8 @@ def _hunt():
     for obj in gc.get_objects():
         if isinstance(obj, (torch.nn.Module, torch.optim.Optimizer)):
             hits.append(type(obj).__name__)
-    hits += [n for n in list(sys.modules) if n.startswith("autograder.harness")
+    hits += [n for n in list(sys.modules) if n.startswith(("autograder.harness",
+                                                           "autograder_assignments"))
              and hasattr(sys.modules[n], "train")]
     if hits:
         for obj in gc.get_objects():   # what the old attack did: make the policy say "great"
@@ -126,7 +127,9 @@ def test_a_student_worker_that_dies_mid_run_stops_only_that_run():
     from autograder.hints import mutant_cells
     from autograder.proxy import NotDefined, StudentProxy, WorkerDied
     from autograder.sandbox.client import Worker
-    from autograder.suites.ppo import training as T
+    from autograder.plugins import module_of
+
+    T = module_of("ppo", "training")
 
     settings = load_settings(REPO_ROOT)
     asg = load_assignment("ppo", REPO_ROOT)
@@ -148,12 +151,35 @@ def test_a_student_worker_that_dies_mid_run_stops_only_that_run():
 
         dying = student(key + [{"id": "exits", "source": EXITS_ON_THIRD_CALL}])
         with pytest.raises(WorkerDied):
-            StudentProxy(trusted).train("bandit", dying, **params)
+            StudentProxy(trusted).train(T.trainer("bandit"), dying, **params)
         missing = student([c for c in key if "def reinforce_loss" not in c["source"]])
         with pytest.raises(NotDefined):
-            StudentProxy(trusted).train("bandit", missing, **params)
-        out = StudentProxy(trusted).train("bandit", student(key), **params)
+            StudentProxy(trusted).train(T.trainer("bandit"), missing, **params)
+        out = StudentProxy(trusted).train(T.trainer("bandit"), student(key), **params)
         assert "error" not in out and out["round_trips"] == 20
     finally:
         for w in workers:
             w.close()
+
+
+def test_a_sandboxed_student_worker_has_no_trainer_to_run():
+    """Under bubblewrap the student's worker has neither the assignment's folder nor the
+    loader: a ``train`` request naming a real trainer fails there (the proxy never sends one)."""
+    from autograder.config import load_settings
+    from autograder.plugins import module_of
+    from autograder.sandbox.backends import BackendUnavailable, resolve_backend
+    from autograder.sandbox.client import Worker
+
+    try:
+        backend = resolve_backend("bwrap")
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    trainer = module_of("ppo", "training").trainer("bandit")
+    worker = Worker(load_settings(REPO_ROOT), backend=backend, device="cpu")
+    try:
+        worker.start()
+        reply = worker.request({"op": "train", "trainer": trainer.request(), "params": {}}, 60)
+    finally:
+        worker.close()
+    assert not reply.get("ok") and "need" not in reply, reply
+    assert reply["error"]["type"] in ("ImportError", "ModuleNotFoundError"), reply

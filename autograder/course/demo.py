@@ -1,19 +1,21 @@
 """``make demo``: a demo cohort graded end to end in a scratch course directory.
 
-``python -m autograder.course.demo [--dest build/demo-course] [--jobs N]`` copies the course
-(``nbgrader_config.py``, ``source/``, ``release/``) into the scratch directory, writes a cohort
-into ``submitted/<student>/ppo/`` (a correct one, the blank release, correct variants, common
-mistakes made from the suite's mutants, a changed locked cell, a renamed notebook, an extra
-notebook, an unreadable file), runs ``grade-course`` (results, gradebook, feedback, report),
+``python -m autograder.course.demo [--assignment ppo] [--dest build/demo-course] [--jobs N]``
+copies the course (``nbgrader_config.py``, ``source/``, ``release/``) into the scratch
+directory, writes a cohort into ``submitted/<student>/<assignment>/`` (a correct one, the blank
+release, correct variants, common mistakes made from the assignment's mutants, a changed locked
+cell, a renamed notebook, an extra notebook, an unreadable file), runs ``grade-course``
+(results, gradebook, feedback, report),
 then ``nbgrader export``, and prints the table and where everything is. Running it again
 rewrites only what changed, so unchanged submissions are not regraded.
 
-The cohort builders here are also used by the benchmark and the tests.
+Which mistakes and which partial answers the cohort shows is the assignment's own recipe:
+``demo.py`` of its folder (``assignments/<assignment>/demo.py``: ``DEMO_MUTANTS``,
+``PARTIAL_FUNCTIONS``). The cohort builders here are also used by the benchmark and the tests.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -24,15 +26,9 @@ from autograder import REPO_ROOT
 from autograder.course.paths import CoursePaths, course_paths
 from autograder.course.release import read_nb, student_version  # noqa: F401  (re-exported)
 
-ASSIGNMENT = "ppo"
+ASSIGNMENT = "ppo"             # the default of the builders below and of --assignment
 DEMO_DIR = REPO_ROOT / "build" / "demo-course"
 MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.M)
-
-# Mistakes shown in the demo, one student each (those the suite defines are used).
-DEMO_MUTANTS = ["reinforce_sign_flipped", "gae_forward", "gae_ignores_bootstrap",
-                "gae_lambda_ignored", "clip_upper_only", "combined_half_mse",
-                "clip_max_not_min", "gae_mutates_rewards"]
-
 
 def copy_course(dest: Path, assignment: str = ASSIGNMENT, origin: Path = REPO_ROOT) -> CoursePaths:
     """A scratch course directory: the config, and the assignment's source/ and release/."""
@@ -71,16 +67,15 @@ def answer_id(paths: CoursePaths, function: str, assignment: str = ASSIGNMENT) -
     return ids[0]
 
 
-def suite_module(assignment: str = ASSIGNMENT):
-    """The suite's ``mutants.py`` (``MUTANTS``, ``CORRECT_VARIANTS``), or None."""
-    path = REPO_ROOT / "autograder" / "suites" / assignment / "mutants.py"
-    if not path.exists():
+def suite_module(assignment: str = ASSIGNMENT, name: str = "mutants", course_dir=None):
+    """The module ``name`` of the assignment's folder (``mutants``: ``MUTANTS``,
+    ``CORRECT_VARIANTS``; ``demo``: the demo recipe), or None."""
+    from autograder.plugins import assignment_folder, load_module
+
+    folder = assignment_folder(assignment, course_dir)
+    if folder is None or not (folder / f"{name}.py").is_file():
         return None
-    spec = importlib.util.spec_from_file_location(f"_demo_mutants_{assignment}", path)
-    assert spec is not None and spec.loader is not None     # a .py path always has a loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(assignment, folder, name)
 
 
 def submission(paths: CoursePaths, answers: dict[str, str], *, locked_edit: str = "",
@@ -115,7 +110,7 @@ def mutated(paths: CoursePaths, mutant, assignment: str = ASSIGNMENT) -> dict[st
 
 def applicable_mutants(paths: CoursePaths, assignment: str = ASSIGNMENT) -> list:
     """The suite's mutants that apply to the answer key and show on the CPU."""
-    module = suite_module(assignment)
+    module = suite_module(assignment, course_dir=paths.root)
     found = []
     for m in getattr(module, "MUTANTS", []) if module else []:
         if getattr(m, "needs", ""):
@@ -142,10 +137,14 @@ def demo_cohort(paths: CoursePaths, assignment: str = ASSIGNMENT) -> dict[str, d
                                assignment=assignment)},                # changed a locked cell
         "fay": {nb: right, f"{assignment}-copy.ipynb": blank},           # an extra notebook
         "gus": {nb: b"this is not a notebook\n"},                        # unreadable
-        "hal": {nb: submission(paths, {k: v for k, v in correct.items()
-                                       if "reinforce" in k}, assignment=assignment)},  # partial
     }
-    module = suite_module(assignment)
+    recipe = suite_module(assignment, "demo", paths.root)
+    partial = getattr(recipe, "PARTIAL_FUNCTIONS", [])
+    if partial:
+        ids = {answer_id(paths, fn, assignment) for fn in partial}
+        cohort["hal"] = {nb: submission(paths, {k: v for k, v in correct.items() if k in ids},
+                                        assignment=assignment)}
+    module = suite_module(assignment, course_dir=paths.root)
     variants = getattr(module, "CORRECT_VARIANTS", []) if module else []
     if variants:                      # correct, written differently: first variant per function
         answers, used = dict(correct), set()
@@ -155,7 +154,7 @@ def demo_cohort(paths: CoursePaths, assignment: str = ASSIGNMENT) -> dict[str, d
                 used.add(v.function)
         cohort["cy"] = {nb: submission(paths, answers, assignment=assignment)}
     by_name = {m.name: m for m in applicable_mutants(paths, assignment)}
-    chosen = [by_name[n] for n in DEMO_MUTANTS if n in by_name]
+    chosen = [by_name[n] for n in getattr(recipe, "DEMO_MUTANTS", []) if n in by_name]
     chosen += [m for m in by_name.values() if m not in chosen][: max(0, 6 - len(chosen))]
     for i, m in enumerate(chosen):
         cohort[f"m{i:02d}_{m.name}"] = {nb: submission(paths, mutated(paths, m, assignment),
@@ -218,16 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     from autograder.course.batch import cmd_grade_course
 
     parser = argparse.ArgumentParser(prog="python -m autograder.course.demo")
+    parser.add_argument("--assignment", default=ASSIGNMENT)
     parser.add_argument("--dest", type=Path, default=DEMO_DIR)
     parser.add_argument("--jobs", type=int, default=None)
     args = parser.parse_args(argv)
     console = Console()
-    paths = copy_course(args.dest.resolve())
-    cohort = demo_cohort(paths)
-    changed = write_cohort(paths, cohort)
+    paths = copy_course(args.dest.resolve(), args.assignment)
+    cohort = demo_cohort(paths, args.assignment)
+    changed = write_cohort(paths, cohort, args.assignment)
     console.print(f"demo course: {paths.root} ({len(cohort)} submissions, {changed} file(s) new "
                   "or changed)", soft_wrap=True)
-    status = cmd_grade_course(argparse.Namespace(assignment=ASSIGNMENT, course_dir=paths.root,
+    status = cmd_grade_course(argparse.Namespace(assignment=args.assignment, course_dir=paths.root,
                                                  jobs=args.jobs, force=False))
     if status:
         return status

@@ -16,6 +16,7 @@ their inputs from ``rng`` only (``tests/test_hidden_inputs.py`` checks both rule
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -134,6 +135,17 @@ class KitPlugin:
                        self.ctx.code_digest)
 
     # --- hooks ---------------------------------------------------------------------------
+    def pytest_collect_directory(self, path, parent):
+        """Every folder is a plain directory: the assignment's ``__init__.py`` is imported by
+        the loader, not by pytest."""
+        return pytest.Dir.from_parent(parent, path=path)
+
+    def pytest_pycollect_makemodule(self, module_path, parent):
+        """A test file is a module of the assignment's package (``autograder.plugins``)."""
+        module = _AssignmentModule.from_parent(parent, path=module_path)
+        module.assignment = self.ctx.assignment
+        return module
+
     def pytest_configure(self, config):
         config.addinivalue_line("markers",
                                 "weight(w): this test's share of its grade cell's points")
@@ -162,6 +174,20 @@ class KitPlugin:
             outcome.passed = False
             outcome.message, outcome.kit_error = student_message(call.excinfo.value,
                                                                  outcome.grade_cell)
+
+
+class _AssignmentModule(pytest.Module):
+    """A suite file imported through ``autograder.plugins`` as
+    ``autograder_assignments.<name>.<dotted path in the folder>``."""
+
+    assignment: Assignment
+
+    def _getobj(self):
+        from autograder.plugins import load_module
+
+        folder = Path(self.assignment.folder).resolve()
+        relative = Path(self.path).resolve().relative_to(folder).with_suffix("")
+        return load_module(self.assignment.name, folder, ".".join(relative.parts))
 
 
 def _test_key(node) -> str:

@@ -3,6 +3,10 @@
 Points come only from the source notebook's grade cells: a cell's points are split over the
 tests tagged with it, in proportion to their ``weight`` markers, in readable shares (quarters
 where possible; ``autograder.points.split_points``) that sum to the cell's points.
+
+The suite is every ``test_*.py`` of the assignment's folder (``Assignment.folder``), imported as
+modules of the folder's package (``autograder.plugins``), so a test module imports its neighbours
+relatively (``from .hidden_inputs import ...``).
 """
 from __future__ import annotations
 
@@ -21,10 +25,10 @@ class SuiteError(Exception):
 
 
 def run_suite(ctx: SuiteContext) -> list[Outcome]:
-    """Run every test of ``ctx.assignment.suite_dir``; one Outcome per collected test."""
-    suite_dir = str(ctx.assignment.suite_dir)
-    args = [suite_dir, "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-            "--import-mode=importlib", "--rootdir", suite_dir, "-o", "addopts=",
+    """Run every test of ``ctx.assignment.folder``; one Outcome per collected test."""
+    folder = str(ctx.assignment.folder)
+    args = [folder, "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+            "--import-mode=importlib", "--rootdir", folder, "-o", "addopts=",
             "-o", "python_files=test_*.py", "--no-header", "-W", "ignore::DeprecationWarning"]
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):

@@ -1,13 +1,20 @@
-"""The kit's trainers. They run in the trusted reference worker, never next to student code.
+"""What the trainers share, and the relay they reach student functions through.
 
-Contract: a module ``autograder/harness/<name>.py`` (``bandit``, ``contextual``, ``lm``) defines
-``train(student, **params) -> dict`` where ``student`` is a ``relay.Student`` (each call of a
-student function becomes one request to the student's worker, relayed by the parent) and the
-result is plain data (numbers, lists, numpy arrays). A trainer imports only torch, numpy, the
-standard library and this package. (``lm.run(namespace, task="call")`` is the one helper that
-runs in a student's worker: one call of a unit test with the kit's ``masked_mean``.)
+Trainers are assignment code: ``assignments/<name>/trainers/<trainer>.py`` (e.g.
+``assignments/ppo/trainers/bandit.py``), run only in the trusted reference worker, which
+imports them through ``autograder.plugins`` (``op: train``; ``autograder.proxy.Trainer``).
+Contract: a trainer defines ``train(student, **params) -> dict`` where ``student`` is a
+``relay.Student`` (each call of a student function becomes one request to the student's
+worker, relayed by the parent) and the result is plain data (numbers, lists, numpy arrays). A
+trainer imports only torch, numpy, the standard library and this package.
 
-The environment and policy classes a harness trains come from the *source* notebook's locked
+This package: ``Adam``, ``surrogate``, ``HarnessStop``, ``kit_namespace``, ``describe_error``
+(here), ``relay`` (the relay, trusted side), ``local`` (a trainer's student served in this
+process, for calibration and tests) and ``isolated`` (the one helper that runs in a student's
+worker: one call of a student function with some of its global names bound to the kit's code;
+it and this file are all of the package the student's sandbox sees).
+
+The environment and policy classes a trainer trains come from the *source* notebook's locked
 cells: the parent passes their code in ``params["kit_source"]`` and the trainer executes it in a
 fresh namespace (``kit_namespace``), so redefining a given class in a submission changes
 nothing.

@@ -15,11 +15,12 @@ own uid, no student code). It moves the two protocol descriptors to fds 3 (reque
   sandbox uid (when the grader is root) and execs the worker. The worker sees: no network; its
   own PID, IPC, UTS, cgroup and mount namespaces; read-only ``/usr``, ``/lib*``, a few ``/etc``
   files, the Python environment of ``python`` (its prefixes, at the same paths) and the kit's
-  runtime only (``autograder/__init__.py``, ``autograder/sandbox/``, ``autograder/harness/`` at
-  ``/kit``); ``/proc`` of its own PID namespace; a minimal ``/dev``; a private tmpfs of
-  ``scratch_bytes(limits)`` at ``/tmp`` (cwd, HOME, TMPDIR). Everything else (``source/``,
-  ``solutions/``, ``autograder/suites/``, the gradebook, ``submitted/``, ``/root``, ...) does not
-  exist in its view.
+  runtime only (``runtime_paths()``: ``autograder/__init__.py``, ``autograder/sandbox/``, and
+  of ``autograder/harness/`` its ``__init__.py`` and ``isolated.py``, at ``/kit``); ``/proc`` of
+  its own PID namespace; a minimal ``/dev``; a private tmpfs of ``scratch_bytes(limits)`` at
+  ``/tmp`` (cwd, HOME, TMPDIR). Everything else (``source/``, ``solutions/``, the assignments'
+  folders ``assignments/`` with their suites and trainers, the gradebook, ``submitted/``,
+  ``/root``, ...) does not exist in its view.
 - ``fallback`` (where bubblewrap cannot run; needs root): the launcher drops to the sandbox uid
   itself. Only rlimits, the uid and the seccomp filter protect the machine; see
   ``fallback_exposures()`` for what the instructor must make unreadable.
@@ -62,12 +63,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from autograder import ASSIGNMENTS_DIR
 from autograder.sandbox.limits import Limits, rlimits, scratch_bytes
 
 BACKENDS = ("bwrap", "fallback", "unsafe", "trusted")
 WORKER_MODULE = "autograder.sandbox.worker"
 KIT_ROOT = Path(__file__).resolve().parents[2]   # the directory that holds the autograder package
-KIT_FILES = ("autograder/__init__.py", "autograder/sandbox", "autograder/harness")
+# The kit's runtime: what a student's worker imports (the protocol and worker, the harness
+# package's helpers and the per-call helper ``isolated``); nothing of an assignment's folder.
+KIT_FILES = ("autograder/__init__.py", "autograder/sandbox", "autograder/harness/__init__.py",
+             "autograder/harness/isolated.py")
 KIT_VIEW = "/kit"             # where the kit's runtime appears inside bubblewrap (PYTHONPATH)
 SCRATCH_VIEW = "/tmp"         # the worker's private tmpfs inside bubblewrap
 SANDBOX_UID_BASE = 1_900_000_000   # + launcher pid = the worker's uid and gid (grader is root)
@@ -77,8 +82,8 @@ ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/l
              "/etc/nsswitch.conf", "/etc/passwd", "/etc/group")
 PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 GPU_FRACTION_ENV = "AG_GPU_MEMORY_FRACTION"   # a CUDA worker's share of GPU memory (worker.py)
-SENSITIVE = ("source", "solutions", "autograder/suites", "tests", "submitted", "autograded",
-             "feedback", "reports", "nbgrader_config.py", ".git")
+SENSITIVE = ("source", "solutions", ASSIGNMENTS_DIR, "autograder/suites", "tests", "submitted",
+             "autograded", "feedback", "reports", "nbgrader_config.py", ".git")
 
 
 class BackendUnavailable(Exception):
@@ -386,12 +391,13 @@ def fallback_exposures(course_dir: str | os.PathLike, *,
 
     The fallback worker runs as a uid of its own, in no group, so only the "other" permission
     bits count (ACLs are not consulted). Checked in the course: ``SENSITIVE`` (``source/``,
-    ``solutions/``, ``autograder/suites/``, ``tests/``, ``submitted/``, ``autograded/``,
-    ``feedback/``, ``reports/``, ``nbgrader_config.py`` with the cohort seed, ``.git/``) and any
-    ``gradebook*``. In the kit's checkout ``kit_root`` (default: this one, ``KIT_ROOT``), by
-    allow-list: everything but the runtime (``runtime_paths()``) and the Python environment,
-    so its hidden suites, source notebooks, calibration code and compiled caches count. A
-    directory counts when a file inside it can be reached and read, or when it can be listed.
+    ``solutions/``, ``assignments/``, ``autograder/suites/``, ``tests/``, ``submitted/``,
+    ``autograded/``, ``feedback/``, ``reports/``, ``nbgrader_config.py`` with the cohort seed,
+    ``.git/``) and any ``gradebook*``. In the kit's checkout ``kit_root`` (default: this one,
+    ``KIT_ROOT``), by allow-list: everything but the runtime (``runtime_paths()``) and the
+    Python environment, so its assignment folders (hidden suites, trainers, calibration),
+    source notebooks and compiled caches count. A directory counts when a file inside it can be
+    reached and read, or when it can be listed.
     An empty list means nothing sensitive is readable.
 
     The instructor fixes it with ``chmod -R o-rwx`` on those paths (the worker itself needs none

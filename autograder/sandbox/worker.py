@@ -649,17 +649,16 @@ class Server:
                 "seconds": time.perf_counter() - started}
 
     def op_train(self, msg: dict) -> dict:
-        """Trusted workers only: start the trainer ``autograder/harness/<name>.py`` (its
-        ``train``) in a thread. The reply is the trainer's first student call (``need``) or its
-        result (``value``); ``train_reply`` hands it each student reply in turn."""
+        """Trusted workers only: start a trainer (its ``train``) in a thread. ``trainer`` names
+        the assignment, its folder and the trainer's file in it (``trainers/<name>.py``),
+        imported through ``autograder.plugins`` (which a student's worker does not have). The
+        reply is the trainer's first student call (``need``) or its result (``value``);
+        ``train_reply`` hands it each student reply in turn."""
         from autograder.harness import relay
 
-        name = msg.get("name")
-        if name not in ("bandit", "contextual", "lm"):
-            raise BadRequest(f"bad trainer name {name!r}")
+        module = trainer_module(msg.get("trainer"))
         if getattr(self, "training", None) is not None:
             self.training.abort()
-        module = importlib.import_module(f"autograder.harness.{name}")
         params = {k: Builder(self.device, {}).value(v)
                   for k, v in (msg.get("params") or {}).items()}
         check = params.pop("check", {}) or {}
@@ -717,14 +716,31 @@ class Server:
         return {"ok": True, "value": encode_value(value), "seconds": time.perf_counter() - started}
 
 
+TRAINER_FILE = re.compile(r"trainers/[a-z_][a-z0-9_]*\.py")
+
+
+def trainer_module(trainer):
+    """The trainer module a ``train`` request names (trusted worker only)."""
+    if type(trainer) is not dict or not all(type(trainer.get(k)) is str
+                                            for k in ("assignment", "folder", "file")):
+        raise BadRequest(f"bad trainer {trainer!r}")
+    if not TRAINER_FILE.fullmatch(trainer["file"]):
+        raise BadRequest(f"bad trainer file {trainer['file']!r}")
+    from autograder.plugins import load_module   # not in a student's worker: it refuses here
+
+    return load_module(trainer["assignment"], trainer["folder"],
+                       trainer["file"][:-len(".py")].replace("/", "."))
+
+
 HARNESS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness")
 
 
 def fresh_harness(name: str):
     """The kit's harness ``autograder/harness/<name>.py`` executed afresh from its file, with a
     fresh ``autograder.harness`` package for its imports, so that what a submission did to the
-    imported modules (``autograder.harness.lm.run = ...``) does not run. (Training runs in the
-    trusted worker; in a student's worker only the per-call helpers of ``lm`` run this way.)"""
+    imported modules (``autograder.harness.isolated.run = ...``) does not run. (Training runs
+    in the trusted worker; in a student's worker only per-call helpers such as ``isolated`` run
+    this way.)"""
     import types
 
     path = os.path.join(HARNESS_DIR, f"{name}.py")

@@ -293,15 +293,15 @@ def behaviourally_new(assignment, candidates: list[tuple[str, str, str]], pool
 # --- grading the unit questions ----------------------------------------------------------------
 
 def unit_suite(assignment, directory: Path):
-    """The assignment with a suite folder holding its unit tests only (no training question:
-    training shows no hints), beside the same mutants and checks."""
-    src = Path(assignment.suite_dir)
+    """The assignment with a folder holding its unit tests only (no training question: training
+    shows no hints), beside the same mutants and hidden inputs."""
+    src = Path(assignment.folder)
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("__init__.py", "checks.py", "mutants.py"):
+    for name in ("__init__.py", "hidden_inputs.py", "mutants.py"):
         shutil.copy(src / name, directory / name)
     for fn in assignment.solution_functions.values():
         shutil.copy(src / f"test_{fn}.py", directory / f"test_{fn}.py")
-    return dataclasses.replace(assignment, suite_dir=directory)
+    return dataclasses.replace(assignment, folder=directory)
 
 
 def grade_units(assignment, path: Path, settings, pool, backend: str) -> list:

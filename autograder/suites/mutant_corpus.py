@@ -7,6 +7,10 @@ Each assignment's ``corpus.py`` decides which grade cell a mistake must lose poi
 training questions whose harness runs the function); every other cell must keep full marks.
 Points are in the grade cells' own units: ``lost[cell]`` is the sum of ``max_score - score`` of
 its tests.
+
+``python -m autograder.suites.mutant_corpus --assignment NAME`` (``make mutants``, for every
+assignment) runs ``main()`` of ``corpus.py`` in the assignment's folder: it grades the corpus,
+prints the table and exits 1 unless ``as_expected``.
 """
 from __future__ import annotations
 
@@ -187,3 +191,30 @@ def as_expected(graded: list[MutantGrade]) -> bool:
     mutants = [g for g in graded if g.kind == "mutant" and g.applicable]
     return all(g.killed and not g.collateral for g in mutants) and \
         all(sum(g.lost.values()) < 1e-9 for g in graded if g.kind == "variant")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--assignment NAME``: the ``main()`` of the assignment folder's ``corpus.py``."""
+    import argparse
+
+    from autograder.assignments import UnknownAssignment, load_assignment
+    from autograder.plugins import assignment_module, has_module
+
+    ap = argparse.ArgumentParser(prog="python -m autograder.suites.mutant_corpus",
+                                 description=main.__doc__)
+    ap.add_argument("--assignment", required=True)
+    ap.add_argument("--course-dir", type=Path, default=REPO_ROOT)
+    args = ap.parse_args(argv)
+    try:
+        assignment = load_assignment(args.assignment, args.course_dir)
+    except UnknownAssignment as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not has_module(assignment, "corpus"):
+        print(f"{args.assignment}: no corpus.py in {assignment.folder}, nothing to grade")
+        return 0
+    return int(assignment_module(assignment, "corpus").main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,17 +19,21 @@ SUITE_ENV = "ADVERSARIAL_FUNCTIONS_SUITE"
 
 def functions_only(asg, suite: Path):
     """``asg`` with the hidden tests of the function questions only: a copy, in ``suite``, of
-    each suite file that runs no training, and only the grade cells they test."""
+    the assignment's folder with each test file that runs no training (and every module the
+    tests import relatively), and only the grade cells they test."""
     suite.mkdir(exist_ok=True)
     kept = set()
-    for f in sorted(Path(asg.suite_dir).glob("test_*.py")):
+    for f in sorted(Path(asg.folder).iterdir()):
+        if f.is_file() and not f.name.startswith("test_") and not (suite / f.name).exists():
+            shutil.copyfile(f, suite / f.name)
+    for f in sorted(Path(asg.folder).glob("test_*.py")):
         text = f.read_text()
         if ".harness(" in text or ".train(" in text:   # a training test
             continue
         if not (suite / f.name).exists():
             shutil.copyfile(f, suite / f.name)
         kept.update(re.findall(r'^GRADE_CELL = "([\w]+)"', text, re.M))
-    return dataclasses.replace(asg, suite_dir=suite,
+    return dataclasses.replace(asg, folder=suite,
                                grade_cells=tuple(g for g in asg.grade_cells if g.id in kept))
 
 

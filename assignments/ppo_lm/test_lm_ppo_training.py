@@ -2,7 +2,7 @@
 student's four functions makes the language model more positive while staying close to the
 pretrained model.
 
-The trusted worker runs the trainer (``autograder/harness/lm.py``): the notebook's own
+The trusted worker runs the trainer (``assignments/ppo_lm/trainers/lm.py``): the notebook's own
 ``make_rlhf_models`` and ``rlhf_train`` (from the source notebook, not the submission), 30
 iterations, the loop's seed and the critic's initialisation from the hidden seed. The models,
 the reward and the optimizer stay there; each call of the student's four functions goes to the
@@ -19,7 +19,8 @@ The pass marks are calibrated on the answer key (``make calibrate``, docs/calibr
 import numpy as np
 
 from autograder.mistakes import Mistake
-from autograder.suites.ppo_lm import training as T
+
+from . import training as T
 
 GRADE_CELL = "lm_ppo_training"
 
@@ -31,7 +32,7 @@ def test_rlhf_raises_reward_within_kl(student, reference, assignment, training_s
     rise_min, kl_max = thresholds["reward_rise_min"], thresholds["kl_max"]
     params = T.lm_params(training_seed, assignment, device)
     params["check"] = T.check_params(assignment, training_seed, params["iterations"])
-    out = reference.train("lm", student, **params)
+    out = reference.train(T.trainer("lm"), student, **params)
     if "error" in out:
         raise Mistake(f"RLHF training with your functions stopped: {out['error']}.")
     result = T.evaluate(out["policy"], params["weights"], training_seed, T.eval_kit(assignment))

@@ -13,7 +13,7 @@ import pytest
 from autograder.mistakes import Mistake
 from autograder.suites.checks import (against_reference, expect_tensor, is_tensor, numbers)
 from autograder.suites.contracts import expect_inputs_unchanged
-from autograder.suites.ppo_lm.checks import RTOL, bool_mask, np_token_gae, rlhf_batch, tensor
+from .hidden_inputs import RTOL, bool_mask, np_token_gae, rlhf_batch, tensor
 
 GRADE_CELL = "compute_token_gae"
 FN = "compute_token_gae"

@@ -1,7 +1,7 @@
 """Hidden training test for grade cell ``ppo_training``: PPO with the student's ``compute_gae``
 and ``ppo_combined_loss`` learns a contextual bandit whose weights come from the hidden seed.
 
-The trusted worker runs the trainer (``autograder/harness/contextual.py``) with the notebook's
+The trusted worker runs the trainer (``assignments/ppo/trainers/contextual.py``) with the notebook's
 own ``ContextualBandit`` and ``PPOPolicy`` (from the source notebook, not the submission); only
 the calls of the two functions go to the student's worker, as data (``StudentProxy.train``).
 It returns the trained actor's weights; the parent evaluates the greedy policy in numpy on a large
@@ -11,7 +11,8 @@ pass mark is calibrated on the answer key (``make calibrate``, docs/calibration.
 import numpy as np
 
 from autograder.mistakes import Mistake
-from autograder.suites.ppo import training as T
+
+from . import training as T
 
 GRADE_CELL = "ppo_training"
 
@@ -24,7 +25,7 @@ def test_ppo_closes_gap(student, reference, assignment, training_seed, record_tr
     n = params["iterations"]
     params["check"] = T.check_params(assignment, training_seed, {
         "compute_gae": n, "ppo_combined_loss": n * params["ppo_epochs"]})
-    out = reference.train("contextual", student, **params)
+    out = reference.train(T.trainer("contextual"), student, **params)
     if "error" in out:
         raise Mistake(f"PPO training with your functions stopped: {out['error']}.")
     result = T.gap_closed(out["actor"], params["weights"], T.evaluation_states(training_seed))

@@ -12,6 +12,7 @@ the row lengths vary (one row is full, one has a single real token), and the pad
 """
 from __future__ import annotations
 
+import inspect
 import weakref
 
 import numpy as np
@@ -169,6 +170,17 @@ def np_ppo_losses(batch, epsilon=0.2, vf_coeff=0.5, dtype=np.float32):
 
 # --- token_ppo_loss graded on its own -------------------------------------------------------------
 
+def kit_masked_mean(x, mask):
+    """The mean of ``x`` over the entries where ``mask`` is nonzero (0-dim, dtype of x)."""
+    import torch
+
+    real = torch.as_tensor(mask, device=x.device) != 0
+    x, real = torch.broadcast_tensors(x, real)
+    total = torch.where(real, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum()
+    return total / real.sum().clamp(min=1)
+
+
+KIT_MASKED_MEAN = inspect.getsource(kit_masked_mean)   # sent to the student's worker
 _FAILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 CALL_TIMEOUT = 30.0
 
@@ -177,11 +189,12 @@ def call_with_kit_masked_mean(student, function: str, args: list, names: list[st
                               kwargs: dict | None = None, backward_output: int | None = None,
                               device: str = "cpu") -> Returned:
     """Call the student's ``function`` in the worker with ``masked_mean`` bound to the kit's own
-    correct implementation while it runs (``autograder/harness/lm.py``), so that a mistake in
-    the student's masked_mean costs points on masked_mean only. ``args`` are ``Tensor``s
-    (a named one with ``requires_grad`` is a gradient leaf) or plain values; returns a proxy
-    ``Returned`` like ``student.call`` does. Raises StudentError for an exception in the
-    student's code, and the proxy's errors for a dead or stuck worker (one per function)."""
+    correct implementation ``kit_masked_mean`` while it runs (``autograder/harness/isolated.py``
+    in the student's worker), so that a mistake in the student's masked_mean costs points on
+    masked_mean only. ``args`` are ``Tensor``s (a named one with ``requires_grad`` is a
+    gradient leaf) or plain values; returns a proxy ``Returned`` like ``student.call`` does.
+    Raises StudentError for an exception in the student's code, and the proxy's errors for a
+    dead or stuck worker (one per function)."""
     failed = _FAILED.setdefault(student, {})
     if function in failed:
         earlier = failed[function]
@@ -190,7 +203,8 @@ def call_with_kit_masked_mean(student, function: str, args: list, names: list[st
         raise NotDefined(function, student.why_not_defined(function))
     plain = [a.data if isinstance(a, Tensor) else a for a in args]
     try:
-        out = student.harness("lm", task="call", function=function, args=plain, names=names,
+        out = student.harness("isolated", task="call", function=function, args=plain,
+                              names=names, substitutes={"masked_mean": KIT_MASKED_MEAN},
                               tensors=[isinstance(a, Tensor) for a in args],
                               grad=[isinstance(a, Tensor) and a.requires_grad for a in args],
                               kwargs=kwargs or {}, backward_output=backward_output,

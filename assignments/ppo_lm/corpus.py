@@ -1,4 +1,5 @@
-"""The mutant corpus of ``ppo_lm``, graded: ``python -m autograder.suites.ppo_lm.corpus``.
+"""The mutant corpus of ``ppo_lm``, graded: ``make mutants``
+(``python -m autograder.suites.mutant_corpus --assignment ppo_lm``).
 
 Builds one submission per mutant (the source notebook with that function's solution cell
 changed as the mutant says) and submissions of the correct variants (solution cells replaced),
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +37,7 @@ SHORT_ITERATIONS = 1
 
 
 def question_of(mutant: Mutant) -> str:
-    from autograder.suites.ppo_lm.mutants import QUESTION
+    from .mutants import QUESTION
 
     return QUESTION.get(mutant.name, mutant.function)
 
@@ -94,7 +94,7 @@ def grade_cli(record: Graded, path: Path, out_dir: Path):
 @contextlib.contextmanager
 def training_iterations(n: int | None):
     """The training harness runs ``n`` iterations while the block runs (None: unchanged)."""
-    from autograder.suites.ppo_lm import training as T
+    from . import training as T
 
     saved = T.ITERATIONS
     if n is not None:
@@ -159,7 +159,7 @@ def table(graded: list[Graded]) -> str:
 
 def main() -> int:
     from autograder.assignments import load_assignment
-    from autograder.suites.ppo_lm.mutants import CORRECT_VARIANTS, MUTANTS
+    from .mutants import CORRECT_VARIANTS, MUTANTS
 
     assignment = load_assignment(ASSIGNMENT, REPO_ROOT)
     with tempfile.TemporaryDirectory(prefix="ppo_lm-corpus-") as tmp:
@@ -169,7 +169,3 @@ def main() -> int:
         print(table(graded))
         print(f"({len(graded)} notebooks graded in {time.monotonic() - started:.0f} s)")
     return 0 if mutant_corpus.as_expected(graded) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,7 @@ from autograder.mistakes import Mistake
 from autograder.proxy import Backward, StudentError, Tensor
 from autograder.suites.checks import backed_by, describe, is_tensor, scalar, tuple_of
 from autograder.suites.contracts import expect_inputs_unchanged
-from autograder.suites.ppo_lm.checks import (bool_mask, call_with_kit_masked_mean, expect_values,
+from .hidden_inputs import (bool_mask, call_with_kit_masked_mean, expect_values,
                                              np_ppo_losses, ppo_batch)
 
 GRADE_CELL = "token_ppo_loss"

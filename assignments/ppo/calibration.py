@@ -1,9 +1,10 @@
-"""Calibrate the training tests' pass marks on the answer key: ``make calibrate``.
+"""Calibrate the training tests' pass marks of assignment ``ppo`` on the answer key:
+``make calibrate``.
 
-    python -m autograder.calibrate [--assignment ppo] [--seeds 200] [--controls 20]
+    python -m autograder.calibration --assignment ppo [--seeds 200] [--controls 20]
 
 Runs the source notebook's own solutions (the instructor's code, so in this process, without a
-sandbox) through both trusted trainers (``autograder/harness/bandit.py``, ``contextual.py``),
+sandbox) through both trusted trainers (``assignments/ppo/trainers/bandit.py``, ``contextual.py``),
 every call of a student function served by the worker's own request handler and checked
 against the answer key and its mutants as a student's is (``local.local_student``), over ``--seeds`` hidden seeds, drawn exactly as the
 suites draw them (``derive_seed(cohort_seed, student id, test key)`` with made-up student ids).
@@ -11,7 +12,7 @@ It records the distribution of the best-arm probability (REINFORCE) and of the f
 random-to-optimal gap closed (PPO), runs negative controls (a sign-flipped loss, a loss that
 always favours one arm), sets each threshold by one rule, and writes
 
-- ``autograder/suites/ppo/thresholds.json``: the thresholds the suites read (one source of truth);
+- ``assignments/ppo/thresholds.json``: the thresholds the suites read (one source of truth);
 - ``docs/calibration.md``: the command, the date, the distributions and the thresholds;
 - the thresholds table of ``docs/grading.md`` (between its calibration markers).
 
@@ -32,8 +33,15 @@ from pathlib import Path
 import numpy as np
 
 from autograder import REPO_ROOT
+from autograder.calibration import (reference_namespace, summary, train, with_override,
+                                    write_keeping_sections)
 from autograder.seeding import derive_seed
-from autograder.suites.ppo import training as T
+
+from . import training as T
+from .trainers import bandit, contextual
+
+ASSIGNMENT = "ppo"
+MAKE_ARGS = ("--seeds", "200")            # what `make calibrate` runs
 
 MARGIN = 0.10
 STEP = 0.05
@@ -57,50 +65,10 @@ def threshold_rule(worst: float) -> float:
     return math.floor(round((worst - MARGIN) / STEP, 9)) * STEP
 
 
-def reference_namespace(assignment) -> dict:
-    """The answer key as the trusted reference worker runs it: every code cell but the grade
-    cells (``reference_cells``: set-up and solution cells in full, other given cells' definitions),
-    then the mutants (``autograder.hints.mutant_cells``), executed cell by cell in one namespace
-    (a cell that raises is skipped, as the worker does)."""
-    from autograder.grade.submission import reference_cells
-    from autograder.hints import mutant_cells
-
-    ns: dict = {"__name__": "__main__"}
-    for cell in reference_cells(assignment) + mutant_cells(assignment):
-        try:
-            exec(compile(cell["source"], f"<cell {cell['id']}>", "exec"), ns)
-        except Exception:
-            pass
-    for name in assignment.solution_functions.values():
-        if not callable(ns.get(name)):
-            raise RuntimeError(f"the answer key does not define {name}")
-    return ns
-
-
-def with_override(ns: dict, source: str) -> dict:
-    out = dict(ns)
-    exec(source, out)
-    return out
-
-
-def train(trainer: str, ns: dict, reference: dict, params: dict, check: dict) -> dict:
-    """One trusted training run as the suite makes it, the student's functions taken from
-    ``ns``; a run the checks stop gives ``{"error": ...}``."""
-    import importlib
-
-    from autograder.harness import local, relay
-
-    module = importlib.import_module(f"autograder.harness.{trainer}")
-    try:
-        return module.train(local.local_student(ns, reference, check), **params)
-    except relay.HarnessStop as stop:
-        return {"error": str(stop)}
-
-
 def run_reinforce(ns: dict, kit: str, seed: int, assignment=None, reference=None) -> float:
     params = T.bandit_params(seed, kit)
     check = T.check_params(assignment, seed, {"reinforce_loss": params["episodes"]})
-    out = train("bandit", ns, reference if reference is not None else ns, params, check)
+    out = train(bandit, ns, reference if reference is not None else ns, params, check)
     if "error" in out:
         return float("nan")
     return T.best_arm_probability(out["logits"], params["arm_means"])
@@ -111,7 +79,7 @@ def run_ppo(ns: dict, kit: str, seed: int, assignment=None, reference=None) -> f
     check = T.check_params(assignment, seed, {"compute_gae": params["iterations"],
                                               "ppo_combined_loss": params["iterations"]
                                               * params["ppo_epochs"]})
-    out = train("contextual", ns, reference if reference is not None else ns, params, check)
+    out = train(contextual, ns, reference if reference is not None else ns, params, check)
     if "error" in out:
         return float("nan")
     return T.gap_closed(out["actor"], params["weights"], T.evaluation_states(seed))["gap_closed"]
@@ -126,51 +94,18 @@ def always_arm_2(seed: int) -> float:
     return T.best_arm_probability(logits, means)
 
 
-def summary(values: list[float]) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    pct = {f"p{q}": float(np.percentile(a, q)) for q in (1, 5, 25, 50, 75, 95, 99)}
-    return {"n": int(a.size), "min": float(a.min()), **pct, "max": float(a.max()),
-            "mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else 0.0}
-
-
-def suite_calibration(argv: list[str] | None):
-    """The ``calibration`` module of the ``--assignment``'s own suite, when it has one (an
-    assignment whose training tests calibrate themselves, e.g. ``ppo_lm``), else None."""
-    import importlib
-    import re
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--assignment", default="ppo")
-    name = pre.parse_known_args(argv)[0].assignment
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or \
-            not (REPO_ROOT / "autograder" / "suites" / name / "calibration.py").is_file():
-        return None
-    return importlib.import_module(f"autograder.suites.{name}.calibration")
-
-
-def write_keeping_sections(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, keeping the sections other assignments' calibrations wrote
-    there (``<!-- calibration:<assignment>:begin ... -->`` to ``...:end -->``)."""
-    import re
-
-    old = path.read_text() if path.exists() else ""
-    kept = re.findall(r"<!-- calibration:[a-z0-9_]+:begin.*?<!-- calibration:[a-z0-9_]+:end -->",
-                      old, flags=re.S)
-    path.write_text(text.rstrip() + "\n" + "".join(f"\n{k}\n" for k in kept))
-
-
 def main(argv: list[str] | None = None) -> int:
-    suite = suite_calibration(argv)
-    if suite is not None:
-        return suite.main(argv)
-    ap = argparse.ArgumentParser(prog="python -m autograder.calibrate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m autograder.calibration --assignment ppo",
+                                 description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--assignment", default="ppo")
+    ap.add_argument("--assignment", default=ASSIGNMENT)
     ap.add_argument("--seeds", type=int, default=200)
     ap.add_argument("--controls", type=int, default=20, help="seeds for each negative control")
     ap.add_argument("--course-dir", default=str(REPO_ROOT))
     ap.add_argument("--no-write", action="store_true", help="print only; change no file")
     args = ap.parse_args(argv)
+    if args.assignment != ASSIGNMENT:
+        ap.error(f"this calibration is for {ASSIGNMENT}")
 
     import torch
 
@@ -179,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     settings = load_settings(args.course_dir)
-    assignment = load_assignment(args.assignment, settings.course_dir)
+    assignment = load_assignment(ASSIGNMENT, settings.course_dir)
     bandit_kit = T.kit_source(assignment, ["BanditPolicy"])
     ppo_kit = T.kit_source(assignment, ["ContextualBandit", "PPOPolicy"])
     reference = reference_namespace(assignment)
@@ -292,10 +227,10 @@ def render_markdown(r: dict) -> str:
     controls = "\n".join(row(k, s) for k, s in r["negative_controls"].items())
     return f"""# Calibration of the training tests
 
-Generated by `{r['command']}` (`python -m autograder.calibrate`) on {r['date']}, in
+Generated by `{r['command']}` (`python -m autograder.calibration`) on {r['date']}, in
 {r['seconds']:.0f} s (Python {r['python']}, torch {r['torch']}, cohort seed {r['cohort_seed']}).
 Do not edit by hand: rerun `make calibrate` after any change to the harnesses, the notebook's
-given classes, or the answer key. The thresholds live in `autograder/suites/ppo/thresholds.json`
+given classes, or the answer key. The thresholds live in `assignments/ppo/thresholds.json`
 (written by the same run); the suites read them from there and nowhere else.
 
 ## What is measured
@@ -305,13 +240,13 @@ the worker's request handler as data and its reply checked against the answer ke
 catalogued mistakes (`autograder/harness/relay.py`). A control that is not a catalogued mistake
 fails that check (it scores NaN, counted as -inf), which is what grading would do with it.
 
-- **REINFORCE** (`reinforce_training`, trainer `autograder/harness/bandit.py`): {T.BANDIT_RUNS}
+- **REINFORCE** (`reinforce_training`, trainer `assignments/ppo/trainers/bandit.py`): {T.BANDIT_RUNS}
   independent five-armed bandits per student, trained at once for 500 episodes with Adam
   (lr 0.05) and the notebook's `BanditPolicy`. The arm means are the notebook's levels
   (0.1, 0.2, 0.3, 0.5, 0.8), shuffled per bandit by the hidden seed and jittered by at most
   ±{T.BANDIT_JITTER}. The score is the final probability of each bandit's best arm, averaged
   over the {T.BANDIT_RUNS} bandits.
-- **PPO** (`ppo_training`, trainer `autograder/harness/contextual.py`): the notebook's PPO loop
+- **PPO** (`ppo_training`, trainer `assignments/ppo/trainers/contextual.py`): the notebook's PPO loop
   (200 iterations, batch 64, 4 epochs, Adam lr 3e-4, epsilon 0.2, vf_coeff 0.5) on the
   notebook's `ContextualBandit` and `PPOPolicy`, bandit weights drawn from the hidden seed. The
   parent scores the trained actor (greedy action) on {T.EVAL_STATES:,} fixed evaluation states,

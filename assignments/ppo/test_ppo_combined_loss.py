@@ -14,7 +14,7 @@ from autograder.proxy import Backward, Computed, StudentError, Tensor
 from autograder.suites.checks import (backed_by, describe, expect_values, is_tensor, scalar,
                                       tuple_of)
 from autograder.suites.contracts import expect_inputs_unchanged
-from autograder.suites.ppo.checks import random_ppo_batch
+from .hidden_inputs import random_ppo_batch
 
 GRADE_CELL = "ppo_combined_loss"
 FN = "ppo_combined_loss"

@@ -13,7 +13,7 @@ cell of its function unless listed there) and on no other unit question; the tra
 one must get full marks.
 
 A reference model left trainable is no longer a mistake a submission can make: the models live
-in the trusted trainer (``autograder/harness/lm.py``), and the student's functions see only
+in the trusted trainer (``assignments/ppo_lm/trainers/lm.py``), and the student's functions see only
 their arguments, as data, in another process (``tests/test_trusted_training.py`` tries).
 """
 from autograder.hints import CorrectVariant, Mutant

@@ -15,7 +15,7 @@ from autograder.mistakes import Mistake
 from autograder.proxy import Tensor
 from autograder.suites.checks import against_reference, describe, is_tensor, numbers
 from autograder.suites.contracts import expect_inputs_unchanged
-from autograder.suites.ppo.checks import random_episode
+from .hidden_inputs import random_episode
 
 GRADE_CELL = "compute_gae"
 FN = "compute_gae"

@@ -1,14 +1,15 @@
 """Hidden training test for grade cell ``reinforce_training``: REINFORCE with the student's
 ``reinforce_loss`` finds the best arm of bandits whose arm means come from the hidden seed.
 
-The trusted worker runs the trainer (``autograder/harness/bandit.py``) with the notebook's own
+The trusted worker runs the trainer (``assignments/ppo/trainers/bandit.py``) with the notebook's own
 ``BanditPolicy`` (from the source notebook, not the submission); only each episode's loss call
 goes to the student's worker, as data, and its gradient comes back (``StudentProxy.train``).
 The parent scores the final logits against the arm means it drew. The pass mark is calibrated on
 the answer key (``make calibrate``, docs/calibration.md).
 """
 from autograder.mistakes import Mistake
-from autograder.suites.ppo import training as T
+
+from . import training as T
 
 GRADE_CELL = "reinforce_training"
 
@@ -20,7 +21,7 @@ def test_reinforce_finds_best_arm(student, reference, assignment, training_seed,
     params = T.bandit_params(training_seed, T.kit_source(assignment, ["BanditPolicy"]))
     params["check"] = T.check_params(assignment, training_seed,
                                      {"reinforce_loss": params["episodes"]})
-    out = reference.train("bandit", student, **params)
+    out = reference.train(T.trainer("bandit"), student, **params)
     if "error" in out:
         raise Mistake(f"REINFORCE training with your reinforce_loss stopped: {out['error']}.")
     score = T.best_arm_probability(out["logits"], params["arm_means"])

@@ -11,7 +11,7 @@ import pytest
 from autograder.mistakes import Mistake
 from autograder.suites.checks import against_reference, expect_tensor, is_tensor, numbers
 from autograder.suites.contracts import expect_inputs_unchanged
-from autograder.suites.ppo_lm.checks import (RTOL, bool_mask, mask_of, np_per_token_rewards,
+from .hidden_inputs import (RTOL, bool_mask, mask_of, np_per_token_rewards,
                                              rlhf_batch, tensor, with_junk)
 
 GRADE_CELL = "per_token_rewards"

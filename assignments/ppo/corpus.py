@@ -1,4 +1,5 @@
-"""The mutant corpus, graded: ``make mutants`` (``python -m autograder.suites.ppo.corpus``).
+"""The mutant corpus of ``ppo``, graded: ``make mutants``
+(``python -m autograder.suites.mutant_corpus --assignment ppo``).
 
 Builds one submission per mutant (the source notebook with that function's solution cell
 changed as the mutant says) and per correct variant (the solution cell replaced), grades them
@@ -14,7 +15,6 @@ broken function may break training too. Every other grade cell must keep full ma
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -140,7 +140,3 @@ def main() -> int:
         print(table(graded))
         print(f"({len(graded)} notebooks graded in {time.monotonic() - started:.0f} s)")
     return 0 if mutant_corpus.as_expected(graded) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

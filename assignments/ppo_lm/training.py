@@ -1,7 +1,7 @@
 """The RLHF training test's helpers, used in the trusted parent (numpy only, no torch).
 
-The trusted worker trains (``autograder/harness/lm.py``: the notebook's own ``rlhf_train``, each
-call of the student's four functions relayed to the student's worker as data) and returns the
+The trusted worker trains (``trainers/lm.py`` of this folder: the notebook's own ``rlhf_train``,
+each call of the student's four functions relayed to the student's worker as data) and returns the
 trained policy's weights and the loop's history. The models never enter the student's worker.
 The parent scores the trained policy itself, with its own numpy implementation of the
 notebook's GRU language model, against the pretrained weights it sent:
@@ -14,7 +14,7 @@ notebook's GRU language model, against the pretrained weights it sent:
   ``sum_t (log pi(a_t|s_t) - log pi_ref(a_t|s_t))`` over the real tokens (the loop's own KL
   estimate, in nats), the reference's log-probabilities computed on the same tokens.
 
-``autograder/suites/ppo_lm/calibration.py`` uses the very same functions, so the calibrated
+``assignments/ppo_lm/calibration.py`` uses the very same functions, so the calibrated
 pass marks measure exactly what the suite measures.
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ import ast
 import collections
 import contextlib
 import ctypes
-import json
 import pickle
 import zipfile
 from functools import lru_cache
@@ -31,7 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
+from autograder import training_support
+from autograder.proxy import Trainer
+from autograder.training_support import code_cells as _code_cells
+from autograder.training_support import generator as _generator
+from autograder.training_support import torch_seed
+
+FOLDER = Path(__file__).resolve().parent
+ASSIGNMENT = FOLDER.name
+THRESHOLDS_FILE = training_support.thresholds_file(FOLDER)
 # The source notebook's cells that define the loop (plain definitions, no IPython syntax).
 DEFINITION_CELLS = ("corpus", "lm_model", "sampling", "reward_fn", "rlhf_loop")
 WEIGHTS_NAME = "tiny_lm.pt"
@@ -45,40 +52,20 @@ VALUE_SALT = 0x7A1
 
 def load_thresholds() -> dict:
     """The calibrated pass marks (written by ``make calibrate``; docs/calibration.md)."""
-    return json.loads(THRESHOLDS_FILE.read_text())
+    return training_support.load_thresholds(FOLDER)
 
 
-def _generator(seed: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(int(seed)))
-
-
-def torch_seed(seed: int) -> int:
-    return int(seed) % (2**62)
+def trainer(name: str = "lm"):
+    """The trusted trainer ``trainers/<name>.py`` of this folder (``StudentProxy.train``)."""
+    return Trainer(ASSIGNMENT, FOLDER, f"trainers/{name}.py")
 
 
 # --- what the worker gets ------------------------------------------------------------------------
 
-def _code_cells(assignment) -> dict[str, str]:
-    return {c.id: c.source for c in assignment.cells}
-
-
 def kit_source(assignment) -> str:
-    """The source notebook's definition cells, as one block of code for the harness. They must
-    be plain definitions (imports, functions, classes, assignments): nothing runs on import."""
-    cells = _code_cells(assignment)
-    parts = []
-    for cell_id in DEFINITION_CELLS:
-        if cell_id not in cells:
-            raise LookupError(f"the source notebook has no cell {cell_id!r}")
-        source = cells[cell_id]
-        for node in ast.parse(source).body:
-            plain = isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef,
-                                      ast.Assign)) or (isinstance(node, ast.Expr) and isinstance(
-                                          node.value, ast.Constant))
-            if not plain:
-                raise ValueError(f"cell {cell_id} line {node.lineno} is not a plain definition")
-        parts.append(f"# --- cell {cell_id}\n{source}\n")
-    return "\n".join(parts)
+    """The source notebook's definition cells (``DEFINITION_CELLS``), as one block of code for
+    the harness: plain definitions only, nothing runs on import."""
+    return training_support.kit_cells(assignment, DEFINITION_CELLS)
 
 
 def weights_path(assignment) -> Path:
@@ -172,9 +159,7 @@ def calls_per_run(iterations: int, ppo_epochs: int = 4, minibatches: int = 2) ->
 
 def check_params(assignment, hidden_seed: int, iterations: int) -> dict:
     """The trusted trainer's check of the student's replies (``relay.Student``)."""
-    from autograder.suites.ppo.training import check_params as common
-
-    return common(assignment, hidden_seed, calls_per_run(iterations))
+    return training_support.check_params(assignment, hidden_seed, calls_per_run(iterations))
 
 
 # --- the parent's own evaluation -----------------------------------------------------------------

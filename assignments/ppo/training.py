@@ -4,18 +4,23 @@ The hidden seed decides each student's environments. The trainer runs in the tru
 (``StudentProxy.train``; ``autograder/harness/relay.py``): the ground truth (arm means, bandit
 weights) goes there and never to the student's worker; the parent scores the plain arrays the
 trainer returns, with evaluation states it keeps to itself.
-``autograder/calibrate.py`` uses the very same functions, so the calibrated thresholds measure
-exactly what the suites measure.
+``calibration.py`` (in this folder) uses the very same functions, so the calibrated thresholds
+measure exactly what the suites measure.
 """
 from __future__ import annotations
 
-import ast
-import json
 from pathlib import Path
 
 import numpy as np
 
-THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
+from autograder import training_support
+from autograder.proxy import Trainer
+from autograder.training_support import generator as _generator
+from autograder.training_support import torch_seed
+
+FOLDER = Path(__file__).resolve().parent
+ASSIGNMENT = FOLDER.name
+THRESHOLDS_FILE = training_support.thresholds_file(FOLDER)
 
 # The notebook's bandit: five arms with these mean rewards (SimpleBandit), noise sd 0.1.
 BANDIT_LEVELS = (0.2, 0.5, 0.8, 0.3, 0.1)
@@ -26,28 +31,12 @@ EVAL_STATES = 20_000        # contextual-bandit evaluation states (same for rand
 
 def load_thresholds() -> dict:
     """The calibrated pass marks (written by ``make calibrate``; docs/calibration.md)."""
-    return json.loads(THRESHOLDS_FILE.read_text())
-
-
-def _generator(seed: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(int(seed)))
-
-
-def torch_seed(seed: int) -> int:
-    return int(seed) % (2**62)
+    return training_support.load_thresholds(FOLDER)
 
 
 def check_params(assignment, hidden_seed: int, calls: dict[str, int]) -> dict:
-    """What the trusted trainer needs to check the student's replies (``relay.Student``): the
-    seed of its sample of calls, the catalogued mistakes of each function (their names in the
-    reference worker), and how many calls of each function a run makes."""
-    from autograder.hints import MUTANT_PREFIX, load_mutants
-
-    mutants: dict[str, list[str]] = {fn: [] for fn in calls}
-    for m in load_mutants(assignment):
-        if m.function in mutants:
-            mutants[m.function].append(MUTANT_PREFIX + m.name)
-    return {"seed": torch_seed(hidden_seed ^ 0xC4EC), "mutants": mutants, "calls": dict(calls)}
+    """What the trusted trainer needs to check the student's replies (``relay.Student``)."""
+    return training_support.check_params(assignment, hidden_seed, calls)
 
 
 # --- REINFORCE on bandits --------------------------------------------------------------------
@@ -132,33 +121,10 @@ def gap_closed(layers, weights, states) -> dict:
 # --- the kit's classes, from the source notebook ---------------------------------------------
 def kit_source(assignment, class_names) -> str:
     """Import lines and the named class definitions from the source notebook's given (locked)
-    cells, as one block of code for a harness to execute in a fresh namespace."""
-    from autograder.load.extract import extract_definitions
-
-    imports: list[str] = []
-    classes: dict[str, str] = {}
-    for cell in assignment.cells:
-        if cell.kind not in ("locked", "other"):
-            continue
-        code = extract_definitions(cell.source).code
-        for node in ast.parse(code).body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and _allowed_import(node):
-                line = ast.get_source_segment(code, node)
-                if line not in imports:
-                    imports.append(line)
-            elif isinstance(node, ast.ClassDef) and node.name in class_names:
-                classes[node.name] = ast.get_source_segment(code, node)
-    missing = [n for n in class_names if n not in classes]
-    if missing:
-        raise LookupError(f"the source notebook defines no {', '.join(missing)}")
-    return "\n".join(imports) + "\n\n" + "\n\n".join(classes[n] for n in class_names) + "\n"
+    cells, as one block of code for a trainer to execute in a fresh namespace."""
+    return training_support.kit_classes(assignment, class_names)
 
 
-HARNESS_MODULES = {"torch", "numpy", "math", "random", "collections", "typing", "dataclasses",
-                   "functools", "itertools"}
-
-
-def _allowed_import(node) -> bool:
-    """Harnesses import only torch, numpy and the standard library (no plotting in a worker)."""
-    names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-    return all(n.split(".")[0] in HARNESS_MODULES for n in names)
+def trainer(name: str):
+    """The trusted trainer ``trainers/<name>.py`` of this folder (``StudentProxy.train``)."""
+    return Trainer(ASSIGNMENT, FOLDER, f"trainers/{name}.py")

@@ -12,7 +12,7 @@ from autograder.mistakes import Mistake
 from autograder.proxy import Backward, Computed, StudentError
 from autograder.suites.checks import against_reference, backed_by, describe, is_tensor, numbers
 from autograder.suites.contracts import expect_inputs_unchanged
-from autograder.suites.ppo_lm.checks import (RTOL, bool_mask, expect_values, mask_of,
+from .hidden_inputs import (RTOL, bool_mask, expect_values, mask_of,
                                              np_masked_mean, row_lengths, tensor, with_junk)
 
 GRADE_CELL = "masked_mean"

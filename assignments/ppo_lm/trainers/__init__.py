@@ -1,0 +1,1 @@
+"""The trusted trainer of assignment ``ppo_lm`` (run in the trusted reference worker only)."""
