@@ -23,17 +23,17 @@ from autograder import REPO_ROOT
 from autograder.hints import (Mutant, apply_mutant, load_correct_variants, load_mutants,
                               solution_cell)
 from autograder.suites import mutant_corpus
-from autograder.suites.mutant_corpus import MutantGrade as Graded
+from autograder.suites.mutant_corpus import MutantGrade
 
 ASSIGNMENT = "ppo"
 TRAINING_CELL = {"reinforce_loss": "reinforce_training", "compute_gae": "ppo_training",
                  "ppo_combined_loss": "ppo_training"}
 
 
-def record(name: str, kind: str, function: str, hint: str = "", needs: str = "") -> Graded:
+def record(name: str, kind: str, function: str, hint: str = "", needs: str = "") -> MutantGrade:
     """A corpus record: the function's own grade cell (named like the function) must lose
     points; the training cell whose harness runs it may."""
-    return Graded(name, kind, (function,), function, (TRAINING_CELL[function],), hint, needs)
+    return MutantGrade(name, kind, (function,), function, (TRAINING_CELL[function],), hint, needs)
 
 
 # --- building submissions --------------------------------------------------------------------
@@ -66,13 +66,13 @@ def write_corpus(assignment, directory: Path, mutants=None, variants=None) -> li
 
 # --- grading ---------------------------------------------------------------------------------
 
-def grade_cli(record: Graded, path: Path, out_dir: Path) -> Graded:
+def grade_cli(record: MutantGrade, path: Path, out_dir: Path) -> MutantGrade:
     """Grade through the real command line, as a TA would."""
     return mutant_corpus.grade_cli(record, path, out_dir, ASSIGNMENT)[0]
 
 
 def grade_corpus(directory: Path, *, mutants=None, variants=None, via_cli: set[str] = frozenset(),
-                 ) -> list[Graded]:
+                 ) -> list[MutantGrade]:
     """Write and grade the corpus; the names in ``via_cli`` go through the command line."""
     from autograder.assignments import load_assignment
 
@@ -87,7 +87,7 @@ def grade_corpus(directory: Path, *, mutants=None, variants=None, via_cli: set[s
 
 # --- the report --------------------------------------------------------------------------------
 
-def table(graded: list[Graded]) -> str:
+def table(graded: list[MutantGrade]) -> str:
     mutants = [g for g in graded if g.kind == "mutant"]
     variants = [g for g in graded if g.kind == "variant"]
     lines = []

@@ -29,7 +29,7 @@ from pathlib import Path
 from autograder import REPO_ROOT
 from autograder.hints import CorrectVariant, Mutant, apply_mutant, solution_cell
 from autograder.suites import mutant_corpus
-from autograder.suites.mutant_corpus import MutantGrade as Graded, submission_notebook
+from autograder.suites.mutant_corpus import MutantGrade, submission_notebook
 
 ASSIGNMENT = "ppo_lm"
 TRAINING_CELL = "lm_ppo_training"
@@ -54,7 +54,7 @@ def write_corpus(assignment, directory: Path, mutants=(), variant_groups=(),
         changed = apply_mutant(solution_cell(assignment, m.function).source, m)
         path.write_text(json.dumps(submission_notebook(assignment, {m.function: changed})))
         question = question_of(m)
-        out.append((Graded(m.name, "mutant", (m.function,), question, (TRAINING_CELL,), m.hint,
+        out.append((MutantGrade(m.name, "mutant", (m.function,), question, (TRAINING_CELL,), m.hint,
                            m.needs, short_training=short_training and question != TRAINING_CELL),
                     path))
     for group in variant_groups:
@@ -66,7 +66,7 @@ def write_corpus(assignment, directory: Path, mutants=(), variant_groups=(),
         path = directory / f"variant-{len(out):02d}.ipynb"
         path.write_text(json.dumps(submission_notebook(assignment, {v.function: v.source
                                                                     for v in group})))
-        out.append((Graded(name, "variant", tuple(functions)), path))
+        out.append((MutantGrade(name, "variant", tuple(functions)), path))
     return out
 
 
@@ -85,7 +85,7 @@ def variant_groups(variants: list[CorrectVariant]) -> list[list[CorrectVariant]]
 
 # --- grading -------------------------------------------------------------------------------------
 
-def grade_cli(record: Graded, path: Path, out_dir: Path):
+def grade_cli(record: MutantGrade, path: Path, out_dir: Path):
     """Grade through the real command line, as a TA would (always full-length training);
     ``(record, completed process)``."""
     return mutant_corpus.grade_cli(record, path, out_dir, ASSIGNMENT)
@@ -105,7 +105,7 @@ def training_iterations(n: int | None):
         T.ITERATIONS = saved
 
 
-def grade_api(records: list[tuple], out_dir: Path, pool=None) -> list[Graded]:
+def grade_api(records: list[tuple], out_dir: Path, pool=None) -> list[MutantGrade]:
     """Grade many notebooks in this process with one shared worker pool; a record marked
     ``short_training`` trains for ``SHORT_ITERATIONS`` iterations."""
     return mutant_corpus.grade_api(
@@ -115,7 +115,7 @@ def grade_api(records: list[tuple], out_dir: Path, pool=None) -> list[Graded]:
 
 # --- the report --------------------------------------------------------------------------------
 
-def table(graded: list[Graded]) -> str:
+def table(graded: list[MutantGrade]) -> str:
     lines = [f"{'mistake':38} {'question':18} {'lost there':>10}  {'training':>8}  "
              f"{'lost elsewhere':16} shown", "-" * 120]
     for g in graded:
