@@ -21,6 +21,7 @@ from autograder.course.demo import (applicable_mutants, copy_course, mutated, nb
 from autograder.course.gradebook import open_gradebook
 from autograder.results import GradingResult, grade_cell_totals
 from autograder.results import TestResult as Check
+from timing import allowance
 
 ASSIGNMENT = "ppo"
 TESTS_DIR = Path(__file__).resolve().parent
@@ -193,7 +194,9 @@ def test_slot_crash_hang_and_kit_bug_do_not_stop_the_batch(tmp_path, monkeypatch
     run_slots(jobs, course_dir=paths.root, assignment=ASSIGNMENT, n=2,
               grader="test_course:stub_grade", request_extra={}, timeout=8,
               on_result=lambda job, result, error: seen.setdefault(job.student, (result, error)))
-    assert time.monotonic() - started < 60
+    # the hang is stopped at its 8 s timeout: the other slot's six jobs and the two slot
+    # restarts cost a few cold starts, however busy the machine
+    assert time.monotonic() - started < 8 + allowance(10)
     assert sorted(seen) == sorted(names)
     for s in ("a1", "a2", "a3", "a4"):
         assert seen[s][0].score == 3.0 and not seen[s][1]
