@@ -20,9 +20,10 @@ How the corpus is graded (``grade_corpus``):
 - Around the grading: a snapshot of the course copy and of the shared temporary directories,
   canary files a sandbox escape could change, a TCP listener nothing may reach, a memory
   sampler for the memory bombs, and a check that no sandboxed process outlives the pool.
-- A grading's time is bounded by its wall limit plus an allowance measured in the same run
-  (``timing.allowance``: a few cold starts of an interpreter, now), never by a fixed number of
-  seconds: a busy machine stretches the overhead around the limit, not the limit.
+- A grading's time is bounded by its wall limit plus an allowance (``timing.allowance``:
+  ``SLACK_COLD_STARTS`` cold starts of an interpreter, measured in the same run), never by a
+  fixed number of seconds: a busy machine stretches the overhead around the limit, not the
+  limit.
 
 ``python tests/adversarial/corpus_harness.py [CASE ...]`` grades the corpus and prints the table.
 """
@@ -68,6 +69,11 @@ MEMORY_FLOOR = 8 << 30               # MemAvailable must stay above this during 
 KIT_SCRATCH = ("ag-worker-", "ag-zygote-", "ppo-probe-")   # the kit's own temporary dirs
 SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
+# A grading may exceed its wall limit by this many cold starts measured in the same run (about
+# 7 s on a quiet two-core machine): the parent's work around the limit (killing the worker,
+# the remaining checks, the reference's calls) stretches with the machine's load, the limit does
+# not. Measured: 4.1 cold starts of overhead on a machine loaded 3.4 times over (wall_limit).
+SLACK_COLD_STARTS = 6
 MAX_RESULT_BYTES = 200_000           # a result stays small whatever the submission printed
 GROUPS = ("loops-exits", "resources", "outside", "tampering", "return-values", "notebook")
 SCORE_WORDS = ("full", "partial", "lost")
@@ -541,7 +547,7 @@ def grade_corpus(root: Path, cases: list[Case]) -> Corpus:
     from autograder.grade import submission as submission_module
     from autograder.grade.pool import WorkerPool
 
-    slack = allowance()                         # measured before and after the corpus
+    slack = allowance(SLACK_COLD_STARTS)        # measured before and after the corpus
     started = time.monotonic()
     course = make_course(root)
     subs, outs = root / "submissions", root / "results"
@@ -628,7 +634,7 @@ def grade_corpus(root: Path, cases: list[Case]) -> Corpus:
                     canary_after=snapshot(canary), memory=memory, sandbox_uids=uids,
                     listener_connections=connections, leftover=leftover,
                     seconds=time.monotonic() - started, controls=controls,
-                    slack=max(slack, allowance()))
+                    slack=max(slack, allowance(SLACK_COLD_STARTS)))
     shutil.rmtree(canary, ignore_errors=True)
     return corpus
 
@@ -753,11 +759,11 @@ def grade_batch(root: Path, cases: list[Case]) -> Batch:
     with pytest.MonkeyPatch.context() as mp, MemorySampler() as sampler:
         mp.setenv("PYTHONPATH", str(BATCH_GRADER_DIR))
         mp.setenv(SUITE_ENV, str(suite))
-        slack = allowance()                      # measured before and after the batch
+        slack = allowance(SLACK_COLD_STARTS)     # measured before and after the batch
         started = time.monotonic()
         run = grade_course(course, ASSIGNMENT, jobs=2, grader=BATCH_GRADER)
         seconds = time.monotonic() - started
-        slack = max(slack, allowance())
+        slack = max(slack, allowance(SLACK_COLD_STARTS))
     listener.close()
     shutil.rmtree(canary, ignore_errors=True)
     autograded = course / "autograded"
