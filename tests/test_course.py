@@ -222,6 +222,7 @@ def test_grader_errors_are_recorded_and_retried(tmp_path, monkeypatch):
 
 # --- SIGKILL in the middle of a batch, with the real grader and sandbox ---------------------------
 
+@pytest.mark.slow          # a cohort killed mid-batch, then graded again: about 20 s
 def test_sigkill_mid_batch_then_rerun_completes(tmp_path):
     from nbgrader.api import Grade, Student, SubmittedAssignment
 
@@ -240,10 +241,14 @@ def test_sigkill_mid_batch_then_rerun_completes(tmp_path):
     done_before = {s: paths.results(s, ASSIGNMENT).read_bytes() for s in results(paths)}
     assert 0 < len(done_before) < len(cohort), "kill the batch while it is grading"
     assert not (paths.root / "gradebook.db").exists()     # written only after the batch
-    time.sleep(1)
-    leftovers = subprocess.run(["pgrep", "-f", f"autograder.course.slot .* {paths.root} "],
-                               capture_output=True, text=True).stdout.split()
-    assert leftovers == [], "slot processes outlived the killed coordinator"
+
+    def slots() -> list[str]:
+        return subprocess.run(["pgrep", "-f", f"autograder.course.slot .* {paths.root} "],
+                              capture_output=True, text=True).stdout.split()
+    gone_by = time.monotonic() + allowance(1)      # a cold start measured now: about 1 s quiet
+    while slots() and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    assert slots() == [], "slot processes outlived the killed coordinator"
 
     rerun = cli(paths.root, "--jobs", "2")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
