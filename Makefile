@@ -70,13 +70,15 @@ lint: setup
 # - expensive fixtures made cheaper: the adversarial harness lives in tests/adversarial/ and
 #   grades its corpus once, through one warm worker pool (a cold CLI only for the cases about
 #   the CLI); the grader's own path is tested in-process with autograder/sandbox/fake.py's
-#   FakeWorker (tests/test_fake_worker.py: the answer key, a sample of the mutants with every
-#   kind of check, every correct variant, the hints), about 20 s with no process started;
-# - then what is genuinely a second, long end-to-end pass moved behind `slow`: every mutant and
-#   correct variant through real workers with training (test_mutants.py, about 190 s;
-#   test_correct_variants.py, 47 s: the in-process tests cover their function questions), the
-#   adversarial corpus again as one grade-course batch (66 s: the one-by-one grading stays), a
-#   killed cohort's leftovers (test_leftovers.py, 27 s). They still run in `make test-all`.
+#   FakeWorker (tests/test_fake_worker.py, both assignments: the answer key, a sample of the
+#   mutants with every kind of check, every correct variant, the hints; no process started);
+# - then what is genuinely a second, long end-to-end pass moved behind `slow` (CI's timings on
+#   two cores): every mutant and correct variant through real workers with training
+#   (test_mutants.py 190 s, test_correct_variants.py 47 s, test_ppo_lm_grading.py's corpus
+#   about 55 s: the in-process tests cover their function questions), the adversarial corpus
+#   again as one grade-course batch (66 s: the one-by-one grading stays), and the cohorts killed
+#   mid-run (test_leftovers.py 27 s, test_course.py's SIGKILL rerun 21 s). About 400 s of the
+#   981 s leave `make test`; all of it still runs in `make test-all`.
 # No test asserts an absolute wall-clock bound (tests/timing.py): bounds are relative to a cold
 # start measured in the same run, or in CPU time, so the tests pass with every core busy.
 # `make test-busy` runs `make test` that way: a busy loop on every core (at the default

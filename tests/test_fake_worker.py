@@ -21,38 +21,72 @@ import pytest
 from autograder import REPO_ROOT
 from autograder.assignments import load_assignment
 from autograder.config import load_settings
+from autograder.hints import apply_mutant, solution_cell
 from autograder.grade import submission as submission_module
 from autograder.proxy import StudentProxy
 from autograder.sandbox.fake import FakePool, FakeWorker, reference_worker
 from autograder.suites import mutant_corpus
 from autograder.suites.ppo import corpus
-from autograder.suites.ppo.mutants import CORRECT_VARIANTS, MUTANTS
+from autograder.suites.ppo.mutants import MUTANTS
 from batch_grader import functions_only
 
 ASSIGNMENT = "ppo"
-# A sample of the mutants, each kind of check represented: wrong values (the hint or the first
-# wrong number), a list or float32 output, inputs changed or aliased, the gradient cut.
-MUTANT_SAMPLE = ["reinforce_sign_flipped", "reinforce_sum", "reinforce_detached",
-                 "gae_forward", "gae_lambda_twice", "gae_returns_list", "gae_float32_output",
-                 "gae_mutates_rewards", "gae_aliases_rewards", "clip_max_not_min", "clip_none",
-                 "clip_detached", "clip_item", "combined_no_vf_coeff", "combined_floats",
-                 "combined_subtracts_returns_in_place"]
 FUNCTION_CELLS = {"reinforce_loss": 3.0, "compute_gae": 5.0, "ppo_combined_loss": 5.0}
+# A sample of each assignment's mutants, every kind of check represented: wrong values (the hint
+# or the first wrong number), a list, float32 or Python-number output, inputs changed or
+# aliased, the gradient cut, padding and masks (Part 2).
+MUTANT_SAMPLE = {
+    "ppo": ["reinforce_sign_flipped", "reinforce_sum", "reinforce_detached", "gae_forward",
+            "gae_lambda_twice", "gae_returns_list", "gae_float32_output", "gae_mutates_rewards",
+            "gae_aliases_rewards", "clip_max_not_min", "clip_none", "clip_detached", "clip_item",
+            "combined_no_vf_coeff", "combined_floats", "combined_subtracts_returns_in_place"],
+    "ppo_lm": ["rewards_kl_coef_missing", "rewards_score_at_last_padded_position",
+               "mean_includes_padding", "mean_item", "gae_leaks_across_rows",
+               "gae_padding_not_zeroed", "ppo_unmasked_value_loss", "ppo_ratio_detached"],
+}
+
+
+def suite_package(name: str):
+    """(mutants, correct variants, training cell of each function) of an assignment."""
+    if name == "ppo":
+        from autograder.suites.ppo import mutants as ppo_mutants
+
+        return ppo_mutants.MUTANTS, ppo_mutants.CORRECT_VARIANTS, corpus.TRAINING_CELL
+    from autograder.suites.ppo_lm import corpus as lm_corpus
+    from autograder.suites.ppo_lm import mutants as lm_mutants
+
+    functions = {m.function for m in lm_mutants.MUTANTS}
+    return (lm_mutants.MUTANTS, lm_mutants.CORRECT_VARIANTS,
+            dict.fromkeys(functions, lm_corpus.TRAINING_CELL))
+
+
+def question_of(name: str, mutant) -> str:
+    if name == "ppo_lm":
+        from autograder.suites.ppo_lm import corpus as lm_corpus
+
+        return lm_corpus.question_of(mutant)
+    return mutant.function
+
+
+@pytest.fixture(scope="module")
+def trimmed(tmp_path_factory):
+    """{assignment: the assignment with the hidden tests of its function questions only (no
+    training run), and the suite's mutants and hint probes (``mutants.py``, ``checks.py``), so
+    the hints work}."""
+    out = {}
+    for name in MUTANT_SAMPLE:
+        assignment = load_assignment(name, REPO_ROOT)
+        suite = tmp_path_factory.mktemp(f"{name}-functions")
+        for module in ("mutants.py", "checks.py"):
+            if (assignment.suite_dir / module).exists():
+                shutil.copyfile(assignment.suite_dir / module, suite / module)
+        out[name] = functions_only(assignment, suite)
+    return out
 
 
 @pytest.fixture(scope="module")
 def assignment():
     return load_assignment(ASSIGNMENT, REPO_ROOT)
-
-
-@pytest.fixture(scope="module")
-def trimmed(assignment, tmp_path_factory):
-    """Part 1 with the hidden tests of its function questions only (no training run), and the
-    suite's mutants and hint probes (``mutants.py``, ``checks.py``), so the hints work."""
-    suite = tmp_path_factory.mktemp("suite-functions")
-    for name in ("mutants.py", "checks.py"):
-        shutil.copyfile(assignment.suite_dir / name, suite / name)
-    return functions_only(assignment, suite)
 
 
 @pytest.fixture(scope="module")
@@ -74,59 +108,84 @@ def no_processes(monkeypatch):
 
 @pytest.fixture
 def grade(trimmed, pool, tmp_path, monkeypatch, no_processes):
-    """Grade {function: new solution source} (nothing: the answer key) in this process; the
-    result's JSON and the corpus record of it."""
+    """Grade an assignment's notebook with {function: new solution source} (nothing: the answer
+    key) in this process; the result's JSON and the corpus record of it."""
     settings = load_settings(REPO_ROOT)
-    monkeypatch.setattr(submission_module, "load_assignment", lambda name, course: trimmed)
 
-    def run(name: str, replacements: dict[str, str], record=None):
+    def run(assignment: str, name: str, replacements: dict[str, str], record=None):
+        asg = trimmed[assignment]
+        monkeypatch.setattr(submission_module, "load_assignment", lambda n, course: asg)
         path = tmp_path / f"{name}.ipynb"
-        path.write_text(json.dumps(mutant_corpus.submission_notebook(trimmed, replacements)))
+        path.write_text(json.dumps(mutant_corpus.submission_notebook(asg, replacements)))
         result = submission_module.grade_submission(
-            path, ASSIGNMENT, student=name, settings=settings, backend="unsafe",
+            path, assignment, student=name, settings=settings, backend="unsafe",
             pool=pool).to_json()
         record = record or mutant_corpus.Graded(name, "answer_key")
         return result, mutant_corpus.fill(record, result, "fake", 0.0)
     return run
 
 
-def test_the_answer_key_gets_full_marks_without_a_process(grade, pool):
-    result, g = grade("answer_key", {})
+@pytest.mark.parametrize("name", list(MUTANT_SAMPLE))
+def test_the_answer_key_gets_full_marks_without_a_process(grade, pool, trimmed, name):
+    result, g = grade(name, "answer_key", {})
     assert not g.grader_errors and not result["extra_data"]["flags"], g.flags
-    assert {c: t["max_score"] for c, t in result["extra_data"]["grade_cells"].items()} == \
-        FUNCTION_CELLS
-    assert result["score"] == sum(FUNCTION_CELLS.values()), g.outputs
+    cells = {c.id: c.points for c in trimmed[name].grade_cells}
+    assert {c: t["max_score"] for c, t in result["extra_data"]["grade_cells"].items()} == cells
+    assert result["score"] == sum(cells.values()) > 0, g.outputs
     assert all(isinstance(w, FakeWorker) for w in pool.students) and pool.students
+    if name == ASSIGNMENT:
+        assert cells == FUNCTION_CELLS
 
 
-def test_the_sample_names_mutants_of_every_function():
-    by_name = {m.name: m for m in MUTANTS}
-    assert set(MUTANT_SAMPLE) <= set(by_name)
-    assert {by_name[n].function for n in MUTANT_SAMPLE} == set(FUNCTION_CELLS)
+def test_the_samples_name_mutants_of_every_function(trimmed):
+    for name, sample in MUTANT_SAMPLE.items():
+        mutants, _, training = suite_package(name)
+        by_name = {m.name: m for m in mutants}
+        assert set(sample) <= set(by_name), name
+        assert {by_name[n].function for n in sample} == set(training), name
+        assert {question_of(name, by_name[n]) for n in sample} <= \
+            {c.id for c in trimmed[name].grade_cells}, name
 
 
-@pytest.mark.parametrize("name", MUTANT_SAMPLE)
-def test_a_mutant_loses_points_on_its_own_question_only(grade, assignment, name):
-    """As ``tests/test_mutants.py`` asks of every mutant, on the function questions."""
-    mutant = next(m for m in MUTANTS if m.name == name)
-    record = corpus.record(mutant.name, "mutant", mutant.function, mutant.hint, mutant.needs)
-    _, g = grade(name, {mutant.function: corpus.mutant_source(assignment, mutant)}, record)
+@pytest.mark.parametrize("name, mutant_name",
+                         [(a, m) for a, sample in MUTANT_SAMPLE.items() for m in sample])
+def test_a_mutant_loses_points_on_its_own_question_only(grade, trimmed, name, mutant_name):
+    """As ``tests/test_mutants.py`` and ``tests/test_ppo_lm_grading.py`` ask of every mutant,
+    on the function questions."""
+    mutants, _, training = suite_package(name)
+    mutant = next(m for m in mutants if m.name == mutant_name)
+    record = mutant_corpus.Graded(mutant.name, "mutant", (mutant.function,),
+                                  question_of(name, mutant), (training[mutant.function],),
+                                  mutant.hint, mutant.needs)
+    source = apply_mutant(solution_cell(trimmed[name], mutant.function).source, mutant)
+    _, g = grade(name, mutant_name, {mutant.function: source}, record)
     assert not g.grader_errors, g.grader_errors
     if not g.applicable:
         assert g.lost.get(g.question, 0.0) == 0.0
         return
-    assert g.killed, f"{name} keeps full marks on {g.question}"
-    assert not g.collateral, f"{name} loses points on unrelated cells {g.collateral}"
+    assert g.killed, f"{mutant_name} keeps full marks on {g.question}"
+    assert not g.collateral, f"{mutant_name} loses points on unrelated cells {g.collateral}"
     assert g.hint_shown or g.numeric_shown, g.outputs.get(g.question)
 
 
-@pytest.mark.parametrize("name", [v.name for v in CORRECT_VARIANTS])
-def test_a_correct_variant_keeps_full_marks(grade, name):
-    variant = next(v for v in CORRECT_VARIANTS if v.name == name)
-    _, g = grade(name, {variant.function: variant.source})
+def variant_notebooks() -> list[tuple[str, str, list]]:
+    """(assignment, name, [variants]): Part 1's one per notebook, Part 2's in groups of one
+    variant per function (as ``autograder/suites/ppo_lm/corpus.py`` grades them)."""
+    from autograder.suites.ppo_lm import corpus as lm_corpus
+
+    out = [("ppo", v.name, [v]) for v in suite_package("ppo")[1]]
+    out += [("ppo_lm", "+".join(v.name for v in group), group)
+            for group in lm_corpus.variant_groups(suite_package("ppo_lm")[1])]
+    return out
+
+
+@pytest.mark.parametrize("name, variant_name, group", variant_notebooks(),
+                         ids=[n for _, n, _ in variant_notebooks()])
+def test_correct_variants_keep_full_marks(grade, name, variant_name, group):
+    _, g = grade(name, variant_name, {v.function: v.source for v in group})
     assert not g.grader_errors, g.grader_errors
     lost = {c: p for c, p in g.lost.items() if p > 1e-9}
-    assert not lost, f"{name} loses {lost}: {g.outputs}"
+    assert not lost, f"{variant_name} loses {lost}: {g.outputs}"
 
 
 def test_hints_name_a_mistake_through_the_proxy(assignment, no_processes):
