@@ -77,8 +77,10 @@ lint: setup
 #   (test_mutants.py 190 s, test_correct_variants.py 47 s, test_ppo_lm_grading.py's corpus
 #   about 55 s: the in-process tests cover their function questions), the adversarial corpus
 #   again as one grade-course batch (66 s: the one-by-one grading stays), and the cohorts killed
-#   mid-run (test_leftovers.py 27 s, test_course.py's SIGKILL rerun 21 s). About 400 s of the
-#   981 s leave `make test`; all of it still runs in `make test-all`.
+#   mid-run (test_leftovers.py 27 s, test_course.py's SIGKILL rerun 21 s), the hostile and
+#   honest cohorts through grade-course (test_untrusted_bytes.py, 32 s) and grade-course on
+#   renamed notebooks (test_adversarial.py, 12 s). About 450 s of the 981 s leave `make test`;
+#   all of it still runs in `make test-all`.
 # No test asserts an absolute wall-clock bound (tests/timing.py): bounds are relative to a cold
 # start measured in the same run, or in CPU time, so the tests pass with every core busy.
 # `make test-busy` runs `make test` that way: a busy loop on every core (at the default

@@ -331,6 +331,7 @@ def test_results_are_written_atomically(tmp_path, monkeypatch):
 
 # --- grade-course: renamed notebooks, two notebooks in one folder ----------------------------
 
+@pytest.mark.slow      # python -m autograder grade-course end to end: about 12 s
 def test_grade_course_renamed_and_doubled_notebooks(tmp_path):
     """Through ``python -m autograder grade-course``: a renamed notebook is graded and flagged;
     a folder with ppo.ipynb and a copy grades ppo.ipynb and flags the extra; a folder with two

@@ -471,6 +471,7 @@ def cohorts(tmp_path_factory, answer_key):
     return out
 
 
+@pytest.mark.slow      # three grade-course runs end to end (``cohorts``): about 30 s
 def test_honest_students_are_unaffected_by_hostile_classmates(cohorts):
     honest, hostile = cohorts["honest"][0], cohorts["hostile"][0]
     for proc in (cohorts["honest"][1], cohorts["hostile"][1]):
@@ -486,6 +487,7 @@ def test_honest_students_are_unaffected_by_hostile_classmates(cohorts):
         assert honest_outcome(hostile, student) == honest_outcome(honest, student)
 
 
+@pytest.mark.slow      # three grade-course runs end to end (``cohorts``): about 30 s
 def test_every_hostile_submission_is_its_own_zero_and_is_named(cohorts):
     course, proc, _, hostile = cohorts["hostile"]
     summary = proc.stdout
@@ -506,6 +508,7 @@ def test_every_hostile_submission_is_its_own_zero_and_is_named(cohorts):
     assert patho["extra_data"]["grade_cells"] == alice["extra_data"]["grade_cells"]
 
 
+@pytest.mark.slow      # three grade-course runs end to end (``cohorts``): about 30 s
 def test_an_undecodable_folder_name_is_graded_under_a_safe_id(cohorts):
     from autograder.course.batch import student_id
 
@@ -525,6 +528,7 @@ def test_an_undecodable_folder_name_is_graded_under_a_safe_id(cohorts):
     assert stamp.startswith("2026-11-21 10:00:00")
 
 
+@pytest.mark.slow      # three grade-course runs end to end (``cohorts``): about 30 s
 def test_every_trusted_process_of_the_cohort_stays_bounded(cohorts):
     for name in ("honest", "hostile"):
         found = cohorts[name][2]
