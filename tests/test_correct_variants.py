@@ -5,6 +5,10 @@ of the source notebook (loops, vectorised, numpy inside, float64 inside, ``torch
 reversed cumulative, recursion, ``F.mse_loss``, ...); the notebook is graded like any submission,
 two through the real command line. Every grade cell must keep full marks: a correct student
 must never lose points to the way the grader checks. The answer key itself is graded too.
+
+The variants' grading through real workers (the training questions included) is marked slow
+(``make test-all``); ``make test`` grades every variant on the function questions in-process
+(``tests/test_fake_worker.py``), and the answer key here through the command line.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ def test_there_are_enough_variants():
     assert len({v.name for v in CORRECT_VARIANTS}) == len(CORRECT_VARIANTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [v.name for v in CORRECT_VARIANTS])
 def test_variant_gets_full_marks(graded, name):
     g = graded[name]
@@ -46,6 +51,7 @@ def test_variant_gets_full_marks(graded, name):
     assert not lost, f"{name} loses {lost}: {g.outputs}"
 
 
+@pytest.mark.slow
 def test_the_cli_sample_went_through_the_cli(graded):
     assert {n for n, g in graded.items() if g.via == "cli"} == CLI_SAMPLE
 

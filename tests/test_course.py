@@ -21,6 +21,7 @@ from autograder.course.demo import (applicable_mutants, copy_course, mutated, nb
 from autograder.course.gradebook import open_gradebook
 from autograder.results import GradingResult, ResultDetails, grade_cell_totals
 from autograder.results import TestResult as Check
+from timing import allowance
 
 ASSIGNMENT = "ppo"
 TESTS_DIR = Path(__file__).resolve().parent
@@ -193,7 +194,9 @@ def test_slot_crash_hang_and_kit_bug_do_not_stop_the_batch(tmp_path, monkeypatch
     run_slots(jobs, course_dir=paths.root, assignment=ASSIGNMENT, n=2,
               grader="test_course:stub_grade", request_extra={}, timeout=8,
               on_result=lambda job, result, error: seen.setdefault(job.student, (result, error)))
-    assert time.monotonic() - started < 60
+    # the hang is stopped at its 8 s timeout: the other slot's six jobs and the two slot
+    # restarts cost a few cold starts, however busy the machine
+    assert time.monotonic() - started < 8 + allowance(10)
     assert sorted(seen) == sorted(names)
     for s in ("a1", "a2", "a3", "a4"):
         assert seen[s][0].score == 3.0 and not seen[s][1]
@@ -219,6 +222,7 @@ def test_grader_errors_are_recorded_and_retried(tmp_path, monkeypatch):
 
 # --- SIGKILL in the middle of a batch, with the real grader and sandbox ---------------------------
 
+@pytest.mark.slow          # a cohort killed mid-batch, then graded again: about 20 s
 def test_sigkill_mid_batch_then_rerun_completes(tmp_path):
     from nbgrader.api import Grade, Student, SubmittedAssignment
 
@@ -237,10 +241,14 @@ def test_sigkill_mid_batch_then_rerun_completes(tmp_path):
     done_before = {s: paths.results(s, ASSIGNMENT).read_bytes() for s in results(paths)}
     assert 0 < len(done_before) < len(cohort), "kill the batch while it is grading"
     assert not (paths.root / "gradebook.db").exists()     # written only after the batch
-    time.sleep(1)
-    leftovers = subprocess.run(["pgrep", "-f", f"autograder.course.slot .* {paths.root} "],
-                               capture_output=True, text=True).stdout.split()
-    assert leftovers == [], "slot processes outlived the killed coordinator"
+
+    def slots() -> list[str]:
+        return subprocess.run(["pgrep", "-f", f"autograder.course.slot .* {paths.root} "],
+                              capture_output=True, text=True).stdout.split()
+    gone_by = time.monotonic() + allowance(1)      # a cold start measured now: about 1 s quiet
+    while slots() and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    assert slots() == [], "slot processes outlived the killed coordinator"
 
     rerun = cli(paths.root, "--jobs", "2")
     assert rerun.returncode == 0, rerun.stderr[-3000:]

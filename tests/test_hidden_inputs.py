@@ -36,7 +36,7 @@ from autograder.proxy import StudentProxy
 from autograder.seeding import code_digest, derive_seed
 from autograder.suites import checks
 from autograder.suites.mutant_corpus import submission_notebook
-from fakes import InProcessWorker, reference_worker
+from autograder.sandbox.fake import FakeWorker, reference_worker
 from suite_driver import hidden_tests, run_hidden_test
 
 TRAINING_CELLS = {"reinforce_training", "ppo_training", "lm_ppo_training"}
@@ -188,7 +188,7 @@ def test_no_failed_unit_test_shows_an_expected_value(name):
     reference = StudentProxy(reference_worker(assignment))
     hints = Hints.for_assignment(reference, assignment)
     key = reference._worker.server.ns
-    worker = InProcessWorker()
+    worker = FakeWorker()
     worker.define(**{fn: _scaled(key[fn]) for fn in assignment.solution_functions.values()})
     failed = []
     for t in unit_tests(assignment):
@@ -255,7 +255,7 @@ def attack(ppo, grader, *, reveal: bool, per_submission: bool, rounds: int = 4):
         checks.revealing = lambda allowed=False: original(True)
     try:
         for _ in range(rounds):
-            worker = InProcessWorker()
+            worker = FakeWorker()
             worker.define(ppo_combined_loss=lookup)
             code = lookup.code() if per_submission else ""
             passed, score, messages = set(), 0.0, []

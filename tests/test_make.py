@@ -2,8 +2,10 @@
 leaves an unchanged notebook byte-identical."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import nbformat
@@ -74,3 +76,39 @@ def test_a_rerun_of_an_unchanged_notebook_is_byte_identical(tmp_path):
     nbformat.write(nb, source)
     assert solutions_tool.write_if_changed(solutions_tool.execute(source), out)
     assert b"3.1416" not in out.read_bytes()
+
+
+CHECK_BUSY = """#!/bin/sh
+# stands in for `make test`: the busy loops run, one per core, while it does
+[ "$(echo $BUSY_PIDS | wc -w)" = "$(nproc)" ] || exit 8
+for p in $BUSY_PIDS; do kill -0 "$p" || exit 9; done
+exit 3
+"""
+
+
+def test_test_busy_loads_every_core_and_stops_the_loops(tmp_path):
+    """``make test-busy`` runs its tests with one busy loop per core, returns their exit status
+    and stops the loops, also when the tests fail."""
+    shutil.copy(REPO_ROOT / "Makefile", tmp_path / "Makefile")
+    check = tmp_path / "check-busy"
+    check.write_text(CHECK_BUSY)
+    check.chmod(0o755)
+    done = subprocess.run(["make", "-s", "test-busy", f"BUSY_TEST={check}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "test-busy: exit 3 after" in done.stdout, done
+    pids = [int(p) for p in done.stdout.split("(pids", 1)[1].split(")", 1)[0].split()]
+    assert len(pids) == len(os.sched_getaffinity(0))
+    for pid in pids:               # killed at once; reaped by init shortly after
+        for _ in range(100):
+            if not running(pid):
+                break
+            time.sleep(0.05)
+        assert not running(pid), pid
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -7,6 +7,10 @@ real command line (``python -m autograder grade ... --out``), the rest through t
 points are lost on the function's own grade cell; nothing is lost on unrelated cells (the
 training cell that runs the function may lose points too); the failure message shows the
 mutant's hint, or at least the numeric difference. ``make mutants`` prints the same as a table.
+
+Grading the corpus takes about three minutes on two cores, so those tests are marked slow
+(``make test-all``); ``make test`` grades a sample of the mutants, one of every kind of check,
+in-process (``tests/test_fake_worker.py``), and checks the catalogue here.
 """
 from __future__ import annotations
 
@@ -117,6 +121,7 @@ def test_mutant_cells_define_only_the_renamed_function(assignment):
         assignment, MUTANTS, "import torch\nfrom torch.nn import functional as F\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [m.name for m in MUTANTS])
 def test_mutant_loses_points_on_its_own_question_only(graded, name):
     g = graded[name]
@@ -131,10 +136,12 @@ def test_mutant_loses_points_on_its_own_question_only(graded, name):
     assert g.hint_shown or g.numeric_shown, g.outputs.get(g.question)
 
 
+@pytest.mark.slow
 def test_the_cli_sample_went_through_the_cli(graded):
     assert {n for n, g in graded.items() if g.via == "cli"} == CLI_SAMPLE
 
 
+@pytest.mark.slow
 def test_a_list_output_costs_the_type_check_only(graded):
     """A compute_gae that returns a list breaks the contract: it loses the type check's share
     and nothing else (every value check reads the numbers; training works)."""
@@ -146,6 +153,7 @@ def test_a_list_output_costs_the_type_check_only(graded):
     assert g.lost["ppo_training"] == 0.0
 
 
+@pytest.mark.slow
 def test_the_kill_rate_is_complete(graded):
     applicable = [g for g in graded.values() if g.applicable]
     assert len(applicable) >= 35

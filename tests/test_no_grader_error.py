@@ -7,11 +7,11 @@ in-place changes), the test ends as a scored test (passed, or failed with a mess
 student), never as a grader error. At least 50 examples per hidden test.
 
 It runs in this process: the student's side is the worker's own ``Server`` with the chosen
-functions in its namespace (``tests/fakes.py``: every value crosses the real wire format, encoded
-by the worker's own encoder), the reference side is the answer key and its mutants loaded the
-way the grader loads them. The training tests are left out: they do not call a student function
-directly (their harness does, and its errors are its own messages); ``test_training_tests_are_
-the_only_ones_left_out`` pins which ones those are.
+functions in its namespace (``autograder/sandbox/fake.py``'s ``FakeWorker``: every value
+crosses the real wire format, encoded by the worker's own encoder), the reference side is the
+answer key and its mutants loaded the way the grader loads them. The training tests are left
+out: they do not call a student function directly (their harness does, and its errors are its
+own messages); ``test_training_tests_are_the_only_ones_left_out`` pins which ones those are.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from autograder.mistakes import Mistake
 from autograder.hints import Hints
 from autograder.proxy import Other, Returned, StudentProxy, TooLarge
 from autograder.suites import checks
-from fakes import InProcessWorker, reference_worker
+from autograder.sandbox.fake import FakeWorker, reference_worker
 from odd_values import SPOILS, answer_with, build, specs
 from suite_driver import hidden_tests, run_hidden_test
 
@@ -70,7 +70,7 @@ def test_odd_return_values_are_scored_never_grader_errors(test, graders):
     examples = []
 
     def check(spec):
-        worker, calls = InProcessWorker(), itertools.count()
+        worker, calls = FakeWorker(), itertools.count()
         worker.define(**{fn: _returning(spec, key[fn], calls) for fn in functions})
         result = run_hidden_test(test, student=StudentProxy(worker), reference=reference,
                                  hints=hints, assignment=asg, code=repr(spec))
@@ -96,7 +96,7 @@ LATE_SPOILS = ("extra", "unsqueeze", "item", "none")
 
 def _student_calls(test, asg, reference, hints, functions, key) -> int:
     """How many calls the test makes of the student's functions when they are right."""
-    worker = InProcessWorker()
+    worker = FakeWorker()
     worker.define(**{fn: key[fn] for fn in functions})
     result = run_hidden_test(test, student=StudentProxy(worker), reference=reference,
                              hints=hints, assignment=asg)

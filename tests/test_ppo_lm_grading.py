@@ -12,6 +12,11 @@ and its forbidden questions exclude ``lm_ppo_training``, so its notebook is grad
 training run of ``corpus.SHORT_ITERATIONS`` iterations; the training question's mutant, the
 correct variants, the answer key and ``rewards_kl_sign_flipped`` (to show the training test
 catching a mistake) train at full length.
+
+The mutant and variant corpus (the ``graded`` fixture: about a minute on two cores, training
+runs included) is marked slow (``make test-all``); ``make test`` grades a sample of the mutants,
+every kind of check, and every group of correct variants on the function questions in-process
+(``tests/test_fake_worker.py``), and the answer key and the release here.
 """
 from __future__ import annotations
 
@@ -150,6 +155,7 @@ def test_the_release_grades_zero_with_one_message_per_question(release):
 
 # --- correct variants and mutants ----------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", [" + ".join(v.name for v in g)
                                    for g in C.variant_groups(CORRECT_VARIANTS)])
 def test_correct_variants_get_full_marks(graded, group):
@@ -160,6 +166,7 @@ def test_correct_variants_get_full_marks(graded, group):
     assert not lost, f"{group} loses {lost}: {g.outputs}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [m.name for m in MUTANTS])
 def test_mutant_loses_points_on_its_own_question_only(graded, name):
     g = graded[name]
@@ -172,6 +179,7 @@ def test_mutant_loses_points_on_its_own_question_only(graded, name):
         assert g.hint_shown or g.numeric_shown, g.outputs.get(g.question)
 
 
+@pytest.mark.slow
 def test_the_kill_rate_is_complete(graded):
     mutants = [g for g in graded.values() if g.kind == "mutant"]
     assert len(mutants) == len(MUTANTS)
@@ -180,6 +188,7 @@ def test_the_kill_rate_is_complete(graded):
     assert sum(g.hint_shown for g in unit) >= 0.9 * len(unit)
 
 
+@pytest.mark.slow
 def test_training_catches_the_kl_sign_flip(graded):
     """Trained at full length, the KL sign flip also fails the training question: the policy
     drifts far from the pretrained model."""

@@ -30,18 +30,22 @@ POINTS = {"per_token_rewards": 3, "masked_mean": 2, "compute_token_gae": 4,
 # The cells a training harness executes to get the loop: pure definitions, no IPython syntax.
 DEFINITION_CELLS = ["corpus", "lm_model", "sampling", "reward_fn", "rlhf_loop"]
 RESULTS_MARKER = "@@PPO_LM_RESULTS@@"
-TIME_BUDGET_S = 180
+TIME_BUDGET_S = 180                  # seconds of the kernel's CPU time
 
 WARNINGS_AS_ERRORS = """\
 import warnings
 warnings.simplefilter("error", DeprecationWarning)
 """
+# The kernel's CPU time (it and its children, user and system): the budget is CPU seconds, which
+# do not grow when other processes load the machine (the notebook trains on one thread).
 REPORT = f"""\
-import json as _json, sys as _sys
+import json as _json, resource as _resource, sys as _sys
+_cpu = sum(_resource.getrusage(_who).ru_utime + _resource.getrusage(_who).ru_stime
+           for _who in (_resource.RUSAGE_SELF, _resource.RUSAGE_CHILDREN))
 print({RESULTS_MARKER!r} + _json.dumps({{
     "reward": history["reward"], "kl": history["kl"],
     "score_before": score_before, "score_after": score_after,
-    "executable": _sys.executable}}))
+    "executable": _sys.executable, "cpu_seconds": _cpu}}))
 """
 
 
@@ -124,9 +128,13 @@ def test_no_deprecation_or_other_warnings(executed):
 
 
 def test_notebook_runs_within_budget(executed, results):
+    """The budget is in CPU seconds of the kernel: a loaded machine stretches the wall time
+    (reported) but not the work the notebook does."""
     _, seconds = executed
     assert results["executable"] == sys.executable
-    assert seconds < TIME_BUDGET_S, f"the notebook took {seconds:.0f} s (budget {TIME_BUDGET_S} s)"
+    cpu = results["cpu_seconds"]
+    assert 0 < cpu < TIME_BUDGET_S, \
+        f"the notebook used {cpu:.0f} s of CPU in {seconds:.0f} s (budget {TIME_BUDGET_S} s of CPU)"
 
 
 def test_visible_checks_pass(executed):

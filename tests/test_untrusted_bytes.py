@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 from autograder import bounds  # noqa: E402
 from autograder.load import untrusted  # noqa: E402
-from test_adversarial import (ASSIGNMENT, BATCH_GRADER_DIR, SUITE_ENV, base_notebook,  # noqa: E402
-                              make_course)
+from corpus_harness import (ASSIGNMENT, BATCH_GRADER_DIR, SUITE_ENV, base_notebook,  # noqa: E402
+                            make_course)
+from timing import allowance  # noqa: E402
 
 PROBE_DIR = Path(__file__).parent / "untrusted"
 HONEST = ("alice", "bob", "carol")
@@ -163,7 +164,8 @@ def test_read_submission_refuses_what_is_not_a_regular_file(course, answer_key, 
     asg = load_assignment(ASSIGNMENT, course)
     started = time.monotonic()
     sub = read_submission(submitted / student / ASSIGNMENT / "ppo.ipynb", asg, base=submitted)
-    assert time.monotonic() - started < 5, f"{what}: blocked"       # a FIFO is never opened
+    # a FIFO is never opened (opening one with no writer would block for good)
+    assert time.monotonic() - started < allowance(), f"{what}: blocked"
     assert not sub.readable and not sub.cells, what
     assert "not a regular file" in sub.problem, (what, sub.problem)
     assert [f["code"] for f in sub.flags] == [untrusted.CODE], what
@@ -273,7 +275,7 @@ def test_reply_lines_are_bounded_before_they_are_decoded():
 
     r, w = os.pipe()
     chan = channel.Channel(r, None, channel.OutputTail(1024))
-    deadline = time.monotonic() + 60
+    cpu_started = time.process_time()
 
     def feed(data: bytes) -> None:
         view = memoryview(data)
@@ -293,7 +295,7 @@ def test_reply_lines_are_bounded_before_they_are_decoded():
     assert feed('{"id": "r1", "ok": true, "value": "é"}\n'.encode()) is None   # not ASCII
     good = feed(b'{"id": "r1", "ok": true, "value": 3}\n')
     assert good == {"id": "r1", "ok": True, "value": 3} and chan.junk == 3
-    assert time.monotonic() < deadline
+    assert time.process_time() - cpu_started < 60      # CPU time, however busy the machine
     os.close(r)
     os.close(w)
 
@@ -469,6 +471,7 @@ def cohorts(tmp_path_factory, answer_key):
     return out
 
 
+@pytest.mark.slow      # three grade-course runs end to end (``cohorts``): about 30 s
 def test_honest_students_are_unaffected_by_hostile_classmates(cohorts):
     honest, hostile = cohorts["honest"][0], cohorts["hostile"][0]
     for proc in (cohorts["honest"][1], cohorts["hostile"][1]):
@@ -484,6 +487,7 @@ def test_honest_students_are_unaffected_by_hostile_classmates(cohorts):
         assert honest_outcome(hostile, student) == honest_outcome(honest, student)
 
 
+@pytest.mark.slow      # three grade-course runs end to end (``cohorts``): about 30 s
 def test_every_hostile_submission_is_its_own_zero_and_is_named(cohorts):
     course, proc, _, hostile = cohorts["hostile"]
     summary = proc.stdout
@@ -504,6 +508,7 @@ def test_every_hostile_submission_is_its_own_zero_and_is_named(cohorts):
     assert patho["extra_data"]["grade_cells"] == alice["extra_data"]["grade_cells"]
 
 
+@pytest.mark.slow      # three grade-course runs end to end (``cohorts``): about 30 s
 def test_an_undecodable_folder_name_is_graded_under_a_safe_id(cohorts):
     from autograder.course.batch import student_id
 
@@ -523,6 +528,7 @@ def test_an_undecodable_folder_name_is_graded_under_a_safe_id(cohorts):
     assert stamp.startswith("2026-11-21 10:00:00")
 
 
+@pytest.mark.slow      # three grade-course runs end to end (``cohorts``): about 30 s
 def test_every_trusted_process_of_the_cohort_stays_bounded(cohorts):
     for name in ("honest", "hostile"):
         found = cohorts[name][2]

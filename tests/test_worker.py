@@ -17,6 +17,7 @@ from autograder.proxy import (Backward, LogSoftmaxGather, NotDefined, Other, Stu
 from autograder.sandbox import backends
 from autograder.sandbox.client import Worker, ZygoteHandle
 from autograder.sandbox.limits import Limits
+from timing import allowance
 
 LIMITS = Limits(call_timeout_seconds=20, harness_timeout_seconds=60, wall_seconds=600,
                 cpu_seconds=300, max_output_kb=8)
@@ -317,7 +318,7 @@ def test_infinite_loop_times_out_and_the_next_call_restarts(student, worker):
     started = time.monotonic()
     with pytest.raises(WorkerTimeout):
         student.spin(timeout=1.5)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 1.5 + allowance()     # the timeout is enforced
     assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
     reinforce_check(student)                      # a fresh worker, cells reloaded
     assert worker.pid != pid
@@ -395,7 +396,9 @@ def test_zygote_forks_independent_children(zygote):
     reinforce_check(one)
 
     second = zygote.spawn_worker()
-    assert second.spawn_seconds < 2.0, second.spawn_seconds   # no import torch per child
+    # no import torch per child: a fork costs a fraction of the zygote's own start
+    assert second.spawn_seconds < zygote.spawn_seconds / 3, \
+        (second.spawn_seconds, zygote.spawn_seconds)
     second.load(ZYGOTE_CELLS)
     two = StudentProxy(second)
     memory, file_left, cwd = two.recall().value
@@ -405,7 +408,7 @@ def test_zygote_forks_independent_children(zygote):
     with pytest.raises(WorkerDied):                    # and its handle was closed
         one.recall()
     reinforce_check(two)
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < allowance(8)     # two forks, no cold start
 
 
 def test_zygote_child_timeout_restarts_from_the_zygote(zygote):
@@ -417,7 +420,9 @@ def test_zygote_child_timeout_restarts_from_the_zygote(zygote):
         student.spin(timeout=1.0)
     started = time.monotonic()
     reinforce_check(student)
-    assert w.pid != pid and time.monotonic() - started < 5
+    # restarted by a fork: a cold start (import torch) would take about the zygote's start
+    assert w.pid != pid and time.monotonic() - started < zygote.spawn_seconds, \
+        (time.monotonic() - started, zygote.spawn_seconds)
 
 
 @pytest.mark.parametrize("signal_name, flag", [("SIGXCPU", "limit_cpu"),

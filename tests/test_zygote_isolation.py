@@ -104,7 +104,7 @@ def test_error_replies_carry_the_request_id(zygote):
     started = time.monotonic()
     with pytest.raises(WorkerDied, match="refused"):
         zygote._control({"op": "no-such-op"})
-    assert time.monotonic() - started < CONTROL_TIMEOUT / 3
+    assert time.monotonic() - started < CONTROL_TIMEOUT / 2   # not a wait for the timeout
     w = zygote.spawn_worker()
     reply = w._chan.exchange(b'{"op": "call", "fn": "add", "args": [1, 2,, "id": "r-77"}\n',
                              "r-77", time.monotonic() + CONTROL_TIMEOUT)

@@ -41,7 +41,6 @@ from autograder.sandbox.devices import worker_device
 from autograder.sandbox.failure_text import describe_end, limit_note, limit_of
 from autograder.sandbox.launch import DirectProcess, popen_worker, worker_args
 from autograder.sandbox.limits import Limits
-from autograder.sandbox.process_tree import descendants as _descendants  # noqa: F401  (test_adversarial)
 from autograder.sandbox.process_tree import host_pid, proc_state
 
 START_TIMEOUT = 120.0     # seconds for a new worker to import torch and say hello

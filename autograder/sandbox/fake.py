@@ -1,4 +1,5 @@
-"""An in-process worker for fast tests of the hidden suites: ``InProcessWorker``.
+"""An in-process worker, ``FakeWorker``, for fast tests of the grader (the kit's counterpart of a
+fake sandbox): grading a suite, hints and the proxy without spawning a process.
 
 It is a ``Worker``-compatible handle (what ``StudentProxy`` uses: ``request``, ``load``,
 ``load_reply``, ``limits``, ``trusted``, ``events``, ``out_of_wall_time``, ``flags``) whose
@@ -10,6 +11,13 @@ is the sandbox, the limits and a separate process, so use it only for trusted te
 
 ``define(name=callable, ...)`` puts Python functions straight into the worker's namespace: a
 test chooses what the "student's" functions return without writing notebook cells.
+``reference_worker(assignment)`` is the answer key and its mutants loaded as the grader's
+reference worker loads them, and ``FakePool`` a ``WorkerPool`` stand-in that hands both to
+``grade_submission``: a whole grading in this process (``tests/test_fake_worker.py``).
+
+``autograder.harness.local.local_ask`` serves the same request handler in-process for the
+trainer relay (calibration); this is the handle the grader's ``StudentProxy`` and ``Session``
+use.
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from autograder.sandbox.protocol import ProtocolError
 LIMITS = Limits()
 
 
-def _install_worker_runtime() -> None:
+def install_worker_runtime() -> None:
     """The globals ``worker.main()`` sets before serving: torch, numpy and ``Pristine``."""
     if worker_module.T is None:
         import torch
@@ -36,14 +44,14 @@ def _install_worker_runtime() -> None:
         worker_module.T = worker_module.Pristine(torch, np)
 
 
-class InProcessWorker:
+class FakeWorker:
     """The worker's ``Server`` behind the wire format, in this process (see the module doc)."""
 
     _ids = itertools.count(1)
 
     def __init__(self, *, trusted: bool = False, device: str = "cpu", limits: Limits = LIMITS):
         """``trusted``: answers as the reference worker (its failures are the kit's)."""
-        _install_worker_runtime()
+        install_worker_runtime()
         self.server = worker_module.Server.__new__(worker_module.Server)  # no request fd
         self.server.ns = worker_module.Server.fresh_namespace()
         self.server.device = device
@@ -99,11 +107,46 @@ class InProcessWorker:
         self.load_reply = json.loads(json.dumps(reply))
 
 
-def reference_worker(assignment: Assignment) -> InProcessWorker:
+def reference_worker(assignment: Assignment) -> FakeWorker:
     """The answer key and its mutants loaded as the grader's reference worker loads them."""
     from autograder.grade.submission import check_reference, reference_cells
     from autograder.hints import mutant_cells
 
-    w = InProcessWorker(trusted=True)
+    w = FakeWorker(trusted=True)
     check_reference(w.load(reference_cells(assignment) + mutant_cells(assignment)))
     return w
+
+
+class FakePool:
+    """A ``WorkerPool`` stand-in (``grade_submission(..., pool=FakePool())``): the reference is
+    ``reference_worker`` (loaded once per assignment), each student worker a fresh
+    ``FakeWorker``. The whole grading path (reading the notebook, the session, the suite, the
+    hints, the scores) then runs in this process, with no sandbox and no limits: trusted test
+    code only."""
+
+    def __init__(self, settings=None):
+        self.settings = settings
+        self._references: dict[str, FakeWorker] = {}
+        self.students: list[FakeWorker] = []        # every student worker handed out
+
+    def reference(self, assignment: Assignment, *, device: str = "cpu") -> FakeWorker:
+        key = f"{assignment.name}:{assignment.source_path}:{device}"
+        if key not in self._references:
+            self._references[key] = reference_worker(assignment)
+        return self._references[key]
+
+    def student_worker(self, *, backend: str | None = None, device: str = "cpu",
+                       settings=None) -> FakeWorker:
+        limits = (settings or self.settings).limits if (settings or self.settings) else LIMITS
+        worker = FakeWorker(device=device, limits=limits)
+        self.students.append(worker)
+        return worker
+
+    def close(self) -> None:
+        self._references.clear()
+
+    def __enter__(self) -> "FakePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
