@@ -108,11 +108,10 @@ def grade(trimmed, pool, tmp_path, monkeypatch, no_processes):
         monkeypatch.setattr(submission_module, "load_assignment", lambda n, course: asg)
         path = tmp_path / f"{name}.ipynb"
         path.write_text(json.dumps(mutant_corpus.submission_notebook(asg, replacements)))
-        result = submission_module.grade_submission(
-            path, assignment, student=name, settings=settings, backend="unsafe",
-            pool=pool).to_json()
-        record = record or mutant_corpus.Graded(name, "answer_key")
-        return result, mutant_corpus.fill(record, result, "fake", 0.0)
+        graded = submission_module.grade_submission(
+            path, assignment, student=name, settings=settings, backend="unsafe", pool=pool)
+        record = record or mutant_corpus.MutantGrade(name, "answer_key")
+        return graded.to_json(), mutant_corpus.fill(record, graded, "fake", 0.0)
     return run
 
 
@@ -145,7 +144,7 @@ def test_a_mutant_loses_points_on_its_own_question_only(grade, trimmed, name, mu
     on the function questions."""
     mutants, _, training = suite_package(name)
     mutant = next(m for m in mutants if m.name == mutant_name)
-    record = mutant_corpus.Graded(mutant.name, "mutant", (mutant.function,),
+    record = mutant_corpus.MutantGrade(mutant.name, "mutant", (mutant.function,),
                                   question_of(name, mutant), (training[mutant.function],),
                                   mutant.hint, mutant.needs)
     source = apply_mutant(solution_cell(trimmed[name], mutant.function).source, mutant)

@@ -82,7 +82,7 @@ def graded(assignment, tmp_path_factory):
 def answer_key(assignment, tmp_path_factory):
     """The source notebook, graded through the command line."""
     directory = tmp_path_factory.mktemp("ppo_lm_key")
-    return C.grade_cli(C.Graded("answer_key", "answer_key"), assignment.source_path, directory)
+    return C.grade_cli(C.MutantGrade("answer_key", "answer_key"), assignment.source_path, directory)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def release(tmp_path_factory):
     """The committed release notebook (the student's starting point), through the command line."""
     directory = tmp_path_factory.mktemp("ppo_lm_release")
     path = REPO_ROOT / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-    return C.grade_cli(C.Graded("release", "release"), path, directory)
+    return C.grade_cli(C.MutantGrade("release", "release"), path, directory)
 
 
 # --- the catalogue -------------------------------------------------------------------------------
