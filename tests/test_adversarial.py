@@ -311,8 +311,7 @@ def test_results_are_written_atomically(tmp_path, monkeypatch):
     calls = []
     real = results.write_atomic
     monkeypatch.setattr(results, "write_atomic", lambda p, t: (calls.append(p), real(p, t)))
-    r = GradingResult(1.0, 0.1, "ok", [TestResult("t", 1.0, 1.0, "passed", "", ["c"])],
-                      {"flags": []})
+    r = GradingResult(1.0, 0.1, "ok", [TestResult("t", 1.0, 1.0, "passed", "", ["c"])])
     target = tmp_path / "results.json"
     r.write(target)
     assert calls == [target] and json.loads(target.read_text())["score"] == 1.0

@@ -175,7 +175,7 @@ def test_a_sandboxed_student_worker_has_no_trainer_to_run():
     except BackendUnavailable as exc:
         pytest.skip(str(exc))
     trainer = module_of("ppo", "training").trainer("bandit")
-    worker = Worker(load_settings(REPO_ROOT), backend=backend, device="cpu")
+    worker = Worker(load_settings(REPO_ROOT).limits, backend=backend, device="cpu")
     try:
         worker.start()
         reply = worker.request({"op": "train", "trainer": trainer.request(), "params": {}}, 60)
