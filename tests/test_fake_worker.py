@@ -76,11 +76,6 @@ def trimmed(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def assignment():
-    return load_assignment(ASSIGNMENT, REPO_ROOT)
-
-
-@pytest.fixture(scope="module")
 def pool():
     with FakePool() as p:
         yield p

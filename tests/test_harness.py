@@ -10,8 +10,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from autograder import REPO_ROOT  # noqa: E402
-from autograder.assignments import load_assignment  # noqa: E402
 from autograder.calibration import reference_namespace, with_override  # noqa: E402
 from autograder.harness import HarnessStop, local, relay  # noqa: E402
 from autograder.plugins import module_of  # noqa: E402
@@ -22,11 +20,6 @@ contextual = module_of("ppo", "trainers.contextual")
 SIGN_FLIPPED = module_of("ppo", "calibration").SIGN_FLIPPED
 
 SEED = 20261123
-
-
-@pytest.fixture(scope="module")
-def assignment():
-    return load_assignment("ppo", REPO_ROOT)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import pytest
 
-from autograder import REPO_ROOT
-from autograder.assignments import load_assignment
 from autograder.hints import MutantError, mutant_cells
 from autograder.plugins import module_of
 from mutant_catalogue import (check_every_mutant_applies_exactly_once,
@@ -78,11 +76,6 @@ CATALOGUE = {
     "any function: mutating an input in place": ["reinforce_negates_rewards_in_place",
                                                  "combined_subtracts_returns_in_place"],
 }
-
-
-@pytest.fixture(scope="module")
-def assignment():
-    return load_assignment("ppo", REPO_ROOT)
 
 
 @pytest.fixture(scope="module")

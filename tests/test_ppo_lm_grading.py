@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 
 from autograder import REPO_ROOT
-from autograder.assignments import load_assignment
 from autograder.plugins import module_of
 from mutant_catalogue import (check_every_mutant_applies_exactly_once,
                               check_hints_are_plain_words,
@@ -57,11 +56,6 @@ CATALOGUE = {
     "no clipping": ["ppo_no_clipping"],
     "sum instead of mean": ["mean_sum_not_mean", "ppo_sum_not_mean"],
 }
-
-
-@pytest.fixture(scope="module")
-def assignment():
-    return load_assignment(ASSIGNMENT, REPO_ROOT)
 
 
 @pytest.fixture(scope="module")
