@@ -45,7 +45,7 @@ LIST_ASSIGNMENTS = $(PY) -m autograder list-assignments
 # The student versions, release/<assignment>/: nbgrader replaces each solution by its stub, locks
 # the given cells and records their checksums. --no-db: releasing never touches a gradebook.
 release: $(STAMP)
-	@for a in $(ASSIGNMENTS); do \
+	@for a in $$($(LIST_ASSIGNMENTS)); do \
 	  echo "nbgrader generate_assignment $$a -> release/$$a/"; \
 	  .venv/bin/nbgrader generate_assignment "$$a" --force --no-db --log-level=WARN || exit 1; \
 	done
@@ -119,7 +119,7 @@ demo: setup
 # Then the profile of one cold grade per assignment, phase by phase (bench/profile_grade.py).
 bench: setup
 	nice $(PY) bench/run_bench.py --n 100 --realistic 200 --nbgrader-sample 40 --jobs 2 --readme README.md
-	@for a in $(ASSIGNMENTS); do \
+	@for a in $$($(LIST_ASSIGNMENTS)); do \
 	  nice $(PY) bench/profile_grade.py --assignment "$$a" --repeat 3 --readme README.md || exit 1; \
 	done
 
