@@ -1,5 +1,6 @@
 """Fixtures shared by the kit's tests. Test helpers are found through pytest's ``pythonpath``
-(``pyproject.toml``: the repo root, ``tests``, ``tests/adversarial``, ``tools``), never through ``sys.path`` edits."""
+(``pyproject.toml``: the repo root, ``tests``, ``tests/adversarial``, ``tools``), never through
+``sys.path`` edits."""
 from __future__ import annotations
 
 import pytest
