@@ -13,8 +13,12 @@ the course directory and the kit root are the same directory).
 Loading (``load_package``, ``load_module``): the folder is imported as the package
 ``autograder_assignments.NAME`` (``ASSIGNMENT_NAMESPACE``), its ``__path__`` the folder, so the
 modules inside it import each other relatively (``from . import training as T``) and the kit's
-generic code absolutely (``from autograder.proxy import ...``). A process has one folder per
-name: loading NAME from another folder first forgets every module of the one loaded before.
+generic code absolutely (``from autograder.proxy import ...``). The rule that keeps folders
+apart: the package's name is a function of the folder, never of the name alone. The kit's own
+``assignments/NAME/`` is ``autograder_assignments.NAME``; any other folder of that name (a
+course's own, a trimmed copy a tool grades against) is ``autograder_assignments.NAME_<hash of
+its path>``. So two folders of one name loaded in one process never replace or mix each other's
+modules, whatever the order they are loaded in.
 Everything that imports an assignment's code (the suite runner, hints, the mutant corpus, the
 calibration, the trusted worker's trainers, the tests) goes through these functions.
 
@@ -26,6 +30,7 @@ outside the runtime.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import re
@@ -54,22 +59,26 @@ def assignment_folder(name: str, course_dir: str | Path | None = None) -> Path |
     return None
 
 
-def package_name(name: str) -> str:
-    """The import name of assignment ``name``'s folder: ``autograder_assignments.<name>``."""
-    return f"{ASSIGNMENT_NAMESPACE}.{_identifier(name)}"
+def package_name(name: str, folder: str | Path | None = None) -> str:
+    """The import name of assignment ``name``'s folder ``folder``: ``autograder_assignments.
+    <name>`` for the kit's own folder (and when ``folder`` is None), ``autograder_assignments.
+    <name>_<hash of the folder's path>`` for any other."""
+    base = f"{ASSIGNMENT_NAMESPACE}.{_identifier(name)}"
+    if folder is None:
+        return base
+    resolved = Path(folder).resolve()
+    if resolved == (KIT_ROOT / ASSIGNMENTS_DIR / name).resolve():
+        return base
+    return f"{base}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
 
 
 def load_package(name: str, folder: str | Path) -> types.ModuleType:
-    """The assignment's folder imported as the package ``autograder_assignments.<name>``."""
+    """The assignment's folder imported as its package (``package_name(name, folder)``)."""
     folder = Path(folder).resolve()
-    full = package_name(name)
+    full = package_name(name, folder)
     loaded = sys.modules.get(full)
-    if loaded is not None and list(getattr(loaded, "__path__", [])) == [str(folder)]:
+    if loaded is not None:
         return loaded
-    if loaded is not None:       # another folder of the same name: forget all of it
-        for key in [k for k in sys.modules if k == full or k.startswith(full + ".")]:
-            del sys.modules[key]
-        importlib.invalidate_caches()
     _namespace()
     init = folder / "__init__.py"
     if init.is_file():
@@ -98,7 +107,7 @@ def load_module(name: str, folder: str | Path, module: str) -> types.ModuleType:
     if not _MODULE.match(module):
         raise ValueError(f"not a module name: {module!r}")
     load_package(name, folder)
-    return importlib.import_module(f"{package_name(name)}.{module}")
+    return importlib.import_module(f"{package_name(name, folder)}.{module}")
 
 
 def module_of(name: str, module: str, course_dir: str | Path | None = None) -> types.ModuleType:

@@ -63,12 +63,14 @@ def built(tmp_path_factory):
     return course, outputs
 
 
+@pytest.mark.slow      # nbgrader, grade and grade-course end to end: about 30 s
 def test_the_kit_was_not_edited(built):
     """The assignment lives in the temporary course only: the kit knows nothing of it."""
     assert not (REPO_ROOT / "assignments" / "returns").exists()
     assert not (REPO_ROOT / "source" / "returns").exists()
 
 
+@pytest.mark.slow      # nbgrader, grade and grade-course end to end: about 30 s
 def test_the_release_has_no_solution_and_no_grader_code(built):
     course, outputs = built
     release = course / "release" / "returns"
@@ -78,6 +80,7 @@ def test_the_release_has_no_solution_and_no_grader_code(built):
     assert any(line.strip() == "returns" for out in outputs for line in out.splitlines())
 
 
+@pytest.mark.slow      # nbgrader, grade and grade-course end to end: about 30 s
 def test_one_submission_loses_its_points_with_the_mutants_hint(built):
     course, _ = built
     result = json.loads((course / "bob.json").read_text())
@@ -88,6 +91,7 @@ def test_one_submission_loses_its_points_with_the_mutants_hint(built):
     assert "without discounting" in text
 
 
+@pytest.mark.slow      # nbgrader, grade and grade-course end to end: about 30 s
 def test_the_cohort_is_graded(built):
     course, _ = built
     scores = {}

@@ -671,9 +671,11 @@ def test_a_cell_nested_deeper_than_the_stack_costs_only_that_cell(terms):
 
 
 def test_an_assignment_folder_is_one_package_whose_modules_import_each_other(tmp_path):
-    """``autograder.plugins``: the folder is ``autograder_assignments.<name>``; its modules
-    import each other relatively; another folder of the same name replaces the first."""
-    from autograder.plugins import load_module, package_name
+    """``autograder.plugins``: a folder is one package (``autograder_assignments.<name>`` for
+    the kit's own, with a hash of the path for any other); its modules import each other
+    relatively; two folders of the same name loaded in one process never mix, in either
+    order, and the kit's own folder keeps its modules whatever else was loaded."""
+    from autograder.plugins import assignment_folder, load_module, module_of, package_name
 
     first, second = tmp_path / "a" / "toy", tmp_path / "b" / "toy"
     for folder, value in ((first, 1), (second, 2)):
@@ -682,9 +684,21 @@ def test_an_assignment_folder_is_one_package_whose_modules_import_each_other(tmp
         (folder / "helper.py").write_text(f"VALUE = {value}\n")
         (folder / "test_toy.py").write_text("from .helper import VALUE\n")
     module = load_module("toy", first, "test_toy")
-    assert module.__name__ == package_name("toy") + ".test_toy"
-    assert module.__name__ == "autograder_assignments.toy.test_toy"
+    assert module.__name__ == package_name("toy", first) + ".test_toy"
+    assert module.__name__.startswith("autograder_assignments.toy_")
     assert module.VALUE == 1 and load_module("toy", first, "test_toy") is module
-    assert load_module("toy", second, "test_toy").VALUE == 2
+    other = load_module("toy", second, "test_toy")
+    assert other.VALUE == 2 and other is not module
+    assert load_module("toy", first, "test_toy") is module and module.VALUE == 1
+    kit = module_of("ppo", "training")
+    assert kit.__name__ == "autograder_assignments.ppo.training"
+    copy = tmp_path / "ppo"                    # a trimmed copy of a kit folder, as tools make
+    copy.mkdir()
+    (copy / "__init__.py").write_text('"""a copy"""\n')
+    (copy / "mutants.py").write_text("MUTANTS = []\n")
+    assert load_module("ppo", copy, "mutants").MUTANTS == []
+    assert module_of("ppo", "training") is kit
+    assert module_of("ppo", "mutants").MUTANTS          # the kit's catalogue, not the copy's
+    assert assignment_folder("ppo") == (REPO_ROOT / "assignments" / "ppo").resolve()
     with pytest.raises(ValueError):
         load_module("toy", second, "../helper")
