@@ -10,9 +10,8 @@ fragments of the messages a student reads.
 The harness (case loading, building submissions, grading the corpus one case at a time and as
 one ``grade_course`` batch, the probes around the grading) is
 ``tests/adversarial/corpus_harness.py``; this module holds the tests. One fixture grades the
-corpus once (``corpus``: in ``make test`` the quick cases, in ``make test-all``'s slow pass the
-cases that train or start the command line), another grades it as a batch (``batch``: end to
-end, run by ``make test-all``).
+corpus once (``corpus``), another grades it as a batch (``batch``: the slow end-to-end half,
+run by ``make test-all``).
 
 ``python tests/adversarial/corpus_harness.py [CASE ...]`` grades the corpus and prints the table.
 """
@@ -32,30 +31,9 @@ from corpus_harness import (ASSIGNMENT, BATCH_LIMITS, CASES, CELLS, GROUPS, MEMO
 
 # --- the tests ---------------------------------------------------------------------------------
 
-def expensive(case: Case) -> bool:
-    """A case that runs the training questions (the whole suite) or starts the command line:
-    graded in ``make test-all``'s slow pass; every other case in ``make test``."""
-    return case.suite == "full" or case.via == "cli"
-
-
-# The corpus is graded once per pytest run, over the cases whose ``test_case`` the run selected;
-# each whole-corpus check runs in the pass of the cases it covers (``run``: "quick" in
-# ``make test``, "expensive" in the slow pass of ``make test-all``; both without -m).
-RUNS = [pytest.param("quick"), pytest.param("expensive", marks=pytest.mark.slow)]
-
-
-def runs_with(predicate) -> list:
-    """The entries of RUNS whose cases include one that satisfies ``predicate``."""
-    kinds = {"expensive" if expensive(c) else "quick" for c in CASES if predicate(c)}
-    return [r for r in RUNS if r.values[0] in kinds]
-
-
 @pytest.fixture(scope="module")
-def corpus(request, tmp_path_factory) -> Corpus:
-    chosen = {item.callspec.params["name"] for item in request.session.items
-              if item.module is request.module and item.originalname == "test_case"}
-    cases = [c for c in CASES if c.name in chosen] or CASES
-    result = grade_corpus(tmp_path_factory.mktemp("adversarial"), cases)
+def corpus(tmp_path_factory) -> Corpus:
+    result = grade_corpus(tmp_path_factory.mktemp("adversarial"), CASES)
     print("\n" + table(result))
     return result
 
@@ -79,16 +57,14 @@ def test_the_corpus_is_complete():
     assert sum(c.suite == "full" for c in CASES) >= 5
 
 
-@pytest.mark.parametrize("name", [pytest.param(c.name, marks=pytest.mark.slow) if expensive(c)
-                                  else c.name for c in CASES])
+@pytest.mark.parametrize("name", [c.name for c in CASES])
 def test_case(corpus, name):
     g = corpus.graded[name]
     problems = check(g.case, g, corpus.slack)
     assert not problems, f"{name} ({g.case.title}):\n  " + "\n  ".join(problems)
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_nothing_outside_the_scratch_changed(corpus, run):
+def test_nothing_outside_the_scratch_changed(corpus):
     """The course directory (source, release, solutions, gradebook, config) is byte-identical,
     the canary files in /tmp are untouched, and no sandboxed uid left anything in the shared
     temporary directories."""
@@ -97,28 +73,24 @@ def test_nothing_outside_the_scratch_changed(corpus, run):
     assert corpus.tmp_changes == []
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_nothing_reached_the_network_listener(corpus, run):
+def test_nothing_reached_the_network_listener(corpus):
     assert corpus.listener_connections == 0
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_no_sandboxed_process_outlives_the_pool(corpus, run):
+def test_no_sandboxed_process_outlives_the_pool(corpus):
     assert corpus.sandbox_uids, "no sandboxed process was seen: the corpus did not run sandboxed"
     assert corpus.leftover == []
 
 
-@pytest.mark.parametrize("run", runs_with(lambda c: c.watch_memory))
-def test_memory_bombs_keep_the_machine_available(corpus, run):
-    watched = {n for n, g in corpus.graded.items() if g.case.watch_memory}
+def test_memory_bombs_keep_the_machine_available(corpus):
+    watched = {c.name for c in CASES if c.watch_memory}
     assert watched and set(corpus.memory) == watched
     for name, (lowest, samples) in corpus.memory.items():
         assert samples >= 10, (name, samples)
         assert lowest > MEMORY_FLOOR, f"{name}: MemAvailable fell to {lowest / 2**30:.1f} GiB"
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_time_is_bounded_by_the_limits(corpus, run):
+def test_time_is_bounded_by_the_limits(corpus):
     """No case's grading took longer than its wall limit plus the allowance measured in this
     run (``SLACK_COLD_STARTS`` cold starts: about 7 s on a quiet machine). A limit that is not
     enforced lets a loop run to the CPU limit (30 s) or forever, far beyond it, on a busy
@@ -128,21 +100,18 @@ def test_time_is_bounded_by_the_limits(corpus, run):
         (slowest.case.name, slowest.seconds, corpus.slack)
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_the_grading_parent_survives(corpus, run):
+def test_the_grading_parent_survives(corpus):
     """Every case recorded exactly one result and every CLI run exited 0."""
     assert all(g.result is not None and g.results_recorded == 1 for g in corpus.graded.values())
     assert all(g.exit_code == 0 for g in corpus.graded.values() if g.case.via == "cli")
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_no_escape_marker_anywhere_in_the_kit(corpus, run):
+def test_no_escape_marker_anywhere_in_the_kit(corpus):
     """The hostile cases name every file they try to create outside the scratch adv-escape*."""
     assert not list(REPO.glob("**/adv-escape*")), list(REPO.glob("**/adv-escape*"))
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_the_probes_find_secrets_and_the_listener_when_unconfined(corpus, run):
+def test_the_probes_find_secrets_and_the_listener_when_unconfined(corpus):
     """Control for the "outside" cases (reads_secrets, network): the same kind of probe,
     graded without the sandbox, finds the course's secrets and the grader's listener."""
     result = corpus.controls["unconfined_probe"]
@@ -153,8 +122,7 @@ def test_the_probes_find_secrets_and_the_listener_when_unconfined(corpus, run):
         assert secret in message, (secret, message[:500])
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_a_fault_in_the_suite_costs_only_the_tests_it_hits(corpus, run):
+def test_a_fault_in_the_suite_costs_only_the_tests_it_hits(corpus):
     """A kit bug during the hidden tests (injected: every trusted training run raises) fails
     the tests it hits with the generic message and a grader_error flag for the staff; the other
     questions are graded as usual and the fault's text never reaches the student."""
@@ -171,8 +139,7 @@ def test_a_fault_in_the_suite_costs_only_the_tests_it_hits(corpus, run):
     assert "injected" not in json.dumps(result["tests"])
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_a_broken_reference_is_a_grader_error_not_the_students(corpus, run):
+def test_a_broken_reference_is_a_grader_error_not_the_students(corpus):
     """When the answer key itself fails (here: its imports left out), no check blames the
     student: each failed check says the grader failed, and the staff get a grader_error."""
     result = corpus.controls["broken_reference"]
