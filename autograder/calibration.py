@@ -4,8 +4,9 @@
 
 The machinery every assignment's calibration shares: the answer key as the trusted reference
 worker runs it (``reference_namespace``), a variant of it (``with_override``), one trusted
-training run served locally (``train``), distribution summaries (``summary``) and the
-generated documents that several assignments write into (``write_keeping_sections``).
+training run served locally (``train``), distribution summaries (``summary``), the generated
+documents that several assignments write into (``write_keeping_sections``), and the command
+line every assignment's calibration starts from (``command_line``, then ``set_up``).
 
 What is calibrated, with which seeds, controls and rules, is the assignment's own: the module
 ``calibration.py`` of its folder (``assignments/NAME/calibration.py``, loaded through
@@ -79,6 +80,49 @@ def write_keeping_sections(path: Path, text: str) -> None:
     kept = re.findall(r"<!-- calibration:[a-z0-9_]+:begin.*?<!-- calibration:[a-z0-9_]+:end -->",
                       old, flags=re.S)
     path.write_text(text.rstrip() + "\n" + "".join(f"\n{k}\n" for k in kept))
+
+
+def command_line(assignment: str, doc: str | None, *, seeds: int,
+                 controls: int) -> argparse.ArgumentParser:
+    """The options every assignment's calibration takes: ``--assignment`` (must be
+    ``assignment``), ``--seeds`` (reference runs), ``--controls`` (seeds per negative control),
+    ``--course-dir`` and ``--no-write``. The assignment adds its own before ``set_up``."""
+    ap = argparse.ArgumentParser(prog=f"python -m autograder.calibration --assignment {assignment}",
+                                 description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--assignment", default=assignment)
+    ap.add_argument("--seeds", type=int, default=seeds)
+    ap.add_argument("--controls", type=int, default=controls,
+                    help="seeds for each negative control")
+    ap.add_argument("--course-dir", default=str(REPO_ROOT))
+    ap.add_argument("--no-write", action="store_true", help="print only; change no file")
+    return ap
+
+
+def set_up(ap: argparse.ArgumentParser, argv: list[str] | None):
+    """Parse ``argv`` with ``ap`` (from ``command_line``) and load what every calibration
+    needs, with torch on one thread: ``(args, settings, assignment, reference namespace)``."""
+    args = ap.parse_args(argv)
+    expected = ap.get_default("assignment")
+    if args.assignment != expected:
+        ap.error(f"this calibration is for {expected}")
+
+    import torch
+
+    from autograder.assignments import load_assignment
+    from autograder.config import load_settings
+
+    torch.set_num_threads(1)
+    settings = load_settings(args.course_dir)
+    assignment = load_assignment(expected, settings.course_dir)
+    return args, settings, assignment, reference_namespace(assignment)
+
+
+def torch_version() -> str:
+    """The torch a calibration ran with, for its record."""
+    import torch
+
+    return str(torch.__version__)
 
 
 def main(argv: list[str] | None = None) -> int:

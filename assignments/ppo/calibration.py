@@ -21,7 +21,6 @@ multiple of 0.05. Calibration fails (exit 1) if any negative control reaches its
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import math
@@ -33,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from autograder import REPO_ROOT
-from autograder.calibration import (reference_namespace, summary, train, with_override,
-                                    write_keeping_sections)
+from autograder.calibration import (command_line, set_up, summary, torch_version, train,
+                                    with_override, write_keeping_sections)
 from autograder.seeding import derive_seed
 
 from . import training as T
@@ -95,29 +94,10 @@ def always_arm_2(seed: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m autograder.calibration --assignment ppo",
-                                 description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--assignment", default=ASSIGNMENT)
-    ap.add_argument("--seeds", type=int, default=200)
-    ap.add_argument("--controls", type=int, default=20, help="seeds for each negative control")
-    ap.add_argument("--course-dir", default=str(REPO_ROOT))
-    ap.add_argument("--no-write", action="store_true", help="print only; change no file")
-    args = ap.parse_args(argv)
-    if args.assignment != ASSIGNMENT:
-        ap.error(f"this calibration is for {ASSIGNMENT}")
-
-    import torch
-
-    from autograder.assignments import load_assignment
-    from autograder.config import load_settings
-
-    torch.set_num_threads(1)
-    settings = load_settings(args.course_dir)
-    assignment = load_assignment(ASSIGNMENT, settings.course_dir)
+    args, settings, assignment, reference = set_up(
+        command_line(ASSIGNMENT, __doc__, seeds=200, controls=20), argv)
     bandit_kit = T.kit_source(assignment, ["BanditPolicy"])
     ppo_kit = T.kit_source(assignment, ["ContextualBandit", "PPOPolicy"])
-    reference = reference_namespace(assignment)
     started = time.monotonic()
 
     def seeds(key: str, n: int, tag: str) -> list[int]:
@@ -175,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": _dt.date.today().isoformat(),
         "command": "make calibrate",
         "seconds": round(seconds, 1),
-        "torch": torch.__version__, "python": platform.python_version(),
+        "torch": torch_version(), "python": platform.python_version(),
     }
     text = render_markdown(record)
     print(text)

@@ -28,7 +28,6 @@ Writes ``assignments/ppo_lm/thresholds.json`` (what the suite reads), the Part 2
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -40,7 +39,8 @@ from pathlib import Path
 
 
 from autograder import REPO_ROOT
-from autograder.calibration import reference_namespace, summary, with_override
+from autograder.calibration import (command_line, set_up, summary, torch_version,
+                                    with_override)
 from autograder.seeding import derive_seed
 from . import training as T
 
@@ -140,30 +140,11 @@ def run_one(ns: dict, assignment, seed: int, reference: dict | None = None) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m autograder.calibration --assignment ppo_lm",
-                                 description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--assignment", default=ASSIGNMENT)
-    ap.add_argument("--seeds", type=int, default=100)
-    ap.add_argument("--controls", type=int, default=5, help="seeds for each negative control")
-    ap.add_argument("--course-dir", default=str(REPO_ROOT))
+    ap = command_line(ASSIGNMENT, __doc__, seeds=100, controls=5)
     ap.add_argument("--log", default=str(LOG))
     ap.add_argument("--resume", action="store_true",
                     help="reuse the runs of --log made with the current code and data")
-    ap.add_argument("--no-write", action="store_true", help="print only; change no file")
-    args = ap.parse_args(argv)
-    if args.assignment != ASSIGNMENT:
-        ap.error(f"this calibration is for {ASSIGNMENT}")
-
-    import torch
-
-    from autograder.assignments import load_assignment
-    from autograder.config import load_settings
-
-    torch.set_num_threads(1)
-    settings = load_settings(args.course_dir)
-    assignment = load_assignment(ASSIGNMENT, settings.course_dir)
-    reference = reference_namespace(assignment)
+    args, settings, assignment, reference = set_up(ap, argv)
     fp = fingerprint(assignment)
     log = Path(args.log)
     done: dict[tuple, dict] = {}
@@ -247,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "run_seconds": round(sum(r.get("seconds", 0.0) for r in results)
                              + sum(r.get("seconds", 0.0) for runs in controls.values()
                                    for r in runs), 1),
-        "torch": torch.__version__, "python": platform.python_version(),
+        "torch": torch_version(), "python": platform.python_version(),
     }
     text = render_markdown(record)
     print(text)
