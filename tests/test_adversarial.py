@@ -13,7 +13,8 @@ one ``grade_course`` batch, the probes around the grading) is
 corpus once (``corpus``), another grades it as a batch (``batch``: the slow end-to-end half,
 run by ``make test-all``).
 
-``python tests/adversarial/corpus_harness.py [CASE ...]`` grades the corpus and prints the table.
+``PYTHONPATH=tests .venv/bin/python tests/adversarial/corpus_harness.py [CASE ...]`` grades the
+corpus and prints the table.
 """
 from __future__ import annotations
 

@@ -170,6 +170,7 @@ def export_rows(paths) -> dict[str, dict]:
         return {row["student_id"]: row for row in csv.DictReader(f)}
 
 
+@pytest.mark.slow   # end to end: make test-all
 @pytest.mark.parametrize("method", ["zero", "none"])
 def test_nbgrader_export_applies_the_late_penalty_to_kit_graded_submissions(tmp_path, method):
     paths = copy_course(tmp_path / "course")

@@ -112,6 +112,7 @@ def results(executed):
 
 # --- the executed notebook ----------------------------------------------------------------------
 
+@pytest.mark.slow   # end to end: make test-all
 def test_notebook_runs_without_errors(executed):
     nb, _ = executed
     errors = [f"{grade_id(c) or i}: {o.ename}: {o.evalue}"
@@ -120,6 +121,7 @@ def test_notebook_runs_without_errors(executed):
     assert not errors, "cells raised:\n" + "\n".join(errors)
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_no_deprecation_or_other_warnings(executed):
     nb, _ = executed
     warned = [f"{grade_id(c)}: {stream_text(c, 'stderr').strip()[:300]}" for c in nb.cells
@@ -127,6 +129,7 @@ def test_no_deprecation_or_other_warnings(executed):
     assert not warned, "warnings in the notebook:\n" + "\n".join(warned)
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_notebook_runs_within_budget(executed, results):
     """The budget is in CPU seconds of the kernel: a loaded machine stretches the wall time
     (reported) but not the work the notebook does."""
@@ -137,6 +140,7 @@ def test_notebook_runs_within_budget(executed, results):
         f"the notebook used {cpu:.0f} s of CPU in {seconds:.0f} s (budget {TIME_BUDGET_S} s of CPU)"
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_visible_checks_pass(executed):
     nb, _ = executed
     outputs = {grade_id(c): stream_text(c, "stdout") for c in nb.cells if c.cell_type == "code"}
@@ -144,6 +148,7 @@ def test_visible_checks_pass(executed):
         assert "✅" in outputs[cell_id], f"grade cell {cell_id} did not pass: {outputs[cell_id]!r}"
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_reward_rises_and_kl_stays_bounded(results):
     reward, kl = results["reward"], results["kl"]
     assert len(reward) == len(kl) == 40
@@ -156,6 +161,7 @@ def test_reward_rises_and_kl_stays_bounded(results):
     assert max(kl) < 8.0, max(kl)
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_samples_after_training_are_more_positive(executed, results):
     nb, _ = executed
     (samples,) = [c for c in nb.cells if grade_id(c) == "samples"]
@@ -272,6 +278,7 @@ def run_pretrain(tmp_path, name, *extra):
     return out, losses
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_pretraining_is_deterministic(tmp_path):
     import torch
 

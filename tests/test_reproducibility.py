@@ -59,6 +59,7 @@ def graded(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_regrading_three_times_gives_identical_json(graded):
     first = without_time(graded["alice-cli"])
     assert graded["alice-cli"]["score"] < graded["alice-cli"]["extra_data"]["max_score"]
@@ -66,6 +67,7 @@ def test_regrading_three_times_gives_identical_json(graded):
     assert without_time(graded["alice-pool-2"]) == first
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_two_students_get_different_hidden_inputs(graded):
     def gae_messages(run):
         return [t["output"] for t in run["tests"]

@@ -357,6 +357,7 @@ def test_every_set_up_name_is_there_for_the_students_cells_in_the_sandbox(name, 
         worker.close()
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_the_time_a_notebook_takes_to_load_counts_against_the_workers_budget():
     """Three cells of 5 s each, each under the cell limit (10 s), outlast a 12 s wall-clock
     budget: the load is stopped and flagged limit_wall. One short cell loads (the control)."""

@@ -377,6 +377,7 @@ def test_figures_are_embedded(executed):
         assert kinds, f"{cell_id} shows no figure"
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_nbgrader_validate_passes(data_dir):
     proc = subprocess.run(
         [str(NBGRADER), "validate", str(SOURCE)], cwd=ROOT, env=kernel_env(data_dir),

@@ -10,8 +10,9 @@ How the corpus is graded (``grade_corpus``):
   ``gradebook.db``, and ``nbgrader_config.py`` with tighter limits for the corpus
   (``CORPUS_LIMITS``: call timeout 3 s, wall clock 60 s, ...), so hostile cases end quickly.
   Submissions and results live outside it, so nothing in it may change.
-- Most cases are graded in this process by ``grade_submission`` with one ``WorkerPool`` (one
-  shared reference worker, a fresh sandboxed worker forked per case); the cases marked
+- Most cases are graded by ``grade_submission`` with a ``WorkerPool`` (one shared reference
+  worker, a fresh sandboxed worker forked per case), in two lanes side by side: this process
+  and one more (``split_lanes``, ``start_lane``); the cases marked
   ``via = "cli"`` go through the real command line. Cases marked ``suite = "functions"`` run the
   hidden tests of the three function questions only (the training questions cost about 10 s
   of CPU per submission); the other cases run the whole suite, training included.
@@ -25,7 +26,8 @@ How the corpus is graded (``grade_corpus``):
   fixed number of seconds: a busy machine stretches the overhead around the limit, not the
   limit.
 
-``python tests/adversarial/corpus_harness.py [CASE ...]`` grades the corpus and prints the table.
+``PYTHONPATH=tests .venv/bin/python tests/adversarial/corpus_harness.py [CASE ...]`` grades the
+corpus and prints the table.
 """
 from __future__ import annotations
 
@@ -537,9 +539,121 @@ def grade_cli(case: Case, path: Path, course: Path, out: Path) -> CaseGrade:
                   int(result is not None))
 
 
+# The corpus is graded in two lanes side by side: most cases wait on a limit (a call timeout,
+# the wall clock), not on a core. The first lane runs in this process; the second in a process
+# of its own (``python corpus_harness.py --lane SPEC``: pytest, which the suites run through,
+# keeps process-wide state, so two lanes cannot share a process). The memory bombs share the
+# first lane, so MemAvailable is sampled against one bomb at a time.
+
+def split_lanes(cases: list[Case]) -> list[list[Case]]:
+    """The cases in two lanes: every memory-watched case in the first, the rest in turn."""
+    lanes: list[list[Case]] = [[c for c in cases if c.watch_memory], []]
+    for i, case in enumerate(c for c in cases if not c.watch_memory):
+        lanes[(i + 1) % 2].append(case)
+    return lanes
+
+
+def grade_lane(pool, lane: list[Case], *, root: Path, paths: dict[str, Path], settings
+               ) -> tuple[dict[str, CaseGrade], dict[str, tuple[int, int]], set[int]]:
+    """Grade ``lane`` one case at a time with ``pool``: the grades, each memory-watched case's
+    (lowest MemAvailable, samples), and the uids of every sandboxed process seen."""
+    from autograder.grade import submission as submission_module
+
+    course, outs = root / "course", root / "results"
+    asg = load_assignment(ASSIGNMENT, course)
+    points = {g.id: g.points for g in asg.grade_cells}
+    trimmed = functions_only(asg, root / "suite-functions")
+    graded: dict[str, CaseGrade] = {}
+    memory: dict[str, tuple[int, int]] = {}
+    uids: set[int] = set()
+    for case in lane:
+        path, out = paths[case.name], outs / f"{case.name}.results.json"
+        case_settings = settings.with_(limits=dataclasses.replace(settings.limits,
+                                                                   **case.limits))
+        sampler = MemorySampler() if case.watch_memory else None
+        if sampler:
+            sampler.__enter__()
+        try:
+            if case.via == "cli":
+                g = grade_cli(case, path, course, out)
+                g.points = points
+            else:
+                use = trimmed if case.suite == "functions" else asg
+                t0 = time.monotonic()
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.setattr(submission_module, "load_assignment", lambda name, d: use)
+                    result = submission_module.grade_submission(
+                        path, ASSIGNMENT, student=case.name, settings=case_settings,
+                        pool=pool)
+                result.write(out)
+                g = CaseGrade(case, json.loads(out.read_text()), time.monotonic() - t0,
+                              {gc.id: gc.points for gc in use.grade_cells},
+                              results_recorded=1)
+        finally:
+            if sampler:
+                sampler.__exit__(None, None, None)
+                memory[case.name] = (sampler.minimum, sampler.samples)
+        graded[case.name] = g
+        for zyg in list(pool._zygotes.values()):
+            if zyg._proc is not None:
+                for pid in descendants(zyg._proc.pid) | {zyg._proc.pid}:
+                    uid = uid_of(pid)
+                    if uid is not None and uid >= SANDBOX_UID_BASE:
+                        uids.add(uid)
+    return graded, memory, uids
+
+
+def start_lane(root: Path, lane: list[Case], paths: dict[str, Path]):
+    """Start grading ``lane`` in a process of its own (``lane_main``); ``finish_lane`` waits."""
+    spec = root / f"lane-{len(list(root.glob('lane-*.json')))}.json"
+    spec.write_text(json.dumps({"root": str(root), "cases": [c.name for c in lane],
+                                "paths": {c.name: str(paths[c.name]) for c in lane}}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(HERE.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    log = spec.with_suffix(".log").open("w")
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--lane", str(spec)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return proc, spec, log
+
+
+def finish_lane(started) -> tuple[dict[str, CaseGrade], dict[str, tuple[int, int]], set[int]]:
+    """Wait for a lane started by ``start_lane``; its grades, memory samples and uids."""
+    proc, spec, log = started
+    code = proc.wait()
+    log.close()
+    done = spec.with_suffix(".out.json")
+    if code != 0 or not done.exists():
+        raise RuntimeError(f"the corpus lane {spec.name} failed ({code}):\n"
+                           + spec.with_suffix(".log").read_text()[-4000:])
+    data = json.loads(done.read_text())
+    by_name = {c.name: c for c in CASES}
+    graded = {name: CaseGrade(by_name[name], **g) for name, g in data["graded"].items()}
+    memory = {name: (m[0], m[1]) for name, m in data["memory"].items()}
+    return graded, memory, set(data["uids"])
+
+
+def lane_main(spec_path: Path) -> int:
+    """``--lane SPEC``: grade the spec's cases in this process and write ``<spec>.out.json``."""
+    from autograder.config import load_settings
+    from autograder.grade.pool import WorkerPool
+
+    spec = json.loads(spec_path.read_text())
+    root = Path(spec["root"])
+    by_name = {c.name: c for c in CASES}
+    settings = load_settings(root / "course")
+    with WorkerPool(settings) as pool:
+        graded, memory, uids = grade_lane(
+            pool, [by_name[n] for n in spec["cases"]], root=root,
+            paths={n: Path(p) for n, p in spec["paths"].items()}, settings=settings)
+    out = {"graded": {name: {f.name: getattr(g, f.name) for f in dataclasses.fields(g)
+                             if f.name != "case"} for name, g in graded.items()},
+           "memory": memory, "uids": sorted(uids)}
+    spec_path.with_suffix(".out.json").write_text(json.dumps(out))
+    return 0
+
+
 def grade_corpus(root: Path, cases: list[Case]) -> Corpus:
     from autograder.config import load_settings
-    from autograder.grade import submission as submission_module
     from autograder.grade.pool import WorkerPool
 
     slack = allowance(SLACK_COLD_STARTS)        # measured before and after the corpus
@@ -559,52 +673,26 @@ def grade_corpus(root: Path, cases: list[Case]) -> Corpus:
 
     settings = load_settings(course)
     asg = load_assignment(ASSIGNMENT, course)
-    points = {g.id: g.points for g in asg.grade_cells}
     trimmed = functions_only(asg, root / "suite-functions")
     course_before = snapshot(course)
     tmp_before = {d: snapshot(Path(d), tmp_skip) for d in SHARED_TMP}
     canary_before = snapshot(canary)
-    graded: dict[str, CaseGrade] = {}
-    memory: dict[str, tuple[int, int]] = {}
-    uids: set[int] = set()
+    lanes = split_lanes(cases)
+    other = start_lane(root, lanes[1], paths)      # a second process grades the second lane
     pool = WorkerPool(settings)
     try:
-        for case in cases:
-            path, out = paths[case.name], outs / f"{case.name}.results.json"
-            case_settings = settings.with_(limits=dataclasses.replace(settings.limits,
-                                                                       **case.limits))
-            sampler = MemorySampler() if case.watch_memory else None
-            if sampler:
-                sampler.__enter__()
-            try:
-                if case.via == "cli":
-                    g = grade_cli(case, path, course, out)
-                    g.points = points
-                else:
-                    use = trimmed if case.suite == "functions" else asg
-                    t0 = time.monotonic()
-                    with pytest.MonkeyPatch.context() as mp:
-                        mp.setattr(submission_module, "load_assignment", lambda name, d: use)
-                        result = submission_module.grade_submission(
-                            path, ASSIGNMENT, student=case.name, settings=case_settings,
-                            pool=pool)
-                    result.write(out)
-                    g = CaseGrade(case, json.loads(out.read_text()), time.monotonic() - t0,
-                               {gc.id: gc.points for gc in use.grade_cells}, results_recorded=1)
-            finally:
-                if sampler:
-                    sampler.__exit__(None, None, None)
-                    memory[case.name] = (sampler.minimum, sampler.samples)
-            graded[case.name] = g
-            for zyg in list(pool._zygotes.values()):
-                if zyg._proc is not None:
-                    for pid in descendants(zyg._proc.pid) | {zyg._proc.pid}:
-                        uid = uid_of(pid)
-                        if uid is not None and uid >= SANDBOX_UID_BASE:
-                            uids.add(uid)
+        graded, memory, uids = grade_lane(pool, lanes[0], root=root, paths=paths,
+                                          settings=settings)
         controls = grade_controls(pool, settings, ctx, trimmed, asg, root)
+    except BaseException:
+        other[0].kill()
+        raise
     finally:
         pool.close()
+    more, more_memory, more_uids = finish_lane(other)
+    graded = {c.name: (graded | more)[c.name] for c in cases}
+    memory |= more_memory
+    uids |= more_uids
     time.sleep(0.2)
     leftover = []
     for entry in os.listdir("/proc"):
@@ -776,6 +864,8 @@ def grade_batch(root: Path, cases: list[Case]) -> Batch:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--lane"]:
+        sys.exit(lane_main(Path(sys.argv[2])))
     wanted = sys.argv[1:]
     chosen = [c for c in CASES if not wanted or c.name in wanted]
     with tempfile.TemporaryDirectory(prefix="adversarial-") as tmp:
