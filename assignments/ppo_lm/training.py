@@ -205,7 +205,8 @@ def eval_kit(assignment) -> EvalKit:
 
 class NumpyLM:
     """The notebook's TinyLM (embedding -> one GRU layer -> linear head) in numpy (float32,
-    like the model itself; ``tests/test_ppo_lm_grading.py`` checks it against the torch model)."""
+    like the model itself; ``tests/assignments/test_ppo_lm_grading.py`` checks it against the
+    torch model)."""
 
     def __init__(self, weights: dict):
         w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}

@@ -31,7 +31,8 @@ class Adam:
     out step for step like torch's single-tensor CPU path.
 
     Only because constructing ``torch.optim.Adam`` imports ``torch._dynamo``, about 3.5 s of
-    every worker's time; ``tests/test_harness.py`` checks that both give the same parameters.
+    every worker's time; ``tests/harness/test_harness.py`` checks that both give the same
+    parameters.
     """
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
