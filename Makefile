@@ -73,8 +73,8 @@ lint: setup
 # - expensive fixtures made cheaper: the adversarial harness lives in tests/adversarial/ and
 #   grades its corpus once, through one warm worker pool (a cold CLI only for the cases about
 #   the CLI); the grader's own path is tested in-process with autograder/sandbox/fake.py's
-#   FakeWorker (tests/test_fake_worker.py, both assignments: the answer key, a sample of the
-#   mutants with every kind of check, every correct variant, the hints; no process started);
+#   FakeWorker (tests/sandbox/test_fake_worker.py, both assignments: the answer key, a sample of
+#   the mutants with every kind of check, every correct variant, the hints; no process started);
 # - then what is genuinely a second, long end-to-end pass moved behind `slow` (CI's timings on
 #   two cores): every mutant and correct variant through real workers with training
 #   (test_mutants.py 190 s, test_correct_variants.py 47 s, test_ppo_lm_grading.py's corpus

@@ -3,8 +3,8 @@
 Every byte a student controls (the notebook, files next to it, the worker's reply lines) is read
 through these caps before it is parsed, so the memory and time of every trusted process (the
 ``grade`` command, a ``grade-course`` slot, the coordinator) is bounded whatever the submission
-holds. README "Security model" states the resulting worst case; ``tests/test_untrusted_bytes.py``
-measures it.
+holds. README "Security model" states the resulting worst case;
+``tests/load/test_untrusted_bytes.py`` measures it.
 
 Units: bytes unless the name says otherwise; ``*_VALUES`` count JSON values (containers, and the
 elements they hold) outside strings, which is what a JSON parse allocates objects for.
@@ -38,7 +38,7 @@ REPLY_MAX_VALUES = 1_000_000
 # Hashing and reading large files: chunk size.
 READ_CHUNK_BYTES = 1 * MIB
 
-# What README "Security model" states and tests/test_untrusted_bytes.py measures (VmHWM): the
+# What README "Security model" states and tests/load/test_untrusted_bytes.py measures (VmHWM): the
 # peak memory of any trusted process (``grade``, a slot, the coordinator), whatever the submission.
 TRUSTED_PROCESS_MAX_BYTES = 768 * MIB
 

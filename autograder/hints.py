@@ -127,7 +127,7 @@ def _suite_module(assignment, name: str):
 def mutant_cells(assignment, mutants: list[Mutant] | None = None) -> list[dict]:
     """Extra cells for the reference worker's load, after the answer key's cells: one per
     mutant, each defining ``_mutant_<name>`` only. A mutant that does not apply raises
-    MutantError (``tests/test_mutants.py`` checks that every one applies)."""
+    MutantError (``tests/assignments/test_mutants.py`` checks that every one applies)."""
     from autograder.load.extract import extract_definitions
 
     mutants = load_mutants(assignment) if mutants is None else mutants

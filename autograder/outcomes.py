@@ -14,7 +14,7 @@ the results JSON. Its code is declared once, here, with:
   ``integrity`` and ``note`` outcome.
 
 Every module builds flags with ``flag(code, detail)`` (plain data) or ``Flag.of(code, detail)``,
-which refuse an unknown code; ``tests/test_outcomes.py`` also fails on any code written as a
+which refuse an unknown code; ``tests/grade/test_outcomes.py`` also fails on any code written as a
 literal in the kit that this registry lacks.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Run one hidden test of a suite in this process, outside pytest's collection: fast enough to
-call thousands of times (``tests/test_no_grader_error.py``, ``tests/test_hidden_inputs.py``).
+call thousands of times (``tests/grade/test_no_grader_error.py``,
+``tests/assignments/test_hidden_inputs.py``).
 
 Fixtures are built exactly as ``autograder/grade/plugin.py`` builds them, and the outcome is
 classified by the plugin's own ``student_message``.

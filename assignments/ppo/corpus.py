@@ -5,7 +5,8 @@ Builds one submission per mutant (the source notebook with that function's solut
 changed as the mutant says) and per correct variant (the solution cell replaced), grades them
 like any submission, and reports, for each: the points lost on every grade cell, whether the
 mistake lost points on its own question and only where it may, and the message shown.
-``tests/test_mutants.py`` and ``tests/test_correct_variants.py`` assert on the same records.
+``tests/assignments/test_mutants.py`` and ``tests/assignments/test_correct_variants.py`` assert
+on the same records.
 
 Where a mistake may cost points: on the function's own grade cell, which must lose points, and
 on the training cell whose harness runs that function (``reinforce_loss`` ->

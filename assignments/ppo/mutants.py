@@ -1,7 +1,8 @@
 """Realistic wrong implementations (mutants) and correct alternatives for assignment ``ppo``.
 
 Data only. A ``Mutant`` is a textual change to the solution cell of its ``function`` in the
-source notebook (``find`` occurs there exactly once; ``tests/test_mutants.py`` checks it).
+source notebook (``find`` occurs there exactly once; ``tests/assignments/test_mutants.py``
+checks it).
 The reference worker loads every mutant beside the answer key, and ``autograder.hints`` shows a
 mutant's hint when a student's output matches that mutant's output on the same inputs.
 

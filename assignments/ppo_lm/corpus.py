@@ -6,17 +6,17 @@ changed as the mutant says) and submissions of the correct variants (solution ce
 grades them like any submission (``grade_submission`` with a shared worker pool, or the real
 command line), and reports for each: the points lost on every grade cell, whether the mistake
 lost points on its own question and only where it may, and the message shown.
-``tests/test_ppo_lm_grading.py`` asserts on the same records.
+``tests/assignments/test_ppo_lm_grading.py`` asserts on the same records.
 
 Where a mistake may cost points: on its own question (``mutants.QUESTION``, else its function's
 grade cell), which must lose points, and on ``lm_ppo_training``, whose harness runs all four
 functions. Every other grade cell must keep full marks.
 
 ``short_training``: the unit mutants' own and forbidden questions do not include
-``lm_ppo_training``, so ``tests/test_ppo_lm_grading.py`` may grade them with a training run of
-``SHORT_ITERATIONS`` iterations to stay fast; their training result is then not meaningful and is
-not reported as such. The training question's own mutants, the correct variants and this
-module's command line always train at full length.
+``lm_ppo_training``, so ``tests/assignments/test_ppo_lm_grading.py`` may grade them with a
+training run of ``SHORT_ITERATIONS`` iterations to stay fast; their training result is then not
+meaningful and is not reported as such. The training question's own mutants, the correct
+variants and this module's command line always train at full length.
 """
 from __future__ import annotations
 

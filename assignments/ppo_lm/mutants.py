@@ -7,14 +7,14 @@ source notebook (``find`` occurs there exactly once), or a whole replacement cel
 on the same inputs. Every mutant must lose points on its own question (``QUESTION``: the grade
 cell of its function unless listed there) and on no other unit question; the training question
 ``lm_ppo_training`` runs all four functions and may lose points too.
-``tests/test_ppo_lm_grading.py`` checks both; ``make mutants`` prints the table.
+``tests/assignments/test_ppo_lm_grading.py`` checks both; ``make mutants`` prints the table.
 
 ``CORRECT_VARIANTS`` are whole solution cells written differently from the answer key; every
 one must get full marks.
 
 A reference model left trainable is no longer a mistake a submission can make: the models live
 in the trusted trainer (``assignments/ppo_lm/trainers/lm.py``), and the student's functions see only
-their arguments, as data, in another process (``tests/test_trusted_training.py`` tries).
+their arguments, as data, in another process (``tests/harness/test_trusted_training.py`` tries).
 """
 from autograder.hints import CorrectVariant, Mutant
 

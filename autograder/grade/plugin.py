@@ -11,7 +11,7 @@ Seeds: ``rng`` (the unit tests' hidden inputs) is per submission: it mixes in
 sees new inputs and the same code the same ones. ``training_seed`` is per student only (never
 the code): training runs must not be re-rolled by a resubmission. ``hidden_seed`` is the same
 per-student seed, kept for the training suites that ask for it by that name; unit tests draw
-their inputs from ``rng`` only (``tests/test_hidden_inputs.py`` checks both rules).
+their inputs from ``rng`` only (``tests/assignments/test_hidden_inputs.py`` checks both rules).
 """
 from __future__ import annotations
 

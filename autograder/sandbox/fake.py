@@ -13,7 +13,7 @@ is the sandbox, the limits and a separate process, so use it only for trusted te
 test chooses what the "student's" functions return without writing notebook cells.
 ``reference_worker(assignment)`` is the answer key and its mutants loaded as the grader's
 reference worker loads them, and ``FakePool`` a ``WorkerPool`` stand-in that hands both to
-``grade_submission``: a whole grading in this process (``tests/test_fake_worker.py``).
+``grade_submission``: a whole grading in this process (``tests/sandbox/test_fake_worker.py``).
 
 ``autograder.harness.local.local_ask`` serves the same request handler in-process for the
 trainer relay (calibration); this is the handle the grader's ``StudentProxy`` and ``Session``

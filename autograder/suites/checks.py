@@ -11,7 +11,7 @@ Two rules hold for every suite because they live here:
   ``tuple_of``, ``grad_of``, ``is_tensor``, ``matches``, ``expect_values``). Whatever the worker
   sent back (a tensor of any shape or dtype, NaN, huge numbers, nested tuples, strings,
   ``Other``, ``TooLarge``), they either return plain float64 numbers or raise ``Mistake`` with a
-  message; no student value can raise anything else (``tests/test_no_grader_error.py``).
+  message; no student value can raise anything else (``tests/grade/test_no_grader_error.py``).
 - **Expected values are withheld** from the feedback unless a comparison is declared to be on
   inputs that are new for every submission (``per_submission=True``): a hidden input that every
   submission sees again would otherwise be an oracle (docs/grading.md, "Hidden inputs and

@@ -5,7 +5,7 @@ solution cells at random (a numeric constant changed, an arithmetic or compariso
 swapped, a minus sign dropped, an index or slice bound moved by one: every single change of the
 function, then random pairs of changes, drawn with a fixed seed), keeps the perturbations that
 are not catalogued mistakes, grades each as a submission, and counts the failed tests whose
-message names a catalogued mistake. That count must be 0 (``tests/test_hint_precision.py``).
+message names a catalogued mistake. That count must be 0 (``tests/grade/test_hint_precision.py``).
 
 "Not catalogued" is decided by behaviour, not by text: in one trusted worker with the answer key
 and the mutants, a perturbation is called on a battery of inputs (the suites' hint probes in

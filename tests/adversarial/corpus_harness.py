@@ -1,8 +1,8 @@
 """The adversarial corpus's harness: the cases as data, building each submission, grading the
 corpus (one case at a time, and all together as one ``grade_course`` batch), the checks of a
 graded case against its ``[expect]``, and the probes around the grading (snapshots, canary
-files, a TCP listener, a memory sampler, the sandboxed uids). ``tests/test_adversarial.py``
-holds the tests; ``tests/adversarial/README.md`` describes the case format.
+files, a TCP listener, a memory sampler, the sandboxed uids). ``test_adversarial.py`` (next to
+this file) holds the tests; ``README.md`` here describes the case format.
 
 How the corpus is graded (``grade_corpus``):
 

@@ -5,7 +5,7 @@
 logits parameter (its ``forward`` is a softmax over dim 0, so each column is one run's policy),
 every episode samples one arm per run, and the student's loss is called once on the ``(R,)``
 log-probabilities and rewards. The batch mean only scales each run's gradient by ``1/R``, and
-Adam normalises every logit separately, so the runs do not couple: ``tests/test_harness.py``
+Adam normalises every logit separately, so the runs do not couple: ``tests/harness/test_harness.py``
 checks that a batched run matches the same runs trained one at a time.
 
 The student's worker receives, per episode, the log-probabilities (a leaf that requires a

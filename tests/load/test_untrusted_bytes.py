@@ -27,15 +27,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-REPO = Path(__file__).resolve().parents[1]
-
-from autograder import bounds  # noqa: E402
-from autograder.load import untrusted  # noqa: E402
-from corpus_harness import (ASSIGNMENT, BATCH_GRADER_DIR, SUITE_ENV, base_notebook,  # noqa: E402
+from autograder import REPO_ROOT as REPO
+from autograder import bounds
+from autograder.load import untrusted
+from corpus_harness import (ASSIGNMENT, BATCH_GRADER_DIR, SUITE_ENV, base_notebook,
                             make_course)
-from timing import allowance  # noqa: E402
+from timing import allowance
 
-PROBE_DIR = Path(__file__).parent / "untrusted"
+PROBE_DIR = REPO / "tests" / "untrusted"
 HONEST = ("alice", "bob", "carol")
 CELLS = ("reinforce_loss", "reinforce_training", "compute_gae", "ppo_combined_loss",
          "ppo_training")

@@ -24,7 +24,9 @@ from autograder.results import TestResult as Check
 from timing import allowance
 
 ASSIGNMENT = "ppo"
-TESTS_DIR = Path(__file__).resolve().parent
+# The slots import this module (grader="test_course:stub_grade") and what it imports from
+# tests/ (timing): both folders on their PYTHONPATH.
+STUB_PATH = os.pathsep.join([str(Path(__file__).resolve().parent), str(REPO_ROOT / "tests")])
 MUTANT = "gae_forward"     # loses points on compute_gae only
 
 
@@ -118,7 +120,7 @@ def test_rerun_skips_what_is_graded(graded):
 
 
 def test_force_and_changed_submission(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    monkeypatch.setenv("PYTHONPATH", STUB_PATH)
     paths = copy_course(tmp_path / "course")
     names = ["a1", "a2", "a3"]
     write_cohort(paths, {s: {f"{ASSIGNMENT}.ipynb": b'{"v": 1}'} for s in names})
@@ -184,7 +186,7 @@ def stub_grade(path, assignment, *, student, settings, device="auto", backend=No
 
 
 def test_slot_crash_hang_and_kit_bug_do_not_stop_the_batch(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    monkeypatch.setenv("PYTHONPATH", STUB_PATH)
     paths = copy_course(tmp_path / "course")
     names = ["a1", "crash1", "a2", "bug1", "hang1", "a3", "a4"]
     write_cohort(paths, {s: {f"{ASSIGNMENT}.ipynb": b"{}"} for s in names})
@@ -206,7 +208,7 @@ def test_slot_crash_hang_and_kit_bug_do_not_stop_the_batch(tmp_path, monkeypatch
 
 
 def test_grader_errors_are_recorded_and_retried(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    monkeypatch.setenv("PYTHONPATH", STUB_PATH)
     paths = copy_course(tmp_path / "course")
     write_cohort(paths, {s: {f"{ASSIGNMENT}.ipynb": b"{}"} for s in ("ok1", "crash1")})
     run = grade_course(paths.root, ASSIGNMENT, jobs=2, grader="test_course:stub_grade",

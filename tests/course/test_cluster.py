@@ -16,6 +16,7 @@ from pathlib import Path
 import distributed  # noqa: F401  (loads Dask's distributed defaults before any config.set)
 import pytest
 
+from autograder import REPO_ROOT
 from autograder.course.batch import UsageError, grade_course
 from autograder.course.certs import make_certs
 from autograder.course.cluster import (
@@ -94,7 +95,7 @@ def test_cuda_tasks_ask_for_the_gpu_resource_and_need_a_gpu_worker(tmp_path, mon
 
     monkeypatch.setattr("distributed.as_completed", lambda futures: [])
     job = Job("ann", tmp_path, tmp_path / "ppo.ipynb", "0" * 64)
-    settings = load_settings(Path(__file__).resolve().parents[1])
+    settings = load_settings(REPO_ROOT)
     for device, resources in (("cuda", {"GPU": 1}), ("cpu", None), ("auto", None)):
         client.submitted.clear()
         cluster.run_on_cluster([job], client=client, settings=settings, assignment=ASSIGNMENT,

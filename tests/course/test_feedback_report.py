@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autograder import REPO_ROOT
 from autograder.course.feedback import render_feedback, write_feedback
 from autograder.course.report import Cohort, write_report
 from autograder.results import GradingResult, ResultDetails, grade_cell_totals
@@ -127,7 +128,7 @@ def test_feedback_never_shows_grader_internals():
     assert SECRET not in html and "Traceback" not in html
     assert "error in the grader" in html
     # the hidden suites' source never reaches a page
-    suites = Path(__file__).resolve().parent.parent / "autograder" / "suites"
+    suites = REPO_ROOT / "autograder" / "suites"
     for path in suites.rglob("test_*.py"):
         for line in path.read_text().splitlines():
             line = line.strip()

@@ -2,7 +2,8 @@
 the notebook's own classes whatever the submission defines, and the batched bandit runs do not
 influence each other. The trainers run in this process here, the "student" functions served by
 the worker's own request handler (``local.local_student``: the answer key is trusted code);
-``tests/test_mutants.py`` and ``tests/test_trusted_training.py`` run them through the workers."""
+``tests/assignments/test_mutants.py`` and ``tests/harness/test_trusted_training.py`` run them
+through the workers."""
 from __future__ import annotations
 
 import numpy as np

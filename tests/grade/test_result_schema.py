@@ -14,7 +14,7 @@ from autograder.course.report import Cohort
 from autograder.outcomes import OUTCOMES, Flag
 from autograder.results import GradingResult, ResultDetails, ResultFormatError, new_details
 from autograder.results import TestResult as Check
-from test_gradescope import RESULTS_SCHEMA
+from gradescope_schema import RESULTS_SCHEMA
 
 # What the kit puts in ``extra_data`` (``ResultDetails``); Gradescope keeps it for staff only.
 CELL_TOTALS = {"type": "object", "required": ["score", "max_score"],

@@ -5,8 +5,9 @@ loaded in another as the reference: the whole path (reading the notebook, the se
 pytest plugin and runner, the hints, the scores) runs as in production, with the sandbox and the
 limits left out. A submission costs one to two seconds, so ``make test`` grades here the answer
 key, a sample of Part 1's mutants (every kind of check) and every correct variant, on the
-function questions; ``tests/test_mutants.py`` and ``tests/test_correct_variants.py`` grade all
-of them through real workers, the training questions included, in ``make test-all``.
+function questions; ``tests/assignments/test_mutants.py`` and
+``tests/assignments/test_correct_variants.py`` grade all of them through real workers, the
+training questions included, in ``make test-all``.
 """
 from __future__ import annotations
 
@@ -135,8 +136,8 @@ def test_the_samples_name_mutants_of_every_function(trimmed):
 @pytest.mark.parametrize("name, mutant_name",
                          [(a, m) for a, sample in MUTANT_SAMPLE.items() for m in sample])
 def test_a_mutant_loses_points_on_its_own_question_only(grade, trimmed, name, mutant_name):
-    """As ``tests/test_mutants.py`` and ``tests/test_ppo_lm_grading.py`` ask of every mutant,
-    on the function questions."""
+    """As ``tests/assignments/test_mutants.py`` and ``tests/assignments/test_ppo_lm_grading.py``
+    ask of every mutant, on the function questions."""
     mutants, _, training = suite_package(name)
     mutant = next(m for m in mutants if m.name == mutant_name)
     record = mutant_corpus.MutantGrade(mutant.name, "mutant", (mutant.function,),

@@ -28,7 +28,7 @@ from autograder.load.notebook import read_submission
 from autograder.suites import mutant_corpus
 from autograder.suites.mutant_corpus import MutantGrade
 
-from test_release import kernel_data_dir, kernel_env  # the kit's kernel set-up
+from kernels import kernel_data_dir, kernel_env  # the kit's kernel set-up (tests/kernels.py)
 
 ASSIGNMENT = "ppo"
 FUNCTION_CELLS = ("reinforce_loss", "compute_gae", "ppo_combined_loss")

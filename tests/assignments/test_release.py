@@ -3,8 +3,6 @@ run unmodified, failing only where a student function is needed, with a message 
 from __future__ import annotations
 
 import ast
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,7 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from autograder import REPO_ROOT as ROOT
+from kernels import kernel_data_dir, kernel_env
 NBGRADER = Path(sys.executable).parent / "nbgrader"
 SOURCES = sorted(ROOT.glob("source/*/*.ipynb"))
 ASSIGNMENTS = sorted({p.parent.name for p in SOURCES})
@@ -52,20 +51,6 @@ def committed_release(source: Path):
 
 
 # --- running notebooks (a kernel of this interpreter, CPU only) ------------------------------
-
-def kernel_data_dir(tmp: Path) -> Path:
-    spec = tmp / "kernels" / "python3"
-    spec.mkdir(parents=True, exist_ok=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)", "language": "python"}))
-    return tmp
-
-
-def kernel_env(data_dir: Path) -> dict:
-    return dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
-                JUPYTER_PATH=str(data_dir), PYTHONWARNINGS="")
-
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

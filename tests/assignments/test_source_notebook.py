@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from autograder import REPO_ROOT as ROOT
+from kernels import kernel_data_dir, kernel_env
 SOURCE = ROOT / "source" / "ppo" / "ppo.ipynb"
 NBGRADER = Path(sys.executable).parent / "nbgrader"
 
@@ -44,22 +44,6 @@ def source_nb():
 
 
 # --- running notebooks ----------------------------------------------------------------------
-
-def kernel_data_dir(tmp: Path) -> Path:
-    """A Jupyter data dir whose only kernel, python3, runs this interpreter (the .venv)."""
-    spec = tmp / "kernels" / "python3"
-    spec.mkdir(parents=True, exist_ok=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)", "language": "python"}))
-    return tmp
-
-
-def kernel_env(data_dir: Path) -> dict:
-    # CPU only; one BLAS thread (the machine is shared, the networks are tiny).
-    return dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
-                JUPYTER_PATH=str(data_dir), PYTHONWARNINGS="")
-
 
 def execute(nb, cwd: Path, data_dir: Path, *, allow_errors: bool):
     from jupyter_client.kernelspec import KernelSpecManager

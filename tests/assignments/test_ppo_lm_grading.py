@@ -16,7 +16,7 @@ catching a mistake) train at full length.
 The mutant and variant corpus (the ``graded`` fixture: about a minute on two cores, training
 runs included) is marked slow (``make test-all``); ``make test`` grades a sample of the mutants,
 every kind of check, and every group of correct variants on the function questions in-process
-(``tests/test_fake_worker.py``), and the answer key and the release here.
+(``tests/sandbox/test_fake_worker.py``), and the answer key and the release here.
 """
 from __future__ import annotations
 

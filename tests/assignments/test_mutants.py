@@ -10,7 +10,7 @@ mutant's hint, or at least the numeric difference. ``make mutants`` prints the s
 
 Grading the corpus takes about three minutes on two cores, so those tests are marked slow
 (``make test-all``); ``make test`` grades a sample of the mutants, one of every kind of check,
-in-process (``tests/test_fake_worker.py``), and checks the catalogue here.
+in-process (``tests/sandbox/test_fake_worker.py``), and checks the catalogue here.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from autograder import REPO_ROOT as ROOT
 SOURCE_DIR = ROOT / "source" / "ppo_lm"
 NOTEBOOK = SOURCE_DIR / "ppo_lm.ipynb"
 WEIGHTS = SOURCE_DIR / "tiny_lm.pt"

@@ -8,7 +8,7 @@ must never lose points to the way the grader checks. The answer key itself is gr
 
 The variants' grading through real workers (the training questions included) is marked slow
 (``make test-all``); ``make test`` grades every variant on the function questions in-process
-(``tests/test_fake_worker.py``), and the answer key here through the command line.
+(``tests/sandbox/test_fake_worker.py``), and the answer key here through the command line.
 """
 from __future__ import annotations
 
