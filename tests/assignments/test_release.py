@@ -167,6 +167,7 @@ def test_unmodified_release_still_runs_the_given_code(executed_ppo_release):
                 assert "Warning" not in o.text, (cell_id, o.text)
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_nbgrader_validate_invert_reports_the_stubs_failing(data_dir, tmp_path):
     notebook = tmp_path / "ppo.ipynb"
     shutil.copy(RELEASE_PPO, notebook)

@@ -322,6 +322,7 @@ def test_reference_reinforce_loss(ref):
 
 # --- the run ---------------------------------------------------------------------------------
 
+@pytest.mark.slow   # end to end: make test-all
 def test_runs_clean_with_deprecation_warnings_as_errors(executed):
     errors = {cid: f"{o.ename}: {o.evalue}" for cid, c in executed.items()
               for o in c.get("outputs", []) if o.output_type == "error"}
@@ -331,12 +332,14 @@ def test_runs_clean_with_deprecation_warnings_as_errors(executed):
     assert warned == {}
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_visible_checks_pass(executed):
     for cell_id in POINTS:
         assert "✅" in stream_text(executed[cell_id]), \
             f"grade cell {cell_id} did not report success"
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_reinforce_finds_the_best_arm(executed):
     match = re.search(r"Best action \(action 2\) probability: ([0-9.]+)",
                       stream_text(executed["reinforce_loop"]))
@@ -344,6 +347,7 @@ def test_reinforce_finds_the_best_arm(executed):
     assert float(match.group(1)) > 0.9
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_comparison_prints_the_gap_closed(executed):
     text = stream_text(executed["comparison"])
     match = re.search(r"PPO closes (-?\d+)% of the gap between random and optimal!", text)
@@ -354,6 +358,7 @@ def test_comparison_prints_the_gap_closed(executed):
     assert float(means["Random"]) < float(means["PPO"]) <= float(means["Optimal"])
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_figures_are_embedded(executed):
     for cell_id in ("clipping_figure", "reinforce_loop", "ppo_loop", "comparison"):
         kinds = [o.output_type for o in executed[cell_id].outputs

@@ -131,6 +131,7 @@ def test_sync_is_idempotent_keeps_manual_scores_and_adds_students(course):
     assert float(rows["eli"]["score"]) == pytest.approx(sum(points.values()))
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_cells_match_nbgrader_generate_assignment(course, tmp_path):
     """The assignment the bridge creates has the cells ``nbgrader generate_assignment`` records."""
     paths, points = course

@@ -79,6 +79,7 @@ def test_bundle_layout(bundle):
     assert not pins & {line.split("==")[0] for line in dev.splitlines() if "==" in line}
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_run_autograder_grades_a_submission(bundle, tmp_path):
     root = tmp_path / "autograder"
     env = install(bundle, root)

@@ -248,6 +248,7 @@ def test_count_json_values_counts_what_a_parse_builds(value, ascii_only):
         assert untrusted.count_json_values(data, n - 1) == n      # stops just past the limit
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_the_values_cap_refuses_a_notebook_of_tiny_containers(answer_key):
     from autograder.load.notebook import Unreadable, parse_notebook
 
@@ -351,6 +352,7 @@ def assert_bounded(found: dict[int, tuple[int, str]]) -> None:
     assert not over, f"over {bounds.TRUSTED_PROCESS_MAX_BYTES >> 20} MiB: {over}"
 
 
+@pytest.mark.slow   # end to end: make test-all
 @pytest.mark.parametrize("case", ["pathological_notebook", "pathological_wide_notebook",
                                   "oversized", "pathological_reply", "link_to_answer_key"])
 def test_the_grade_command_stays_bounded(course, answer_key, tmp_path, case):
