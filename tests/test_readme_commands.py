@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from autograder import REPO_ROOT
 from autograder.course.demo import copy_course
 
@@ -47,6 +49,7 @@ def course_with_venv(tmp_path: Path):
     return paths
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_the_readme_nbgrader_commands_run_in_a_fresh_shell(tmp_path):
     blocks = nbgrader_blocks()
     joined = "\n".join(blocks)

@@ -56,6 +56,7 @@ def test_the_cli_sample_went_through_the_cli(graded):
     assert {n for n, g in graded.items() if g.via == "cli"} == CLI_SAMPLE
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_the_answer_key_gets_full_marks(tmp_path):
     """The source notebook, solution cells as they are, graded through the command line."""
     assignment = load_assignment("ppo", REPO_ROOT)

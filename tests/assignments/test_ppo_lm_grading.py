@@ -118,6 +118,7 @@ def test_there_are_enough_correct_variants():
 
 # --- the answer key and the release, through the command line ----------------------------------
 
+@pytest.mark.slow   # end to end: make test-all
 def test_the_answer_key_grades_full(answer_key):
     g, proc = answer_key
     assert proc.returncode == 0

@@ -185,6 +185,7 @@ def stub_grade(path, assignment, *, student, settings, device="auto", backend=No
     return GradingResult(3.0, 0.01, "", tests, ResultDetails.from_json(extra))
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_slot_crash_hang_and_kit_bug_do_not_stop_the_batch(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", STUB_PATH)
     paths = copy_course(tmp_path / "course")

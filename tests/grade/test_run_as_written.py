@@ -189,6 +189,7 @@ def lost(g: MutantGrade) -> dict[str, float]:
 
 # --- correct answers with top-level helpers ----------------------------------------------------
 
+@pytest.mark.slow   # end to end: make test-all
 def test_top_level_helpers_get_full_marks(graded):
     g = graded["helpers_everywhere"]
     assert g.via == "cli" and not g.grader_errors, g.flags
@@ -198,6 +199,7 @@ def test_top_level_helpers_get_full_marks(graded):
     assert "magic_lines_dropped" not in codes(g)
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_the_same_answers_run_top_to_bottom_in_a_fresh_kernel(written, tmp_path):
     """The rule of thumb's premise: run in Jupyter, the notebook's visible checks pass (so the
     answers above are ones a student would submit), and grading gives them full marks."""
@@ -221,6 +223,7 @@ def test_the_same_answers_run_top_to_bottom_in_a_fresh_kernel(written, tmp_path)
 
 # --- errors at load ----------------------------------------------------------------------------
 
+@pytest.mark.slow   # end to end: make test-all
 def test_a_statement_that_raises_stops_its_cell_and_later_cells_load(graded, written):
     g = graded["first_statement_raises"]
     assert not g.grader_errors, g.flags
@@ -238,6 +241,7 @@ def test_a_statement_that_raises_stops_its_cell_and_later_cells_load(graded, wri
     assert f"your cell {number} (counting every cell from the top), line 1: NameError" in page
 
 
+@pytest.mark.slow   # end to end: make test-all
 def test_a_name_only_a_given_demo_or_loop_makes_is_explained(graded):
     at_load = graded["first_statement_raises"].result.output
     assert "'policy' is made only by the given cell 'simple_bandit', whose top-level code is " \
@@ -253,6 +257,7 @@ def test_a_name_only_a_given_demo_or_loop_makes_is_explained(graded):
 
 # --- shell and magic lines ----------------------------------------------------------------------
 
+@pytest.mark.slow   # end to end: make test-all
 def test_magic_lines_are_dropped_flagged_and_shown(graded, written):
     g = graded["magic_lines"]
     assert not lost(g) and not g.grader_errors, (lost(g), g.flags)
