@@ -17,6 +17,7 @@ assignment's training tests read (``autograder.training_support.load_thresholds`
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -116,6 +117,23 @@ def set_up(ap: argparse.ArgumentParser, argv: list[str] | None):
     settings = load_settings(args.course_dir)
     assignment = load_assignment(expected, settings.course_dir)
     return args, settings, assignment, reference_namespace(assignment)
+
+
+def finish(args, record: dict, text: str, bad: list, thresholds_file: Path,
+           write_docs) -> int:
+    """The end of every calibration: print ``text``; refuse (exit 1, nothing written) when a
+    negative control named in ``bad`` reaches the thresholds; unless ``--no-write``, write
+    ``record`` to ``thresholds_file`` and call ``write_docs(docs folder)``. Returns the exit
+    status."""
+    print(text)
+    if bad:
+        print(f"negative controls reach the thresholds: {bad}", file=sys.stderr)
+        return 1
+    if not args.no_write:
+        thresholds_file.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        written = write_docs(Path(args.course_dir) / "docs")
+        print(f"wrote {thresholds_file.relative_to(REPO_ROOT)} and {written}")
+    return 0
 
 
 def torch_version() -> str:

@@ -22,7 +22,6 @@ multiple of 0.05. Calibration fails (exit 1) if any negative control reaches its
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import platform
 import sys
@@ -31,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder import REPO_ROOT
-from autograder.calibration import (command_line, set_up, summary, torch_version, train,
-                                    with_override, write_keeping_sections)
+from autograder.calibration import (command_line, finish, set_up, summary, torch_version,
+                                    train, with_override, write_keeping_sections)
 from autograder.seeding import derive_seed
 
 from . import training as T
@@ -157,19 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 1),
         "torch": torch_version(), "python": platform.python_version(),
     }
-    text = render_markdown(record)
-    print(text)
-    if bad:
-        print(f"negative controls reach the threshold: {bad}", file=sys.stderr)
-        return 1
-    if not args.no_write:
-        T.THRESHOLDS_FILE.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        docs = Path(args.course_dir) / "docs"
-        write_keeping_sections(docs / "calibration.md", text)
+    def write_docs(docs: Path) -> str:
+        write_keeping_sections(docs / "calibration.md", render_markdown(record))
         update_grading_doc(docs / "grading.md", record)
-        print(f"wrote {T.THRESHOLDS_FILE.relative_to(REPO_ROOT)}, docs/calibration.md and the "
-              "thresholds section of docs/grading.md")
-    return 0
+        return "docs/calibration.md and the thresholds section of docs/grading.md"
+
+    return finish(args, record, render_markdown(record), bad, T.THRESHOLDS_FILE, write_docs)
 
 
 BEGIN, END = "<!-- calibration:begin (written by make calibrate) -->", "<!-- calibration:end -->"

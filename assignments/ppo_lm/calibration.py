@@ -39,8 +39,8 @@ from pathlib import Path
 
 
 from autograder import REPO_ROOT
-from autograder.calibration import (command_line, set_up, summary, torch_version,
-                                    with_override)
+from autograder.calibration import (command_line, finish, set_up, summary,
+                                    torch_version, with_override)
 from autograder.seeding import derive_seed
 from . import training as T
 
@@ -230,19 +230,12 @@ def main(argv: list[str] | None = None) -> int:
                                    for r in runs), 1),
         "torch": torch_version(), "python": platform.python_version(),
     }
-    text = render_markdown(record)
-    print(text)
-    if bad:
-        print(f"negative controls pass the thresholds: {bad}", file=sys.stderr)
-        return 1
-    if not args.no_write:
-        T.THRESHOLDS_FILE.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        docs = Path(args.course_dir) / "docs"
-        replace_section(docs / "calibration.md", text)
+    def write_docs(docs: Path) -> str:
+        replace_section(docs / "calibration.md", render_markdown(record))
         replace_section(docs / "grading.md", grading_block(record))
-        print(f"wrote {T.THRESHOLDS_FILE.relative_to(REPO_ROOT)} and the ppo_lm sections of "
-              "docs/calibration.md and docs/grading.md")
-    return 0
+        return "the ppo_lm sections of docs/calibration.md and docs/grading.md"
+
+    return finish(args, record, render_markdown(record), bad, T.THRESHOLDS_FILE, write_docs)
 
 
 def replace_section(path: Path, body: str) -> None:
