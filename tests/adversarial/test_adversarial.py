@@ -257,6 +257,15 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
+def grade_small_course(course, path, out, capsys) -> tuple[str, dict]:
+    """``python -m autograder grade`` of ``path`` into ``out`` (in-process): it must exit 0;
+    what it printed and the result it wrote."""
+    code, printed = run_cli(["grade", str(path), "--assignment", ASSIGNMENT, "--out", str(out),
+                             "--course-dir", str(course)], capsys)
+    assert code == 0
+    return printed, json.loads(out.read_text())
+
+
 def test_a_fault_in_the_kit_is_recorded_and_reported(small_course, tmp_path, monkeypatch, capsys):
     """An unexpected exception inside grading (injected into the session start) still records
     exactly one result, a grader error with every question at 0, and the CLI says so, exit 0."""
@@ -270,10 +279,7 @@ def test_a_fault_in_the_kit_is_recorded_and_reported(small_course, tmp_path, mon
 
     monkeypatch.setattr(submission_module, "Session", Broken)
     out = tmp_path / "r.json"
-    code, printed = run_cli(["grade", str(path), "--assignment", ASSIGNMENT, "--out", str(out),
-                             "--course-dir", str(course)], capsys)
-    assert code == 0
-    result = json.loads(out.read_text())
+    printed, result = grade_small_course(course, path, out, capsys)
     flags = {f["code"]: f["message"] for f in result["extra_data"]["flags"]}
     assert "injected fault in the kit" in flags["grader_error"]
     assert result["score"] == 0 and set(result["extra_data"]["grade_cells"]) == {
@@ -293,10 +299,7 @@ def test_a_fault_while_reading_is_recorded(small_course, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(notebook, "build", broken)
     out = tmp_path / "r.json"
-    code, printed = run_cli(["grade", str(path), "--assignment", ASSIGNMENT, "--out", str(out),
-                             "--course-dir", str(course)], capsys)
-    assert code == 0
-    result = json.loads(out.read_text())
+    printed, result = grade_small_course(course, path, out, capsys)
     codes = [f["code"] for f in result["extra_data"]["flags"]]
     assert "grader_error" in codes and "unreadable_notebook" in codes
     assert "injected fault while reading" in json.dumps(result["extra_data"]["flags"])
