@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from autograder.calibration import reference_namespace, with_override  # noqa: E402
-from autograder.harness import HarnessStop, local, relay  # noqa: E402
-from autograder.plugins import module_of  # noqa: E402
+from autograder.calibration import reference_namespace, with_override
+from autograder.harness import HarnessStop, local, relay
+from autograder.plugins import module_of
 
 T = module_of("ppo", "training")
 bandit = module_of("ppo", "trainers.bandit")

@@ -88,7 +88,6 @@ def by_cell(result: dict) -> dict:
 
 
 def test_lm_functions_that_hunt_for_the_models_find_nothing_and_score_0(tmp_path):
-    pytest.importorskip("torch")
     assignment = load_assignment("ppo_lm", REPO_ROOT)
     nb = submission_notebook(assignment, {"per_token_rewards": PER_TOKEN_REWARDS,
                                           "token_ppo_loss": TOKEN_PPO_LOSS})
@@ -121,7 +120,6 @@ def reinforce_loss(log_probs, rewards):
 def test_a_student_worker_that_dies_mid_run_stops_only_that_run():
     """The student's worker ends mid-run: the run raises WorkerDied (the student's message), the
     trusted trainer is stopped, and the same trusted worker trains the next submission."""
-    pytest.importorskip("torch")
     from autograder.config import load_settings
     from autograder.grade.submission import reference_cells
     from autograder.hints import mutant_cells
