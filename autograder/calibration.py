@@ -5,8 +5,9 @@
 The machinery every assignment's calibration shares: the answer key as the trusted reference
 worker runs it (``reference_namespace``), a variant of it (``with_override``), one trusted
 training run served locally (``train``), distribution summaries (``summary``), the generated
-documents that several assignments write into (``write_keeping_sections``), and the command
-line every assignment's calibration starts from (``command_line``, then ``set_up``).
+documents that several assignments write into (``write_keeping_sections``), the command line
+every assignment's calibration starts from (``command_line``, then ``set_up``) and the end it
+shares (``finish``: print, refuse on a control, write).
 
 What is calibrated, with which seeds, controls and rules, is the assignment's own: the module
 ``calibration.py`` of its folder (``assignments/NAME/calibration.py``, loaded through
