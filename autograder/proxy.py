@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,13 +260,17 @@ class StudentProxy:
     def train(self, trainer: Trainer, student: "StudentProxy", *, timeout: float | None = None,
               **params) -> dict:
         """On the trusted proxy: run the ``trainer`` (a file of the assignment's folder, e.g.
-        ``assignments/ppo/trainers/bandit.py``) in the trusted worker, relaying each student
-        call it asks for to ``student``'s worker and the raw reply back (one round trip each;
-        the parent decodes nothing). Returns the trainer's result
-        (``{"error": message}`` when the student's functions stopped training). A student
-        function that is not defined, hangs or ends its process raises as in ``call``."""
-        import time
+        ``assignments/ppo/trainers/bandit.py``) in the trusted worker, each student call it
+        makes going to ``student``'s worker and the raw reply back (one round trip each; the
+        parent decodes nothing). Returns the trainer's result (``{"error": message}`` when the
+        student's functions stopped training). A student function that is not defined, hangs
+        or ends its process raises as in ``call``.
 
+        When both are real workers, the trusted worker gets the student worker's pipe ends
+        and sends the calls itself (``sandbox/direct.py``); this process drains the student's
+        output meanwhile and handles what the trusted worker sends up: calls it may not make
+        directly (``forward``) and replies that are not ordinary (``_direct``). Otherwise each
+        call is relayed through this process."""
         if not self._worker.trusted:
             raise RuntimeError("training runs in the trusted worker only")
         limit = timeout or self._worker.limits.harness_timeout_seconds
@@ -275,20 +280,71 @@ class StudentProxy:
         name = trainer.file
         msg = {"op": "train", "trainer": trainer.request(),
                "params": {k: protocol.encode(v) for k, v in params.items()}}
-        reply = self._worker.request(msg, limit)
+        ends, spec = student._direct_spec(self._worker)
+        if ends:
+            msg["direct"] = spec
+        wait = {"drain": (student._worker,)} if ends else {}
+        reply = self._worker.request(msg, limit, fds=ends, **wait)
         while reply.get("ok") and "need" in reply:
             try:
                 if time.monotonic() > deadline:
                     raise WorkerTimeout(f"the training run did not finish within {limit:g} s")
-                answer = student.forward(reply["need"])
+                need = reply["need"]
+                answer = student._direct(need) if need.get("op") == "direct" \
+                    else student.forward(need)
             except BaseException:
                 try:    # stop the trainer; the student's failure is what the test reports
                     self._worker.request({"op": "train_reply", "abort": True}, limit)
                 except WorkerError:
                     pass
                 raise
-            reply = self._worker.request({"op": "train_reply", "reply": answer}, limit)
+            reply = self._worker.request({"op": "train_reply", "reply": answer}, limit, **wait)
+        if ends and isinstance(reply.get("junk"), int):
+            student._worker.note_junk(reply["junk"])
         return self._value_of(reply, name)
+
+    def _direct_spec(self, trusted) -> tuple[tuple, dict]:
+        """The pipe ends of this (student) proxy's worker for ``trusted``'s direct line, and
+        the line's spec; ``((), {})`` when a direct line is not possible (a fake worker, a
+        worker that is not running, a trusted worker whose channel cannot take descriptors)."""
+        ends_of = getattr(self._worker, "direct_ends", None)
+        chan = getattr(trusted, "_chan", None)
+        if ends_of is None or chan is None or not chan.passes_fds:
+            return (), {}
+        try:
+            self._worker.ensure_running()
+        except WorkerError:
+            return (), {}          # the first call, relayed, reports it as before
+        ends = ends_of()
+        if ends is None:
+            return (), {}
+        deadline = self._worker._wall_deadline
+        return ends, {"fns": sorted(n for n in self.defined if n not in self._failed),
+                      "call_timeout": self._worker.limits.call_timeout_seconds,
+                      "wall_left": None if deadline is None
+                      else max(0.0, deadline - time.monotonic())}
+
+    def _direct(self, need: dict) -> dict:
+        """What the trusted worker sent up from its direct line (``sandbox/direct.py``): the
+        lines it skipped, and a reply that reports an error (returned with this proxy's notes
+        on limits, as ``forward`` returns one) or no reply (raised as ``forward`` raises)."""
+        fn = need.get("fn")
+        if not isinstance(fn, str) or fn not in self.defined:
+            raise RuntimeError(f"a trainer sent up {need.get('outcome')!r} for {fn!r}")
+        if isinstance(need.get("junk"), int):
+            self._worker.note_junk(need["junk"])
+        outcome = need.get("outcome")
+        if outcome == "error" and type(need.get("reply")) is dict:
+            reply = need["reply"]
+            if isinstance(reply.get("error"), dict):
+                self._worker._note_limit(reply["error"])
+            return self._with_limit_note(reply)
+        if outcome not in ("expired", "closed"):
+            raise RuntimeError(f"a trainer sent up {outcome!r}")
+        exc = self._worker.direct_outcome(outcome, self._worker.limits.call_timeout_seconds)
+        if not self._worker.out_of_wall_time:
+            self._failed[fn] = exc
+        raise exc
 
     def _value_of(self, reply: dict, name: str):
         """The decoded ``value`` of a reply, or the student's error / a malformed-reply error."""
@@ -316,6 +372,10 @@ class StudentProxy:
             if not self._worker.out_of_wall_time:
                 self._failed[fn] = exc
             raise
+        return self._with_limit_note(reply)
+
+    def _with_limit_note(self, reply: dict) -> dict:
+        """A failed reply whose error comes from one of the worker's limits says which."""
         if not reply.get("ok"):
             limit = limit_of(reply.get("error") or {}) if isinstance(reply.get("error"),
                                                                     dict) else None

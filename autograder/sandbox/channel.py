@@ -3,10 +3,14 @@
 Invariants:
 
 - A channel holds a reply pipe, an optional output pipe (the worker's fd 1 and 2) and either a
-  request pipe or a control socket (SOCK_SEQPACKET, descriptors passed with SCM_RIGHTS). Every
-  descriptor it holds is non-blocking; ``close`` closes them all once.
+  request pipe or a control socket (SOCK_SEQPACKET, descriptors passed with SCM_RIGHTS). The
+  request "pipe" may be a stream socket (the trusted worker's): descriptors then travel with the
+  first byte of a request line (``exchange(..., fds=...)``). Every descriptor it holds is
+  non-blocking; ``close`` closes them all once.
 - The output pipe is drained into an ``OutputTail`` (at most ``cap`` bytes kept, the count of
-  earlier bytes dropped) whenever the parent waits, so student prints never block the protocol.
+  earlier bytes dropped) whenever the parent waits, so student prints never block the protocol;
+  ``exchange(..., drain=...)`` drains other channels' output pipes too while it waits (a
+  student's worker that the trusted worker talks to directly).
 - Every wait ends by an absolute ``time.monotonic()`` deadline: ``ChannelExpired``. A closed
   reply pipe or broken request pipe or socket: ``ChannelClosed``.
 - Replies are untrusted. A reply line is bounded before it is decoded: at most
@@ -21,6 +25,7 @@ import array
 import os
 import select
 import socket
+import stat
 import time
 
 from autograder import bounds
@@ -82,18 +87,37 @@ class Channel:
         self.buf, self.scanned, self.discarding = bytearray(), 0, False
         self.junk = self.junk_reported = 0
 
-    def exchange(self, line: bytes | None, rid: str, deadline: float, fds: tuple = ()) -> dict:
-        """Send ``line`` (if any), then return the first reply whose id is ``rid``.
+    @property
+    def passes_fds(self) -> bool:
+        """Whether ``exchange`` can send descriptors with a request (a socket to write to)."""
+        if self.sock is not None:
+            return True
+        try:
+            return self.req_w is not None and self.req_w >= 0 and \
+                stat.S_ISSOCK(os.fstat(self.req_w).st_mode)
+        except OSError:
+            return False
+
+    def exchange(self, line: bytes | None, rid: str, deadline: float, fds: tuple = (),
+                 drain: tuple = ()) -> dict:
+        """Send ``line`` (if any; with the descriptors ``fds``), then return the first reply
+        whose id is ``rid``, draining the output pipes of the channels ``drain`` meanwhile.
         Raises ChannelClosed (reply pipe closed or request pipe broken) or ChannelExpired
         (``deadline`` passed)."""
         pending: memoryview | None = \
             memoryview(line) if line is not None and self.sock is None else None
         if line is not None and self.sock is not None:
             self._send_control(line, fds)
+        elif pending and fds:
+            pending = pending[self._send_first_byte(bytes(pending[:1]), fds):]
         poller = select.poll()
         poller.register(self.rep_r, select.POLLIN)
         if self.out_r is not None:
             poller.register(self.out_r, select.POLLIN)
+        others = {c.out_r: c for c in drain if c is not None and c.out_r is not None
+                  and c.out_r >= 0}
+        for fd in others:
+            poller.register(fd, select.POLLIN)
         if pending:
             assert self.req_w is not None       # a pipe channel (no socket) has a request pipe
             poller.register(self.req_w, select.POLLOUT)
@@ -107,6 +131,9 @@ class Channel:
             for fd, ev in poller.poll(max(1, int(remaining * 1000) + 1)):
                 if fd == self.out_r:
                     if not self._drain_output():
+                        poller.unregister(fd)
+                elif fd in others:
+                    if not others[fd]._drain_output():
                         poller.unregister(fd)
                 elif fd == self.req_w:
                     assert pending is not None      # registered only while there is some
@@ -136,6 +163,23 @@ class Channel:
             self.sock.sendmsg([line], anc)
         except OSError:
             raise ChannelClosed() from None
+
+    def _send_first_byte(self, first: bytes, fds: tuple) -> int:
+        """Send one byte of a request with ``fds`` attached (SCM_RIGHTS on a stream socket)."""
+        assert self.req_w is not None
+        sock = socket.socket(fileno=os.dup(self.req_w))
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        try:
+            for _ in range(100):        # the socket is non-blocking; an idle one takes it at once
+                try:
+                    return sock.sendmsg([first], anc)
+                except BlockingIOError:
+                    select.select([], [self.req_w], [], 0.1)
+            raise ChannelClosed()
+        except OSError:
+            raise ChannelClosed() from None
+        finally:
+            sock.close()
 
     def _buffered_reply(self, rid: str) -> dict | None:
         """The reply to ``rid`` if a whole one is buffered. Every line is bounded before it is
@@ -170,7 +214,9 @@ class Channel:
             if not line.isascii():      # the protocol is ASCII: decoding stays 1 byte a char
                 self.junk += 1
                 continue
-            if count_json_values(line, bounds.REPLY_MAX_VALUES) > bounds.REPLY_MAX_VALUES:
+            # each value counted is one byte of the line: a short line cannot pass the cap
+            if len(line) > bounds.REPLY_MAX_VALUES and \
+                    count_json_values(line, bounds.REPLY_MAX_VALUES) > bounds.REPLY_MAX_VALUES:
                 self.junk += 1
                 return too_large(rid, f"more than {bounds.REPLY_MAX_VALUES:,} values")
             try:

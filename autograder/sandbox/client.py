@@ -173,7 +173,11 @@ class Worker:
         self.spawn_seconds = time.monotonic() - self._spawned_at
 
     def _spawn_direct(self):
-        req_r, req_w = os.pipe()
+        if self.trusted:   # a stream socket: it can carry descriptors (``direct_ends``) too
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            req_r, req_w = b.detach(), a.detach()
+        else:
+            req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
         scratch = cleanup.make_scratch("worker", sweep_uids=self.backend == "fallback")
@@ -319,9 +323,31 @@ class Worker:
         elif code is not None:
             self.events.append({"code": code, "message": limit_note(code, self.limits)})
 
-    def request(self, msg: dict, timeout: float) -> dict:
-        """Send one request and return its reply (``ok`` true or false). A dead worker is
-        restarted first. Raises WorkerDied / WorkerTimeout."""
+    def request(self, msg: dict, timeout: float, *, fds: tuple = (),
+                drain: tuple = ()) -> dict:
+        """Send one request (with the descriptors ``fds``, on a worker whose channel passes
+        them) and return its reply (``ok`` true or false), draining the output of the channels
+        ``drain`` while it waits. A dead worker is restarted first. Raises WorkerDied /
+        WorkerTimeout."""
+        self.ensure_running()
+        try:
+            return self._request(msg, timeout, fds, drain)
+        except WorkerDied as exc:
+            if exc.zygote_lost and not self._closed:   # not this request's fault: once more,
+                self.restart()                         # on a worker of its own
+                if self._load_failure is not None:
+                    raise type(self._load_failure)(str(self._load_failure)) from None
+                return self._request(msg, timeout, (), drain)
+            if not self.trusted or self._closed:
+                raise
+        # The trusted reference is long-lived (rlimits still apply): a death is retried once.
+        self.restart()
+        return self._request(msg, timeout, (), drain)
+
+    def ensure_running(self) -> None:
+        """Start (or restart and reload) the worker if it is not running and ready. Raises
+        what a request would raise: the worker is closed, its notebook failed to load, or its
+        wall-clock budget is used up."""
         if self._closed:
             raise WorkerDied("this worker was closed")
         if self._load_failure is not None:
@@ -339,30 +365,17 @@ class Worker:
                 self.restart()
             if self._load_failure is not None:
                 raise type(self._load_failure)(str(self._load_failure))
-        try:
-            return self._request(msg, timeout)
-        except WorkerDied as exc:
-            if exc.zygote_lost and not self._closed:   # not this request's fault: once more,
-                self.restart()                         # on a worker of its own
-                if self._load_failure is not None:
-                    raise type(self._load_failure)(str(self._load_failure)) from None
-                return self._request(msg, timeout)
-            if not self.trusted or self._closed:
-                raise
-        # The trusted reference is long-lived (rlimits still apply): a death is retried once.
-        self.restart()
-        return self._request(msg, timeout)
 
-    def _request(self, msg: dict, timeout: float) -> dict:
+    def _request(self, msg: dict, timeout: float, fds: tuple = (), drain: tuple = ()) -> dict:
         rid = f"{next(self._ids)}-{secrets.token_hex(4)}"
         line = protocol.dumps({**msg, "id": rid})
-        reply = self._exchange(line, rid, timeout)
+        reply = self._exchange(line, rid, timeout, fds=fds, drain=drain)
         if not reply.get("ok") and isinstance(reply.get("error"), dict):
             self._note_limit(reply["error"])
         return reply
 
     def _exchange(self, line: bytes | None, rid: str, timeout: float, *,
-                  continued: bool = False) -> dict:
+                  continued: bool = False, fds: tuple = (), drain: tuple = ()) -> dict:
         """``line`` (None: wait on, for more of the same request, when ``continued``)."""
         proc, chan = self._proc, self._chan
         assert proc is not None and chan is not None    # callers start the worker first
@@ -373,41 +386,87 @@ class Worker:
             assert self._wall_deadline is not None      # wall is False without one
             deadline = self._wall_deadline
         try:
-            return chan.exchange(line, rid, deadline)
+            return chan.exchange(line, rid, deadline, fds=fds,
+                                 drain=tuple(getattr(w, "_chan", None) for w in drain))
         except ChannelExpired:
-            self._stop()
-            if wall:
-                self.events.append({"code": "limit_wall", "message":
-                                    f"the worker's wall-clock limit ({self.limits.wall_seconds} s)"
-                                    " was used up"})
-                raise WorkerTimeout(f"the time limit for all of your code together "
-                                    f"({self.limits.wall_seconds} s) was used up") from None
-            self.events.append({"code": "call_timeout", "message":
-                                f"a request took longer than {timeout:g} s and was stopped"})
-            raise WorkerTimeout(f"no answer within {timeout:g} s") from None
+            raise self._expired(wall, timeout) from None
         except ChannelClosed:
-            status = proc.status(wait=2.0)
-            if status is None:
-                proc.kill()
-            flag, reason, sig, code = describe_end(status, self.limits)
-            self.events.append({"code": flag, "message": f"the worker stopped: {reason}"})
-            lost = isinstance(proc, _Forked) and proc.zygote.generation != proc.generation
-            if lost:
-                # The zygote died while this child lived (a child can signal it: same uid).
-                # From now on this worker is started on its own, where that is not possible.
-                self._zygote = None
-                self.events.append({"code": "zygote_killed", "message": "the process the "
-                                    "worker was forked from died while the student's code ran "
-                                    "(it was killed from inside); the worker was restarted on "
-                                    "its own"})
-            self._stop()
-            raise WorkerDied(reason, signal_name=sig, code=code, zygote_lost=lost) from None
+            raise self._ended() from None
         finally:
-            if chan.junk > chan.junk_reported:
-                self.events.append({"code": "protocol_junk", "message":
-                                    f"{chan.junk - chan.junk_reported} line(s) on the reply "
-                                    "channel were not replies (written by the student's code)"})
-                chan.junk_reported = chan.junk
+            self._report_junk(chan)
+
+    def _expired(self, wall: bool, timeout: float) -> WorkerTimeout:
+        """A request ran past ``timeout`` seconds, or past the wall-clock budget (``wall``):
+        the process tree is killed, the event recorded; the error to raise."""
+        self._stop()
+        if wall:
+            self.events.append({"code": "limit_wall", "message":
+                                f"the worker's wall-clock limit ({self.limits.wall_seconds} s)"
+                                " was used up"})
+            return WorkerTimeout(f"the time limit for all of your code together "
+                                 f"({self.limits.wall_seconds} s) was used up")
+        self.events.append({"code": "call_timeout", "message":
+                            f"a request took longer than {timeout:g} s and was stopped"})
+        return WorkerTimeout(f"no answer within {timeout:g} s")
+
+    def _ended(self) -> WorkerDied:
+        """The reply pipe closed: how the process ended, recorded; the error to raise."""
+        proc = self._proc
+        assert proc is not None
+        status = proc.status(wait=2.0)
+        if status is None:
+            proc.kill()
+        flag, reason, sig, code = describe_end(status, self.limits)
+        self.events.append({"code": flag, "message": f"the worker stopped: {reason}"})
+        lost = isinstance(proc, _Forked) and proc.zygote.generation != proc.generation
+        if lost:
+            # The zygote died while this child lived (a child can signal it: same uid).
+            # From now on this worker is started on its own, where that is not possible.
+            self._zygote = None
+            self.events.append({"code": "zygote_killed", "message": "the process the "
+                                "worker was forked from died while the student's code ran "
+                                "(it was killed from inside); the worker was restarted on "
+                                "its own"})
+        self._stop()
+        return WorkerDied(reason, signal_name=sig, code=code, zygote_lost=lost)
+
+    def note_junk(self, lines: int) -> None:
+        """Count ``lines`` more non-reply lines on the reply pipe (read by the trusted worker
+        when it talked to this one directly) and record what is new as ``protocol_junk``."""
+        if self._chan is not None:
+            self._chan.junk += max(0, int(lines))
+            self._report_junk(self._chan)
+
+    def _report_junk(self, chan: Channel) -> None:
+        if chan.junk > chan.junk_reported:
+            self.events.append({"code": "protocol_junk", "message":
+                                f"{chan.junk - chan.junk_reported} line(s) on the reply "
+                                "channel were not replies (written by the student's code)"})
+            chan.junk_reported = chan.junk
+
+    # -- the trusted worker's direct line to this one --------------------------------------------
+    def direct_ends(self) -> tuple[int, int] | None:
+        """(request write end, reply read end) of this running, ready student worker, for the
+        trusted worker to send this worker's calls itself (``proxy.StudentProxy.train``); None
+        when it is not running or has no pipes. The parent keeps draining its output and
+        keeps every other duty: the trusted worker reports timeouts and ends back to
+        ``direct_outcome``."""
+        chan = self._chan
+        if self.trusted or self._proc is None or not self._ready or chan is None \
+                or chan.req_w is None or chan.req_w < 0 or chan.sock is not None:
+            return None
+        return chan.req_w, chan.rep_r
+
+    def direct_outcome(self, outcome: str, timeout: float) -> WorkerError:
+        """What the trusted worker saw when it talked to this worker directly: ``expired``
+        (no reply within ``timeout`` seconds, or the wall-clock budget) or ``closed`` (the
+        reply pipe closed). Recorded as for one of this worker's own requests; the error to
+        raise."""
+        if self._proc is None:
+            return WorkerDied("the worker was stopped")
+        if outcome == "expired":
+            return self._expired(self.out_of_wall_time, timeout)
+        return self._ended()
 
     # -- reporting ----------------------------------------------------------------------------
     def captured_output(self) -> str:

@@ -33,6 +33,7 @@ import random
 import re
 import signal
 import socket
+import stat
 import time
 import traceback
 
@@ -98,10 +99,33 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 class LineReader:
-    """Lines from a descriptor; consumed bytes are dropped from the buffer at once."""
+    """Lines from a descriptor; consumed bytes are dropped from the buffer at once. On a socket
+    (the trusted worker's request channel) descriptors sent with the bytes are kept in ``fds``
+    (oldest first) until ``take_fds``."""
+
+    MAX_FDS = 4      # descriptors kept at once; more are closed on arrival
 
     def __init__(self, fd: int):
         self.fd, self.buf, self.scanned = fd, bytearray(), 0
+        self.fds: list[int] = []
+        self.sock = None
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            self.sock = socket.socket(fileno=os.dup(fd))
+
+    def take_fds(self) -> list[int]:
+        fds, self.fds = self.fds, []
+        return fds
+
+    def _read(self) -> bytes:
+        if self.sock is None:
+            return os.read(self.fd, 1 << 20)
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 20, self.MAX_FDS)
+        for fd in fds:
+            if len(self.fds) < self.MAX_FDS:
+                self.fds.append(fd)
+            else:
+                os.close(fd)
+        return data
 
     def readline(self) -> bytes | None:
         while True:
@@ -114,7 +138,7 @@ class LineReader:
             self.scanned = len(self.buf)
             if len(self.buf) > protocol.MAX_LINE_BYTES:
                 raise ProtocolError("request line over the size cap")
-            chunk = os.read(self.fd, 1 << 20)
+            chunk = self._read()
             if not chunk:
                 return None
             self.buf += chunk
@@ -653,22 +677,46 @@ class Server:
         the assignment, its folder and the trainer's file in it (``trainers/<name>.py``),
         imported through ``autograder.plugins`` (which a student's worker does not have). The
         reply is the trainer's first student call (``need``) or its result (``value``);
-        ``train_reply`` hands it each student reply in turn."""
-        from autograder.harness import relay
+        ``train_reply`` hands it each student reply in turn.
 
-        module = trainer_module(msg.get("trainer"))
-        if getattr(self, "training", None) is not None:
-            self.training.abort()
-        params = {k: Builder(self.device, {}).value(v)
-                  for k, v in (msg.get("params") or {}).items()}
+        With ``direct`` (``direct.DirectLine``'s spec) and the student worker's two pipe ends
+        sent with the request, the trainer calls the student's worker itself and only what is
+        not an ordinary reply comes up as a ``need``; the final reply then carries ``junk``."""
+        from autograder.harness import relay
+        from autograder.sandbox.channel import close_fds
+        from autograder.sandbox.direct import DirectLine
+
+        reader = getattr(self, "reader", None)
+        ends = reader.take_fds() if reader is not None else []
+        spec = msg.get("direct")
+        if type(spec) is not dict or len(ends) != 2:
+            close_fds(*ends)
+            ends, spec = [], None
+        try:
+            module = trainer_module(msg.get("trainer"))
+            if getattr(self, "training", None) is not None:
+                self.training.abort()
+            params = {k: Builder(self.device, {}).value(v)
+                      for k, v in (msg.get("params") or {}).items()}
+            line = DirectLine((ends[0], ends[1]), spec, None) if spec is not None else None
+        except BaseException:
+            close_fds(*ends)
+            raise
         check = params.pop("check", {}) or {}
         ns = self.ns
+        self.direct = line
 
         def target(ask):
-            student = relay.Student(ask, ns, seed=int(check.get("seed", 0)),
-                                    mutants=check.get("mutants"),
+            if line is not None:
+                line.relayed = ask
+            student = relay.Student(line.ask if line is not None else ask, ns,
+                                    seed=int(check.get("seed", 0)), mutants=check.get("mutants"),
                                     calls_expected=check.get("calls"))
-            return module.train(student, **params)
+            try:
+                return module.train(student, **params)
+            finally:
+                if line is not None:
+                    line.close()
 
         self.training = relay.Relay(target)
         return self.train_event(self.training.start())
@@ -680,7 +728,7 @@ class Server:
         reply = msg.get("reply")
         if msg.get("abort") or type(reply) is not dict:
             training.abort()
-            self.training = None
+            self.training = self.direct = None
             return {"ok": True, "value": None}
         return self.train_event(training.resume(reply))
 
@@ -689,9 +737,12 @@ class Server:
         if kind == "need":
             return {"ok": True, "need": body}
         self.training = None
-        if kind == "failed":
-            return kit_error(body)
-        return {"ok": True, "value": encode_value(body)}
+        line, self.direct = getattr(self, "direct", None), None
+        reply = kit_error(body) if kind == "failed" else {"ok": True, "value": encode_value(body)}
+        if line is not None:
+            line.close()
+            reply["junk"] = line.new_junk()
+        return reply
 
     def op_harness(self, msg: dict) -> dict:
         name = msg.get("name")
