@@ -1,18 +1,22 @@
-"""The per-iteration cost of trusted training: what relaying each student call costs.
+"""The per-iteration cost of trusted training: what the round trip of each student call costs.
 
     .venv/bin/python bench/relay_bench.py [--seed 1234] [--repeat 2] [--write docs/calibration.md]
 
 Starts a trusted reference worker and a student worker (the answer key loaded in it, no sandbox:
 the relay's cost does not depend on the sandbox), then runs Part 1's two trainers twice over:
 
-- relayed, as grading does (``StudentProxy.train``): every student call one round trip from the
-  trusted worker through this process to the student's worker and back;
-- direct, in this process: the same trainer, the same functions called in place (no wire, no
+- as grading does (``StudentProxy.train``): every student call one round trip from the trusted
+  worker to the student's worker and back, on the pipes this process hands over
+  (``autograder/sandbox/direct.py``);
+- relayed: the same with every call passing through this process (what grading did before the
+  direct line, and still does where the trusted worker cannot take descriptors);
+- in place, in this process: the same trainer, the same functions called in place (no wire, no
   processes), which is what the training itself costs.
 
 It reports wall time and CPU time (this process plus both workers, from ``/proc``) per run and
-per round trip, and the difference per round trip: the relay's overhead. With ``--write`` the
-numbers replace the ``calibration:relay`` section of that file (kept by ``make calibrate``).
+per round trip, and the difference per round trip against the third: the overhead of the wire.
+With ``--write`` the numbers replace the ``calibration:relay`` section of that file (kept by
+``make calibrate``).
 """
 from __future__ import annotations
 
@@ -35,6 +39,10 @@ END = "<!-- calibration:relay:end -->"
 def cpu_of(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
 
 
 def direct_student(ns: dict):
@@ -108,44 +116,57 @@ def main(argv=None) -> int:
         ref.load(reference_cells(asg) + mutant_cells(asg))
         stu.load(reference_cells(asg))
         trusted, student = StudentProxy(ref), StudentProxy(stu)
+        ends = stu.direct_ends
+
+        def timed_train(name, params, check, through_parent: bool) -> dict:
+            stu.direct_ends = (lambda: None) if through_parent else ends
+            t, c = time.perf_counter(), time.process_time()
+            c_ref, c_stu = cpu_of(ref.pid), cpu_of(stu.pid)
+            out = trusted.train(T.trainer(name), student, **params, check=check)
+            assert "error" not in out, out
+            return {"wall": time.perf_counter() - t, "trips": out["round_trips"],
+                    "cpu": time.process_time() - c + cpu_of(ref.pid) - c_ref
+                    + cpu_of(stu.pid) - c_stu}
+
         for name, (module, params, check) in runs.items():
             for _ in range(args.repeat):
-                t, c = time.perf_counter(), time.process_time()
-                c_ref, c_stu = cpu_of(ref.pid), cpu_of(stu.pid)
-                out = trusted.train(T.trainer(name), student, **params, check=check)
-                relayed = {"wall": time.perf_counter() - t,
-                           "cpu": time.process_time() - c + cpu_of(ref.pid) - c_ref
-                           + cpu_of(stu.pid) - c_stu, "trips": out["round_trips"]}
-                assert "error" not in out, out
+                graded = timed_train(name, params, check, through_parent=False)
+                relayed = timed_train(name, params, check, through_parent=True)
                 t, c = time.perf_counter(), time.process_time()
                 module.train(direct_student(ns), **params)
                 direct = {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
-                rows.append((name, relayed, direct))
+                rows.append((name, graded, relayed, direct))
     finally:
         ref.close()
         stu.close()
 
-    lines = ["| trainer | round trips | relayed: wall / CPU (s) | direct: wall / CPU (s) | "
-             "overhead per round trip: wall / CPU (ms) |", "|---|---|---|---|---|"]
-    per_trip = []
-    for name, r, d in rows:
-        ow, oc = (r["wall"] - d["wall"]) / r["trips"], (r["cpu"] - d["cpu"]) / r["trips"]
+    lines = ["| trainer | round trips | as graded: wall / CPU (s) | relayed: wall / CPU (s) | "
+             "in place: wall / CPU (s) | overhead per round trip, as graded: wall / CPU (ms) | "
+             "relayed: CPU (ms) |", "|---|---|---|---|---|---|---|"]
+    per_trip, per_trip_relayed = [], []
+    for name, g, r, d in rows:
+        ow, oc = (g["wall"] - d["wall"]) / g["trips"], (g["cpu"] - d["cpu"]) / g["trips"]
+        orc = (r["cpu"] - d["cpu"]) / r["trips"]
         per_trip.append(oc)
-        lines.append(f"| {name} | {r['trips']} | {r['wall']:.2f} / {r['cpu']:.2f} | "
-                     f"{d['wall']:.2f} / {d['cpu']:.2f} | {ow * 1e3:.2f} / {oc * 1e3:.2f} |")
+        per_trip_relayed.append(orc)
+        lines.append(f"| {name} | {g['trips']} | {g['wall']:.2f} / {g['cpu']:.2f} | "
+                     f"{r['wall']:.2f} / {r['cpu']:.2f} | {d['wall']:.2f} / {d['cpu']:.2f} | "
+                     f"{ow * 1e3:.2f} / {oc * 1e3:.2f} | {orc * 1e3:.2f} |")
     load = os.getloadavg()[0]
     text = (f"{BEGIN}\n## Per-iteration cost of trusted training\n\n"
             f"Measured by `bench/relay_bench.py` on {_dt.date.today().isoformat()} "
             f"({platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f} at the end; "
             f"Python {platform.python_version()}, torch {torch.__version__}). Each student call "
-            "of a training run is one round trip: trusted worker -> grading process -> "
-            "student's worker and back (one `call`, or one `map` for a batch of one-step GAE "
-            "episodes). CPU is the sum over the three processes. \"Direct\" runs the same "
-            "trainer with the same functions called in place, in one process: the difference "
-            "is what the relay costs.\n\n" + "\n".join(lines) +
-            f"\n\nMedian relay overhead: {sorted(per_trip)[len(per_trip) // 2] * 1e3:.2f} ms of "
-            "CPU per round trip; Part 1 makes 1,500 round trips per submission (500 REINFORCE "
-            f"steps, 800 PPO loss steps, 200 GAE batches).\n{END}\n")
+            "of a training run is one round trip (one `call`, or one `map` for a batch of "
+            "one-step GAE episodes): \"as graded\", trusted worker -> student's worker and "
+            "back on the pipes the grading process hands over (`autograder/sandbox/direct.py`); "
+            "\"relayed\", through the grading process both ways. CPU is the sum over the three "
+            "processes. \"In place\" runs the same trainer with the same functions called in "
+            "one process: the difference is what the wire costs.\n\n" + "\n".join(lines) +
+            f"\n\nMedian overhead as graded: {median(per_trip) * 1e3:.2f} ms of CPU per round "
+            f"trip (relayed: {median(per_trip_relayed) * 1e3:.2f} ms); Part 1 makes 1,500 "
+            "round trips per submission (500 REINFORCE steps, 800 PPO loss steps, 200 GAE "
+            f"batches).\n{END}\n")
     print(text)
     if args.write:
         path = Path(args.write)
