@@ -281,10 +281,13 @@ class StudentProxy:
         msg = {"op": "train", "trainer": trainer.request(),
                "params": {k: protocol.encode(v) for k, v in params.items()}}
         ends, spec = student._direct_spec(self._worker)
-        if ends:
-            msg["direct"] = spec
-        wait = {"drain": (student._worker,)} if ends else {}
-        reply = self._worker.request(msg, limit, fds=ends, **wait)
+        wait: dict = {}
+        if ends:   # the trainer sends calls until the run's time is up, the last one may run on
+            msg["direct"] = dict(spec, train_left=limit)
+            wait = {"drain": (student._worker,),
+                    "timeout": limit + student._worker.limits.call_timeout_seconds + 5}
+        reply = self._worker.request(msg, wait.get("timeout", limit), fds=ends,
+                                     drain=wait.get("drain", ()))
         while reply.get("ok") and "need" in reply:
             try:
                 if time.monotonic() > deadline:
@@ -298,7 +301,8 @@ class StudentProxy:
                 except WorkerError:
                     pass
                 raise
-            reply = self._worker.request({"op": "train_reply", "reply": answer}, limit, **wait)
+            reply = self._worker.request({"op": "train_reply", "reply": answer},
+                                         wait.get("timeout", limit), drain=wait.get("drain", ()))
         if ends and isinstance(reply.get("junk"), int):
             student._worker.note_junk(reply["junk"])
         return self._value_of(reply, name)

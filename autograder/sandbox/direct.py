@@ -16,8 +16,9 @@ Invariants:
 - Every call has a deadline: the student's call timeout, capped by what is left of its
   wall-clock budget (both sent by the grading process).
 - Only the functions the grading process listed (defined, not failed earlier) are called
-  directly; a request for any other goes up to it (``relayed``) and is answered or refused there
-  as before.
+  directly, and only until the run's own time is up (``train_left``); any other request goes up
+  to it (``relayed``) and is answered or refused there as before (a run past its time stops
+  there, as it did).
 - Anything but an ordinary ``ok`` reply goes up too, as ``{"op": "direct", "outcome": ...}``: a
   reply that reports an error (``error``, bounded by ``protocol.decode_error``; the grading
   process adds what it knows about limits), no reply in time (``expired``) or a closed reply
@@ -40,7 +41,8 @@ class DirectLine:
     """``ask(msg) -> reply`` for ``relay.Student``: direct where it may be, else ``relayed``.
 
     ``ends``: (request write end, reply read end) received from the grading process (closed by
-    ``close``); ``spec``: ``{"fns": [names], "call_timeout": s, "wall_left": s | None}``."""
+    ``close``); ``spec``: ``{"fns": [names], "call_timeout": s, "wall_left": s | None,
+    "train_left": s | None}``."""
 
     def __init__(self, ends: tuple[int, int], spec: dict, relayed):
         req_w, rep_r = ends
@@ -49,6 +51,8 @@ class DirectLine:
         self.timeout = float(spec["call_timeout"])
         left = spec.get("wall_left")
         self.wall_deadline = None if left is None else time.monotonic() + float(left)
+        left = spec.get("train_left")
+        self.train_deadline = None if left is None else time.monotonic() + float(left)
         self.relayed = relayed
         self.junk_seen = self.junk_reported = 0
         self._ids = itertools.count(1)
@@ -56,7 +60,8 @@ class DirectLine:
 
     def ask(self, msg: dict) -> dict:
         fn = msg.get("fn")
-        if self.chan is None or fn not in self.fns:
+        if self.chan is None or fn not in self.fns or (
+                self.train_deadline is not None and time.monotonic() > self.train_deadline):
             return self.relayed(msg)
         rid = f"t{next(self._ids)}-{self._token}"
         deadline = time.monotonic() + self.timeout

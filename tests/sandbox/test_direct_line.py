@@ -48,7 +48,8 @@ def course():
     trusted.close()
 
 
-def run(course, body: str | None = None, *, monkeypatch, limits=None, direct: bool = True):
+def run(course, body: str | None = None, *, monkeypatch, limits=None, direct: bool = True,
+        train_timeout: float | None = None):
     """Train ``bandit`` for EPISODES steps with the answer key, its ``reinforce_loss`` replaced
     by one running ``body`` first. Returns (result or exception, student proxy, parent
     requests the student's worker got during the run)."""
@@ -69,7 +70,8 @@ def run(course, body: str | None = None, *, monkeypatch, limits=None, direct: bo
     params = dict(T.bandit_params(7, T.kit_source(asg, ["BanditPolicy"])), episodes=EPISODES)
     params["check"] = T.check_params(asg, 7, {"reinforce_loss": EPISODES})
     try:
-        out = StudentProxy(trusted).train(T.trainer("bandit"), student, **params)
+        out = StudentProxy(trusted).train(T.trainer("bandit"), student, timeout=train_timeout,
+                                          **params)
     except Exception as exc:     # noqa: BLE001 - the test looks at which
         out = exc
     return out, student, asked, worker
@@ -154,5 +156,18 @@ def test_an_error_from_a_limit_says_which_limit(course, monkeypatch):
         assert "error" in out and "MemoryError" in out["error"]
         assert "memory" in out["error"].split("MemoryError", 1)[1].lower()
         assert "limit_memory" in codes(worker)
+    finally:
+        worker.close()
+
+
+def test_a_run_past_its_own_time_stops_as_before_and_keeps_the_trusted_worker(course,
+                                                                             monkeypatch):
+    trusted_pid = course[2].pid
+    out, _, _, worker = run(course, "time.sleep(0.2)", train_timeout=2, monkeypatch=monkeypatch)
+    try:
+        assert isinstance(out, WorkerTimeout), out
+        assert "the training run did not finish within 2 s" in str(out)
+        assert course[2].pid == trusted_pid            # the trusted worker was not stopped
+        assert worker.alive and "call_timeout" not in codes(worker)
     finally:
         worker.close()
