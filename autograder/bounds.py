@@ -34,6 +34,10 @@ NAMES_SHOWN = 5
 # are counted (the same pre-scan) before it is parsed. A bigger reply fails that one call.
 REPLY_MAX_BYTES = 64 * MIB
 REPLY_MAX_VALUES = 1_000_000
+# Lines on a reply pipe that are not the pending reply (only student code writes those) are
+# skipped; past either bound within one wait, the pending request fails instead.
+REPLY_MAX_JUNK_LINES = 1000
+REPLY_MAX_JUNK_BYTES = 64 * MIB
 
 # Hashing and reading large files: chunk size.
 READ_CHUNK_BYTES = 1 * MIB

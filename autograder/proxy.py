@@ -71,6 +71,15 @@ class NotDefined(Exception):
         return f"{self.name} could not be called: {self.why}."
 
 
+class _TrustedLost(Exception):
+    """The trusted worker died during a training run with a direct line (``train``)."""
+
+
+MALFORMED = "the process running your code sent back an answer that is not in the expected format"
+MALFORMED_REPLY = {"ok": False, "error": {"type": "MalformedReply", "message": MALFORMED,
+                                          "trace": "", "stage": "call"}}
+
+
 @dataclass
 class Tensor:
     """An input tensor: numpy data sent as raw bytes, built on the worker's device.
@@ -274,20 +283,45 @@ class StudentProxy:
         if not self._worker.trusted:
             raise RuntimeError("training runs in the trusted worker only")
         limit = timeout or self._worker.limits.harness_timeout_seconds
-        deadline = time.monotonic() + limit
         if not isinstance(trainer, Trainer):
             raise TypeError(f"not a Trainer: {trainer!r}")
-        name = trainer.file
         msg = {"op": "train", "trainer": trainer.request(),
                "params": {k: protocol.encode(v) for k, v in params.items()}}
+        try:
+            return self._train_once(msg, trainer.file, student, limit)
+        except _TrustedLost:
+            # The trusted worker died in a run with a direct line: the student's worker may
+            # hold a call of that run, so it is restarted too, and the run starts again once
+            # (as a relayed run always was), on both fresh processes.
+            student._worker.reset()
+            return self._train_once(msg, trainer.file, student, limit, retried=True)
+
+    def _train_once(self, msg: dict, name: str, student: "StudentProxy", limit: float, *,
+                    retried: bool = False):
+        deadline = time.monotonic() + limit
         ends, spec = student._direct_spec(self._worker)
-        wait: dict = {}
+        wait: dict = {"timeout": limit}
         if ends:   # the trainer sends calls until the run's time is up, the last one may run on
-            msg["direct"] = dict(spec, train_left=limit)
+            msg = dict(msg, direct=dict(spec, train_left=limit))
             wait = {"drain": (student._worker,),
                     "timeout": limit + student._worker.limits.call_timeout_seconds + 5}
-        reply = self._worker.request(msg, wait.get("timeout", limit), fds=ends,
-                                     drain=wait.get("drain", ()))
+
+        def ask_trusted(request: dict, fds: tuple = ()) -> dict:
+            if not ends:
+                return self._worker.request(request, wait["timeout"], fds=fds)
+            try:
+                return self._worker.request(request, wait["timeout"], fds=fds, retry=False,
+                                            drain=wait["drain"])
+            except WorkerDied:
+                if retried:
+                    student._worker.reset()
+                    raise
+                raise _TrustedLost() from None
+            except WorkerTimeout:
+                student._worker.reset()     # it may hold a call of the run that was stopped
+                raise
+
+        reply = ask_trusted(msg, ends)
         while reply.get("ok") and "need" in reply:
             try:
                 if time.monotonic() > deadline:
@@ -301,8 +335,10 @@ class StudentProxy:
                 except WorkerError:
                     pass
                 raise
-            reply = self._worker.request({"op": "train_reply", "reply": answer},
-                                         wait.get("timeout", limit), drain=wait.get("drain", ()))
+            try:
+                reply = ask_trusted({"op": "train_reply", "reply": answer})
+            except ProtocolError:      # a reply that cannot be sent on (1e999 read as inf)
+                reply = ask_trusted({"op": "train_reply", "reply": MALFORMED_REPLY})
         if ends and isinstance(reply.get("junk"), int):
             student._worker.note_junk(reply["junk"])
         return self._value_of(reply, name)
@@ -312,13 +348,16 @@ class StudentProxy:
         the line's spec; ``((), {})`` when a direct line is not possible (a fake worker, a
         worker that is not running, a trusted worker whose channel cannot take descriptors)."""
         ends_of = getattr(self._worker, "direct_ends", None)
-        chan = getattr(trusted, "_chan", None)
-        if ends_of is None or chan is None or not chan.passes_fds:
+        if ends_of is None or not hasattr(trusted, "ensure_running"):
             return (), {}
         try:
+            trusted.ensure_running()
             self._worker.ensure_running()
         except WorkerError:
-            return (), {}          # the first call, relayed, reports it as before
+            return (), {}          # the request, or the first call relayed, reports it
+        chan = getattr(trusted, "_chan", None)
+        if chan is None or not chan.passes_fds:
+            return (), {}
         ends = ends_of()
         if ends is None:
             return (), {}
@@ -438,8 +477,7 @@ class StudentProxy:
     def _malformed(self, fn: str, exc: Exception) -> StudentError:
         self._worker.events.append({"code": "protocol_junk", "message":
                                     f"a malformed reply to a call of {fn}: {exc}"})
-        return StudentError("MalformedReply", "the process running your code sent back an "
-                            "answer that is not in the expected format", function=fn)
+        return StudentError("MalformedReply", MALFORMED, function=fn)
 
 
 def _how_it_failed(exc: WorkerError) -> str:

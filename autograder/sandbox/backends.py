@@ -25,7 +25,9 @@ own uid, no student code). It moves the two protocol descriptors to fds 3 (reque
   itself. Only rlimits, the uid and the seccomp filter protect the machine; see
   ``fallback_exposures()`` for what the instructor must make unreadable.
 - ``unsafe`` and ``trusted``: rlimits only, the grader's uid (``unsafe`` is reached only through
-  the CLI's ``--unsafe-no-sandbox``; ``trusted`` runs the instructor's reference).
+  the CLI's ``--unsafe-no-sandbox``; ``trusted`` runs the instructor's reference). ``trusted``
+  has no CPU-time limit: it serves a whole cohort (its CPU seconds add up over every
+  submission's training), and each of its requests is bounded by the parent's timeout instead.
 
 Invariants of ``bwrap`` and ``fallback``:
 
@@ -623,6 +625,8 @@ def command_spec(backend: str, *, python: str, python_args: list[str], limits: L
         raise ValueError("fds must be (request read end, reply write end)")
     root = os.geteuid() == 0
     values = rlimits(limits, device=device)
+    if backend == "trusted":    # long-lived: its requests have timeouts (module docstring)
+        del values["RLIMIT_CPU"]
     cfg: dict = {"fds": list(fds), "rlimits": values, "uid_base": None, "seccomp": None,
                  "seccomp_fd": False, "drop": None, "argv": [python, *python_args],
                  "parent": os.getpid()}

@@ -18,6 +18,9 @@ Invariants:
   a line over a bound fails the pending request with a ``ReplyTooLarge`` error reply, and any
   line that is not the pending request's reply is skipped; both count in ``Channel.junk``. The
   buffer never holds more than the byte cap plus one read (``READ_CHUNK`` bytes).
+- Skipped lines cost a bounded amount per wait: past ``bounds.REPLY_MAX_JUNK_LINES`` lines or
+  ``bounds.REPLY_MAX_JUNK_BYTES`` bytes of them in one ``exchange``, the pending request fails
+  with a ``ProtocolJunk`` error reply.
 """
 from __future__ import annotations
 
@@ -86,6 +89,7 @@ class Channel:
                 os.set_blocking(fd, False)
         self.buf, self.scanned, self.discarding = bytearray(), 0, False
         self.junk = self.junk_reported = 0
+        self.skipped_lines = self.skipped_bytes = 0     # in the current exchange
 
     @property
     def passes_fds(self) -> bool:
@@ -116,6 +120,7 @@ class Channel:
             poller.register(self.out_r, select.POLLIN)
         others = {c.out_r: c for c in drain if c is not None and c.out_r is not None
                   and c.out_r >= 0}
+        self.skipped_lines = self.skipped_bytes = 0
         for fd in others:
             poller.register(fd, select.POLLIN)
         if pending:
@@ -208,11 +213,14 @@ class Channel:
                     continue
                 self.junk += 1
                 return too_large(rid, f"over {bounds.REPLY_MAX_BYTES >> 20} MiB")
+            if self.skipped_lines >= bounds.REPLY_MAX_JUNK_LINES or \
+                    self.skipped_bytes >= bounds.REPLY_MAX_JUNK_BYTES:
+                return too_much_junk(rid)
             line = self.buf[:i]
             del self.buf[:i + 1]
             self.scanned = 0
             if not line.isascii():      # the protocol is ASCII: decoding stays 1 byte a char
-                self.junk += 1
+                self._skipped(line)
                 continue
             # each value counted is one byte of the line: a short line cannot pass the cap
             if len(line) > bounds.REPLY_MAX_VALUES and \
@@ -222,11 +230,16 @@ class Channel:
             try:
                 msg = protocol.loads(line)
             except ProtocolError:
-                self.junk += 1
+                self._skipped(line)
                 continue
             if msg.get("id") == rid:
                 return msg
-            self.junk += 1
+            self._skipped(line)
+
+    def _skipped(self, line: bytearray) -> None:
+        self.junk += 1
+        self.skipped_lines += 1
+        self.skipped_bytes += len(line) + 1
 
     def _drain_output(self) -> bool:
         """Read what the output pipe holds; False once it is closed."""
@@ -252,6 +265,14 @@ class Channel:
         if self.sock is not None:
             self.sock.close()
         self.rep_r = self.out_r = self.req_w = -1
+
+
+def too_much_junk(rid: str) -> dict:
+    """The error reply that stands for too many lines that were not replies in one wait."""
+    return {"id": rid, "ok": False, "error": {
+        "type": "ProtocolJunk", "message": f"more than {bounds.REPLY_MAX_JUNK_LINES:,} lines "
+        f"(or {bounds.REPLY_MAX_JUNK_BYTES >> 20} MiB) that were not replies came on the "
+        "grader's reply channel; never write to the grader's channels"}}
 
 
 def too_large(rid: str, what: str) -> dict:

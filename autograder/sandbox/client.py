@@ -323,12 +323,13 @@ class Worker:
         elif code is not None:
             self.events.append({"code": code, "message": limit_note(code, self.limits)})
 
-    def request(self, msg: dict, timeout: float, *, fds: tuple = (),
-                drain: tuple = ()) -> dict:
+    def request(self, msg: dict, timeout: float, *, fds: tuple = (), drain: tuple = (),
+                retry: bool = True) -> dict:
         """Send one request (with the descriptors ``fds``, on a worker whose channel passes
         them) and return its reply (``ok`` true or false), draining the output of the channels
         ``drain`` while it waits. A dead worker is restarted first. Raises WorkerDied /
-        WorkerTimeout."""
+        WorkerTimeout. ``retry=False``: a trusted worker that dies in this request is not
+        asked again (the caller starts over)."""
         self.ensure_running()
         try:
             return self._request(msg, timeout, fds, drain)
@@ -338,11 +339,16 @@ class Worker:
                 if self._load_failure is not None:
                     raise type(self._load_failure)(str(self._load_failure)) from None
                 return self._request(msg, timeout, (), drain)
-            if not self.trusted or self._closed:
+            if not self.trusted or self._closed or not retry:
                 raise
         # The trusted reference is long-lived (rlimits still apply): a death is retried once.
         self.restart()
         return self._request(msg, timeout, (), drain)
+
+    def reset(self) -> None:
+        """Stop the process, not for anything it did (no event): the next request starts a
+        fresh one and loads the same cells again."""
+        self._stop()
 
     def ensure_running(self) -> None:
         """Start (or restart and reload) the worker if it is not running and ready. Raises

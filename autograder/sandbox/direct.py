@@ -19,11 +19,11 @@ Invariants:
   directly, and only until the run's own time is up (``train_left``); any other request goes up
   to it (``relayed``) and is answered or refused there as before (a run past its time stops
   there, as it did).
-- Anything but an ordinary ``ok`` reply goes up too, as ``{"op": "direct", "outcome": ...}``: a
-  reply that reports an error (``error``, bounded by ``protocol.decode_error``; the grading
-  process adds what it knows about limits), no reply in time (``expired``) or a closed reply
-  pipe (``closed``). The grading process records these exactly as for its own requests; after
-  ``expired`` or ``closed`` nothing more goes directly.
+- Anything but an ``ok`` reply goes up too, as ``{"op": "direct", "outcome": ...}``: a reply
+  that reports an error (``error``, bounded by ``protocol.decode_error``, or None when it is not
+  one; the grading process adds what it knows about limits), no reply in time (``expired``) or a
+  closed reply pipe (``closed``). The grading process records these exactly as for its own
+  requests; after ``expired`` or ``closed`` nothing more goes directly.
 - The descriptors are closed when the run ends (``close``); the grading process keeps its own.
 """
 from __future__ import annotations
@@ -56,14 +56,13 @@ class DirectLine:
         self.relayed = relayed
         self.junk_seen = self.junk_reported = 0
         self._ids = itertools.count(1)
-        self._token = secrets.token_hex(4)
 
     def ask(self, msg: dict) -> dict:
         fn = msg.get("fn")
         if self.chan is None or fn not in self.fns or (
                 self.train_deadline is not None and time.monotonic() > self.train_deadline):
             return self.relayed(msg)
-        rid = f"t{next(self._ids)}-{self._token}"
+        rid = f"t{next(self._ids)}-{secrets.token_hex(4)}"   # unguessable, as the parent's
         deadline = time.monotonic() + self.timeout
         if self.wall_deadline is not None:
             deadline = min(deadline, self.wall_deadline)
@@ -73,7 +72,7 @@ class DirectLine:
             return self._escalate(fn, "expired")
         except ChannelClosed:
             return self._escalate(fn, "closed")
-        if reply.get("ok") is True:
+        if reply.get("ok"):      # what the relay takes for a reply; it checks the rest
             return reply
         return self._escalate(fn, "error", reply)
 
@@ -81,14 +80,12 @@ class DirectLine:
         need: dict = {"op": "direct", "fn": fn, "outcome": outcome, "junk": self.new_junk()}
         if outcome != "error":
             self.close()
-        else:
+        else:       # bounded as the grading process bounds an error; read as the relay reads it
             assert reply is not None
             try:
                 error = protocol.decode_error(reply.get("error"))
             except ProtocolError:
-                error = {"type": "MalformedReply", "message": "the process running your code "
-                         "sent back an answer that is not in the expected format",
-                         "trace": "", "stage": "call", "in_student_code": False}
+                error = None
             need["reply"] = {"ok": False, "error": error}
         return self.relayed(need)
 
@@ -101,7 +98,7 @@ class DirectLine:
 
     def close(self) -> None:
         """Close this process's copies of the student worker's ends (idempotent)."""
-        if self.chan is not None:
-            self.junk_seen = self.chan.junk
+        if self.chan is not None:   # whole lines still buffered were read, never replies
+            self.junk_seen = self.chan.junk + self.chan.buf.count(b"\n")
             self.chan.close()
             self.chan = None

@@ -87,12 +87,21 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):     # 1e999: no JSON number stands for it (``dumps`` refuses)
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
 def loads(line: bytes | bytearray | str) -> dict:
-    """Parse one line into a message (a JSON object). ProtocolError for anything else."""
+    """Parse one line into a message (a JSON object). ProtocolError for anything else, so also
+    for NaN, Infinity and numbers out of float range: what ``loads`` accepts, ``dumps`` can send
+    on."""
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError("line over the size cap")
     try:
-        msg = json.loads(line, parse_constant=_reject_constant)
+        msg = json.loads(line, parse_constant=_reject_constant, parse_float=_finite)
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not a JSON line: {str(exc)[:200]}") from None
     if not isinstance(msg, dict):

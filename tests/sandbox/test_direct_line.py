@@ -171,3 +171,85 @@ def test_a_run_past_its_own_time_stops_as_before_and_keeps_the_trusted_worker(co
         assert worker.alive and "call_timeout" not in codes(worker)
     finally:
         worker.close()
+
+
+# --- replies only a student who rewrites the worker sends: both paths read them alike ---------
+
+HOOK_SEND = '''
+    import sys
+    frame, server = sys._getframe(), None
+    while frame is not None:             # the worker's Server, from the student's own frames
+        server = frame.f_locals.get("self") if frame.f_code.co_name == "serve" else server
+        frame = frame.f_back
+    if server is not None and "send" not in vars(server):
+        plain = type(server).send
+        def send(reply, _plain=plain, _server=server):
+            if reply.get("ok") is True and "value" in reply:
+                {rewrite}
+            _plain(_server, reply)
+        server.send = send'''
+
+FORGED = {
+    "ok is 1": ('reply = dict(reply, ok=1)', "trained"),
+    "error not an object": ('reply = {"id": reply["id"], "ok": False, "error": "x"}',
+                            "`reinforce_loss` failed during training"),
+    "a number out of range": (
+        'os.write(4, b\'{"id": "\' + reply["id"].encode() + '
+        'b\'", "ok": true, "value": 1e999}\\\\n\')\n                return',
+        "no answer within 3 s"),
+}
+
+
+def outcome(out) -> str:
+    if isinstance(out, Exception):
+        return str(out)
+    return out.get("error", "trained")
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_forged_replies_read_the_same_on_both_paths(course, monkeypatch, case):
+    rewrite, expected = FORGED[case]
+    limits = dataclasses.replace(course[0].limits, call_timeout_seconds=3)
+    seen = {}
+    for direct in (True, False):
+        out, _, _, worker = run(course, HOOK_SEND.format(rewrite=rewrite), limits=limits,
+                                direct=direct, monkeypatch=monkeypatch)
+        worker.close()
+        seen[direct] = outcome(out)
+    assert seen[True] == seen[False]
+    assert expected in seen[True]
+
+
+def test_a_flood_of_stray_lines_fails_the_call_on_both_paths(course, monkeypatch):
+    seen = {}
+    for direct in (True, False):
+        out, _, _, worker = run(course, "os.write(4, b'\\n' * 5000)", direct=direct,
+                                monkeypatch=monkeypatch)
+        worker.close()
+        seen[direct] = outcome(out)
+    assert seen[True] == seen[False] and "ProtocolJunk" in seen[True]
+
+
+def test_a_trusted_worker_lost_mid_run_starts_the_run_again_on_fresh_processes(course,
+                                                                                monkeypatch):
+    """The student's worker may hold a call of the lost run: it is restarted too (nothing is
+    held against the student), and the run starts again once, as a relayed run always did."""
+    import os
+    import signal
+    import threading
+
+    trusted = course[2]
+    old = trusted.pid
+    killer = threading.Timer(0.4, lambda: os.kill(old, signal.SIGKILL))
+    killer.start()
+    try:
+        out, student, asked, worker = run(course, "time.sleep(0.03)", monkeypatch=monkeypatch)
+    finally:
+        killer.cancel()
+    try:
+        assert "error" not in out and out["round_trips"] == EPISODES, out
+        assert trusted.pid != old
+        assert [f["code"] for f in worker.flags()] == []
+        assert asked == []                  # the second run had its direct line too
+    finally:
+        worker.close()

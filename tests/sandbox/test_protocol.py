@@ -9,12 +9,13 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from autograder import REPO_ROOT
+from autograder import REPO_ROOT, bounds
 from autograder.sandbox import protocol
 from autograder.sandbox.channel import Channel, ChannelClosed, ChannelExpired, OutputTail
 from autograder.sandbox.protocol import Other, ProtocolError, TensorMeta, TooLarge
@@ -153,10 +154,16 @@ def test_deep_nesting_is_refused_not_a_crash():
 
 
 @pytest.mark.parametrize("line", [b"", b"not json", b"[1, 2]", b"42", b'{"a": NaN}',
-                                  b'{"a": Infinity}', b"\xff\xfe", b'{"id": 1'])
+                                  b'{"a": Infinity}', b"\xff\xfe", b'{"id": 1',
+                                  b'{"a": 1e999}', b'{"a": [-1e400]}'])
 def test_malformed_lines_are_refused(line):
     with pytest.raises(ProtocolError):
         protocol.loads(line)
+
+
+def test_what_loads_accepts_dumps_can_send_on():
+    msg = protocol.loads(b'{"a": 1e308, "b": -2.5e-320, "c": [0.1, 3]}')
+    assert protocol.loads(protocol.dumps(msg)) == msg
 
 
 def test_encode_refuses_what_it_cannot_send():
@@ -228,6 +235,31 @@ def test_reader_skips_junk_and_replies_with_other_ids():
     for fd in (rep_w, out_w, req_r):
         os.close(fd)
     chan.close()
+
+
+@pytest.mark.parametrize("line, n", [
+    (b"\n", bounds.REPLY_MAX_JUNK_LINES),
+    (b'{"id": "stale", "ok": true}\n', bounds.REPLY_MAX_JUNK_LINES),
+    (b"x" * (1 << 20) + b"\n", bounds.REPLY_MAX_JUNK_BYTES >> 20)])
+def test_skipped_lines_cost_a_bounded_amount_per_wait(line, n):
+    """Many short lines, many stale replies, or a few long lines: past the bound the pending
+    request fails (its own reply, written after them, is never waited for); below it, the
+    reply is found."""
+    for count, fails in ((n - 1, False), (n, True)):
+        chan, rep_w, out_w, req_r = reader()
+        writer = threading.Thread(target=lambda: os.write(
+            rep_w, line * count + b'{"id": "r1", "ok": true, "value": 1}\n'))
+        writer.start()
+        msg = chan.exchange(None, "r1", time.monotonic() + 30)
+        writer.join()
+        if fails:
+            assert msg["ok"] is False and msg["error"]["type"] == "ProtocolJunk"
+            assert chan.junk == n
+        else:
+            assert msg == {"id": "r1", "ok": True, "value": 1} and chan.junk == n - 1
+        for fd in (rep_w, out_w, req_r):
+            os.close(fd)
+        chan.close()
 
 
 def test_reader_deadline_and_eof():

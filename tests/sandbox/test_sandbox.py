@@ -228,6 +228,19 @@ def test_environment_is_clean(tmp_path, monkeypatch):
     assert "GRADER_SECRET" not in env and "GRADER_SECRET" not in " ".join(spec.argv)
 
 
+def test_the_trusted_worker_has_no_cpu_time_limit_and_the_student_s_has(tmp_path):
+    """The trusted worker serves a whole cohort: a lifetime CPU limit would end it every few
+    dozen submissions (and could be run down by one student's replies for the next one)."""
+    def rlimits_of(backend: str) -> dict:
+        spec = command_spec(backend, python=sys.executable, python_args=["-c", "pass"],
+                            limits=Limits(), device="cpu", fds=(0, 1), scratch_dir=str(tmp_path))
+        return json.loads(spec.argv[-1])["rlimits"]
+
+    assert "RLIMIT_CPU" not in rlimits_of("trusted")
+    assert rlimits_of("unsafe")["RLIMIT_CPU"][0] == Limits().cpu_seconds
+    assert rlimits_of("trusted")["RLIMIT_AS"] == rlimits_of("unsafe")["RLIMIT_AS"]
+
+
 def test_rlimit_values():
     lim = Limits(cpu_seconds=120, memory_mb=3072, max_processes=64, max_open_files=256,
                  max_file_mb=64)
@@ -750,8 +763,12 @@ reply({"uid": os.getuid(), "seccomp": status()["Seccomp"],
 """, limits=limits))
     assert r["uid"] == os.getuid() and r["seccomp"] == "0"
     expected = rlimits(limits)
+    if backend == "trusted":   # no CPU-time limit of its own: the grader's, inherited
+        import resource
+
+        expected["RLIMIT_CPU"] = resource.getrlimit(resource.RLIMIT_CPU)
     for name, value in r["limits"].items():
-        assert tuple(value) == expected[name], name
+        assert tuple(value) == tuple(expected[name]), name
     assert r["fds"] == [0, 1, 2, 3, 4, 5]
 
 
