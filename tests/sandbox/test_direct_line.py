@@ -49,11 +49,12 @@ def course():
 
 
 def run(course, body: str | None = None, *, monkeypatch, limits=None, direct: bool = True,
-        train_timeout: float | None = None):
+        train_timeout: float | None = None, trusted=None):
     """Train ``bandit`` for EPISODES steps with the answer key, its ``reinforce_loss`` replaced
     by one running ``body`` first. Returns (result or exception, student proxy, parent
     requests the student's worker got during the run)."""
-    settings, asg, trusted = course
+    settings, asg, default = course
+    trusted = trusted or default
     cells = reference_cells(asg)
     if body is not None:
         cells = cells + [{"id": "variant", "source": REINFORCE.format(body=body)}]
@@ -253,3 +254,38 @@ def test_a_trusted_worker_lost_mid_run_starts_the_run_again_on_fresh_processes(c
         assert asked == []                  # the second run had its direct line too
     finally:
         worker.close()
+
+
+def vm_hwm(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmHWM:"))
+
+
+def test_the_largest_reply_lines_cost_the_trusted_worker_a_bounded_amount(course, monkeypatch):
+    """The trusted worker reads a training run's replies with the grading process's bounds:
+    a line just under the byte and value caps is parsed and skipped, lines over them fail the
+    call; its peak memory grows by at most ``TRUSTED_REPLY_PEAK`` whatever the lines hold."""
+    from load.test_untrusted_bytes import junk_line
+
+    settings, asg, _ = course
+    fresh = Worker(settings.limits, backend="trusted", device="cpu", trusted=True)
+    fresh.start()
+    fresh.load(reference_cells(asg) + mutant_cells(asg))
+    body = ("if _calls[0] == 1:\n"
+            + "".join(f"        _view = memoryview({junk_line(kind)})\n"
+                      "        while _view:\n"
+                      "            _view = _view[os.write(4, _view):]\n"
+                      for kind in ("parsed", "values", "bytes")))
+    try:
+        before = vm_hwm(fresh.pid)
+        out, _, _, worker = run(course, body, trusted=fresh, monkeypatch=monkeypatch)
+        grown = vm_hwm(fresh.pid) - before
+        worker.close()
+        assert "error" in out and "reply to the grader was" in out["error"], out
+        print(f"trusted worker VmHWM {before >> 20} MiB, grew by {grown >> 20} MiB")
+        assert grown < TRUSTED_REPLY_PEAK
+    finally:
+        fresh.close()
+
+
+TRUSTED_REPLY_PEAK = 512 << 20   # bytes over its resting peak (README "Security model")
