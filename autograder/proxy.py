@@ -300,18 +300,17 @@ class StudentProxy:
                     retried: bool = False):
         deadline = time.monotonic() + limit
         ends, spec = student._direct_spec(self._worker)
-        wait: dict = {"timeout": limit}
+        wait = limit
         if ends:   # the trainer sends calls until the run's time is up, the last one may run on
             msg = dict(msg, direct=dict(spec, train_left=limit))
-            wait = {"drain": (student._worker,),
-                    "timeout": limit + student._worker.limits.call_timeout_seconds + 5}
+            wait = limit + student._worker.limits.call_timeout_seconds + 5
 
         def ask_trusted(request: dict, fds: tuple = ()) -> dict:
             if not ends:
-                return self._worker.request(request, wait["timeout"], fds=fds)
+                return self._worker.request(request, wait)
             try:
-                return self._worker.request(request, wait["timeout"], fds=fds, retry=False,
-                                            drain=wait["drain"])
+                return self._worker.request(request, wait, fds=fds, retry=False,
+                                            drain=(student._worker,))
             except WorkerDied:
                 if retried:
                     student._worker.reset()
@@ -384,7 +383,7 @@ class StudentProxy:
             return self._with_limit_note(reply)
         if outcome not in ("expired", "closed"):
             raise RuntimeError(f"a trainer sent up {outcome!r}")
-        exc = self._worker.direct_outcome(outcome, self._worker.limits.call_timeout_seconds)
+        exc = self._worker.direct_outcome(outcome)
         if not self._worker.out_of_wall_time:
             self._failed[fn] = exc
         raise exc

@@ -161,11 +161,9 @@ class Channel:
                     self.buf += data
 
     def _send_control(self, line: bytes, fds: tuple) -> None:
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] \
-            if fds else []
         assert self.sock is not None            # called only for a socket channel
         try:
-            self.sock.sendmsg([line], anc)
+            self.sock.sendmsg([line], rights(fds))
         except OSError:
             raise ChannelClosed() from None
 
@@ -173,11 +171,10 @@ class Channel:
         """Send one byte of a request with ``fds`` attached (SCM_RIGHTS on a stream socket)."""
         assert self.req_w is not None
         sock = socket.socket(fileno=os.dup(self.req_w))
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
         try:
             for _ in range(100):        # the socket is non-blocking; an idle one takes it at once
                 try:
-                    return sock.sendmsg([first], anc)
+                    return sock.sendmsg([first], rights(fds))
                 except BlockingIOError:
                     select.select([], [self.req_w], [], 0.1)
             raise ChannelClosed()
@@ -265,6 +262,12 @@ class Channel:
         if self.sock is not None:
             self.sock.close()
         self.rep_r = self.out_r = self.req_w = -1
+
+
+def rights(fds: tuple) -> list:
+    """The ancillary data that passes ``fds`` with a message (none for no descriptors)."""
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] \
+        if fds else []
 
 
 def too_much_junk(rid: str) -> dict:

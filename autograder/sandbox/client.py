@@ -463,15 +463,14 @@ class Worker:
             return None
         return chan.req_w, chan.rep_r
 
-    def direct_outcome(self, outcome: str, timeout: float) -> WorkerError:
+    def direct_outcome(self, outcome: str) -> WorkerError:
         """What the trusted worker saw when it talked to this worker directly: ``expired``
-        (no reply within ``timeout`` seconds, or the wall-clock budget) or ``closed`` (the
-        reply pipe closed). Recorded as for one of this worker's own requests; the error to
-        raise."""
+        (no reply within the call timeout, or the wall-clock budget) or ``closed`` (the reply
+        pipe closed). Recorded as for one of this worker's own requests; the error to raise."""
         if self._proc is None:
             return WorkerDied("the worker was stopped")
         if outcome == "expired":
-            return self._expired(self.out_of_wall_time, timeout)
+            return self._expired(self.out_of_wall_time, self.limits.call_timeout_seconds)
         return self._ended()
 
     # -- reporting ----------------------------------------------------------------------------

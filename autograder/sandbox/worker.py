@@ -119,7 +119,7 @@ class LineReader:
     def _read(self) -> bytes:
         if self.sock is None:
             return os.read(self.fd, 1 << 20)
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 20, self.MAX_FDS)
+        data, fds = recv_fds(self.sock, self.MAX_FDS, bufsize=1 << 20)
         for fd in fds:
             if len(self.fds) < self.MAX_FDS:
                 self.fds.append(fd)
@@ -739,8 +739,7 @@ class Server:
         self.training = None
         line, self.direct = getattr(self, "direct", None), None
         reply = kit_error(body) if kind == "failed" else {"ok": True, "value": encode_value(body)}
-        if line is not None:
-            line.close()
+        if line is not None:        # closed by the trainer's thread as it ended
             reply["junk"] = line.new_junk()
         return reply
 
@@ -1190,11 +1189,14 @@ def describe_status(status: int) -> dict:
     return {"signal": None, "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}
 
 
-def recv_fds(sock: socket.socket, maxfds: int = 3) -> tuple[bytes, list[int]]:
+def recv_fds(sock: socket.socket, maxfds: int = 3,
+             bufsize: int = 1 << 16) -> tuple[bytes, list[int]]:
+    """Up to ``bufsize`` bytes from ``sock`` and the descriptors (at most ``maxfds``) sent with
+    them."""
     import array
 
     fds = array.array("i")
-    data, ancdata, flags, _ = sock.recvmsg(1 << 16, socket.CMSG_LEN(maxfds * fds.itemsize))
+    data, ancdata, flags, _ = sock.recvmsg(bufsize, socket.CMSG_LEN(maxfds * fds.itemsize))
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
